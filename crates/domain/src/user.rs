@@ -1,0 +1,215 @@
+//! Users as the external platform syncs them: the validated sync command and the stored user.
+
+use crate::ids::{ExternalUserId, UserId};
+use crate::quota::Quota;
+use crate::time::UnixTime;
+use crate::validation::{ValidationErrors, rules};
+
+/// Allowed `login_type` values.
+pub const LOGIN_TYPES: &[&str] = &["email", "wechat", "alipay", "sms", "google"];
+
+/// The sync request as received (`SyncExternalUserRequest`); `None` means absent or null.
+#[derive(Debug, Default, garde::Validate)]
+pub struct SyncUserInput {
+    /// `external_user_id`.
+    #[garde(custom(rules::text(true, 100)))]
+    pub external_user_id: Option<String>,
+    /// `username`.
+    #[garde(custom(rules::text(true, 50)))]
+    pub username: Option<String>,
+    /// `display_name`.
+    #[garde(custom(rules::text(false, 100)))]
+    pub display_name: Option<String>,
+    /// `email`.
+    #[garde(custom(rules::email(100)))]
+    pub email: Option<String>,
+    /// `phone`.
+    #[garde(custom(rules::text(false, 20)))]
+    pub phone: Option<String>,
+    /// `login_type`.
+    #[garde(custom(rules::one_of(LOGIN_TYPES)))]
+    pub login_type: Option<String>,
+}
+
+const SYNC_FIELDS: &[(&str, &str)] = &[
+    ("external_user_id", "ExternalUserId"),
+    ("username", "Username"),
+    ("display_name", "DisplayName"),
+    ("email", "Email"),
+    ("phone", "Phone"),
+    ("login_type", "LoginType"),
+];
+
+/// Profile fields of a sync; `None` keeps the stored value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfilePatch {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New email.
+    pub email: Option<String>,
+    /// New phone.
+    pub phone: Option<String>,
+    /// New login type (one of [`LOGIN_TYPES`]).
+    pub login_type: Option<String>,
+}
+
+/// A validated sync: create the user, or update the fields it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncUser {
+    external_user_id: ExternalUserId,
+    username: String,
+    profile: ProfilePatch,
+}
+
+impl SyncUserInput {
+    /// Applies the rules of `SyncExternalUserRequest`. An empty optional string counts as
+    /// absent, as in Go (`omitempty`).
+    pub fn into_command(self) -> Result<SyncUser, ValidationErrors> {
+        if let Err(report) = garde::Validate::validate(&self) {
+            if let Some(errors) = ValidationErrors::from_report("SyncExternalUserRequest", SYNC_FIELDS, &report) {
+                return Err(errors);
+            }
+        }
+        let required = |v: Option<String>, field| {
+            v.ok_or_else(|| ValidationErrors::single("SyncExternalUserRequest", field, "required"))
+        };
+        let external = required(self.external_user_id, "ExternalUserId")?;
+        let external_user_id = ExternalUserId::parse(external)
+            .ok_or_else(|| ValidationErrors::single("SyncExternalUserRequest", "ExternalUserId", "max"))?;
+        let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        Ok(SyncUser {
+            external_user_id,
+            username: required(self.username, "Username")?,
+            profile: ProfilePatch {
+                display_name: non_empty(self.display_name),
+                email: non_empty(self.email),
+                phone: non_empty(self.phone),
+                login_type: non_empty(self.login_type),
+            },
+        })
+    }
+}
+
+impl SyncUser {
+    /// Whose record this is.
+    #[must_use]
+    pub fn external_user_id(&self) -> &ExternalUserId {
+        &self.external_user_id
+    }
+
+    /// The username to store (usernames need not be unique).
+    #[must_use]
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// Profile fields carried by the request.
+    #[must_use]
+    pub fn profile(&self) -> &ProfilePatch {
+        &self.profile
+    }
+}
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Tollgate's id.
+    pub id: UserId,
+    /// The platform's id for the user.
+    pub external_user_id: ExternalUserId,
+    /// Username.
+    pub username: String,
+    /// Display name (empty when never set).
+    pub display_name: String,
+    /// Email (empty when never set).
+    pub email: String,
+    /// Phone (empty when never set).
+    pub phone: String,
+    /// Login type (empty when never set).
+    pub login_type: String,
+    /// Current balance.
+    pub quota: Quota,
+    /// Quota spent on LLM calls so far.
+    pub used_quota: Quota,
+    /// Settled LLM calls so far.
+    pub total_requests: i64,
+    /// When the user was created.
+    pub created_at: UnixTime,
+}
+
+/// Result of a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// The user as stored after the sync.
+    pub user: User,
+    /// Whether this sync created the user.
+    pub created: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> SyncUserInput {
+        SyncUserInput {
+            external_user_id: Some("u1".into()),
+            username: Some("name".into()),
+            ..SyncUserInput::default()
+        }
+    }
+
+    fn message(i: SyncUserInput) -> String {
+        i.into_command().expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn missing_external_id_fails_required() {
+        let m = message(SyncUserInput { external_user_id: None, ..input() });
+        assert_eq!(
+            m,
+            "请求参数错误: Key: 'SyncExternalUserRequest.ExternalUserId' Error:Field validation for 'ExternalUserId' failed on the 'required' tag"
+        );
+    }
+
+    #[test]
+    fn several_failures_join_in_field_order() {
+        let m = message(SyncUserInput {
+            external_user_id: Some(String::new()),
+            username: Some("x".repeat(51)),
+            email: Some("not-an-email".into()),
+            login_type: Some("invalid_type".into()),
+            ..input()
+        });
+        let parts: Vec<_> = m.trim_start_matches("请求参数错误: ").split('\n').collect();
+        assert_eq!(parts.len(), 4, "{m}");
+        assert!(parts[0].contains("'ExternalUserId' failed on the 'required' tag"));
+        assert!(parts[1].contains("'Username' failed on the 'max' tag"));
+        assert!(parts[2].contains("'Email' failed on the 'email' tag"));
+        assert!(parts[3].contains("'LoginType' failed on the 'oneof' tag"));
+        assert_eq!(m.matches("请求参数错误").count(), 1);
+    }
+
+    #[test]
+    fn max_counts_characters_not_bytes() {
+        let ok = SyncUserInput { username: Some("名".repeat(50)), ..input() };
+        assert!(ok.into_command().is_ok());
+        let m = message(SyncUserInput { phone: Some("1".repeat(21)), ..input() });
+        assert!(m.contains("'Phone' failed on the 'max' tag"));
+    }
+
+    #[test]
+    fn empty_optional_fields_keep_stored_values() {
+        let cmd = SyncUserInput { display_name: Some(String::new()), login_type: Some(String::new()), ..input() }
+            .into_command()
+            .expect("valid");
+        assert_eq!(cmd.profile(), &ProfilePatch::default());
+    }
+
+    #[test]
+    fn every_login_type_is_accepted() {
+        for t in LOGIN_TYPES {
+            let cmd = SyncUserInput { login_type: Some((*t).into()), ..input() }.into_command();
+            assert!(cmd.is_ok(), "{t}");
+        }
+    }
+}
