@@ -1,1 +1,16 @@
-//! placeholder
+//! Database migrations for Tollgate. One set serves MySQL/MariaDB and SQLite; the server runs
+//! them at start-up. Migrations are append-only: a landed migration is never edited.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_ledger;
+
+/// All migrations, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_ledger::Migration)]
+    }
+}

@@ -163,7 +163,10 @@ impl LogQueryInput {
             }
         }
         let model_contains = non_empty(self.model_name);
-        if model_contains.as_ref().is_some_and(|m| m.chars().count() > 100) {
+        if model_contains
+            .as_ref()
+            .is_some_and(|m| m.chars().count() > 100)
+        {
             return Err(fail("ModelName", "max"));
         }
         let kind = match non_empty(self.kind).as_deref() {
@@ -173,9 +176,14 @@ impl LogQueryInput {
             Some(_) => return Err(fail("Type", "oneof")),
         };
         let number = |v: Option<String>, field, default, max| -> Result<u64, ValidationErrors> {
-            let Some(s) = non_empty(v) else { return Ok(default) };
+            let Some(s) = non_empty(v) else {
+                return Ok(default);
+            };
             if !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(fail(field, if s.starts_with('-') { "min" } else { "number" }));
+                return Err(fail(
+                    field,
+                    if s.starts_with('-') { "min" } else { "number" },
+                ));
             }
             match s.parse::<u64>() {
                 Ok(0) => Err(fail(field, "min")),
@@ -269,8 +277,14 @@ mod tests {
         assert_eq!(q(|i| i.page_size = Some("0".into())), Err("min".into()));
         assert_eq!(q(|i| i.page = Some("-1".into())), Err("min".into()));
         assert_eq!(q(|i| i.page = Some("abc".into())), Err("number".into()));
-        assert_eq!(q(|i| i.page = Some("99999999999999999999999".into())), Err("max".into()));
-        assert_eq!(q(|i| i.start_date = Some("invalid-date".into())), Err("datetime".into()));
+        assert_eq!(
+            q(|i| i.page = Some("99999999999999999999999".into())),
+            Err("max".into())
+        );
+        assert_eq!(
+            q(|i| i.start_date = Some("invalid-date".into())),
+            Err("datetime".into())
+        );
         assert_eq!(q(|i| i.kind = Some("refund".into())), Err("oneof".into()));
         assert_eq!(
             q(|i| {
@@ -288,6 +302,9 @@ mod tests {
             i.end_date = Some("2024-02-01".into());
         })
         .expect("valid");
-        assert_eq!(d.until.map(|t| t.secs() - d.from.map_or(0, UnixTime::secs)), Some(86_400));
+        assert_eq!(
+            d.until.map(|t| t.secs() - d.from.map_or(0, UnixTime::secs)),
+            Some(86_400)
+        );
     }
 }

@@ -95,7 +95,10 @@ impl UsdAmount {
         }
         // Within 0.01..=100000 the product always fits in 64 bits.
         let quota = Quota::from_usd(value).ok_or(AmountError::Max)?;
-        Ok(UsdAmount { value: value.normalize(), quota })
+        Ok(UsdAmount {
+            value: value.normalize(),
+            quota,
+        })
     }
 
     /// The amount, normalised (no trailing zeros).
@@ -157,7 +160,13 @@ mod tests {
         assert_eq!(UsdAmount::parse(usd("100000.01")), Err(AmountError::Max));
         let ok = UsdAmount::parse(usd("100000")).expect("max is allowed");
         assert_eq!(ok.quota(), Quota::new(50_000_000_000));
-        assert_eq!(UsdAmount::parse(usd("25.50")).expect("valid").value().to_string(), "25.5");
+        assert_eq!(
+            UsdAmount::parse(usd("25.50"))
+                .expect("valid")
+                .value()
+                .to_string(),
+            "25.5"
+        );
     }
 
     proptest! {

@@ -4,7 +4,7 @@
 
 use crate::error::RepoError;
 use crate::ids::{ExternalUserId, PlatformId, TokenId, UserId};
-use crate::logs::{LogEntry, LogPage, LogQuery, ModelUsage};
+use crate::logs::{LogEntry, LogPage, LogQuery, ModelUsage, NewLogEntry};
 use crate::time::UnixTime;
 use crate::token::{Token, TokenRecord};
 use crate::topup::{TopUp, TopUpOutcome};
@@ -16,10 +16,19 @@ use async_trait::async_trait;
 pub trait UserRepository: Send + Sync {
     /// Creates the user or updates the profile fields the command carries, never touching
     /// quota, usage or tokens. Concurrent syncs of one new id create exactly one user.
-    async fn sync_user(&self, platform: &PlatformId, cmd: &SyncUser, now: UnixTime) -> Result<SyncOutcome, RepoError>;
+    async fn sync_user(
+        &self,
+        platform: &PlatformId,
+        cmd: &SyncUser,
+        now: UnixTime,
+    ) -> Result<SyncOutcome, RepoError>;
 
     /// The user with this external id under this platform.
-    async fn find_user(&self, platform: &PlatformId, id: &ExternalUserId) -> Result<Option<User>, RepoError>;
+    async fn find_user(
+        &self,
+        platform: &PlatformId,
+        id: &ExternalUserId,
+    ) -> Result<Option<User>, RepoError>;
 }
 
 /// Credits.
@@ -27,7 +36,12 @@ pub trait UserRepository: Send + Sync {
 pub trait TopUpRepository: Send + Sync {
     /// Credits the top-up unless its `payment_id` was seen before on this platform: the receipt,
     /// the balance change and the log row commit together or not at all.
-    async fn credit(&self, platform: &PlatformId, cmd: &TopUp, now: UnixTime) -> Result<TopUpOutcome, RepoError>;
+    async fn credit(
+        &self,
+        platform: &PlatformId,
+        cmd: &TopUp,
+        now: UnixTime,
+    ) -> Result<TopUpOutcome, RepoError>;
 }
 
 /// API keys.
@@ -46,11 +60,19 @@ pub trait TokenRepository: Send + Sync {
 /// The log.
 #[async_trait]
 pub trait LogRepository: Send + Sync {
+    /// Appends a row (consume rows come from settled calls; top-up rows are written by
+    /// [`TopUpRepository::credit`] inside its transaction).
+    async fn append_log(&self, entry: &NewLogEntry) -> Result<LogEntry, RepoError>;
+
     /// One page of the filtered log, newest first (time, then id), with totals over the filter.
     async fn log_page(&self, user: UserId, query: &LogQuery) -> Result<LogPage, RepoError>;
 
     /// The newest `limit` consume rows.
-    async fn recent_consumption(&self, user: UserId, limit: u64) -> Result<Vec<LogEntry>, RepoError>;
+    async fn recent_consumption(
+        &self,
+        user: UserId,
+        limit: u64,
+    ) -> Result<Vec<LogEntry>, RepoError>;
 
     /// Consumption grouped by model.
     async fn usage_by_model(&self, user: UserId) -> Result<Vec<ModelUsage>, RepoError>;

@@ -56,23 +56,42 @@ impl ExternalUserService {
     }
 
     async fn user(&self, platform: &PlatformId, id: &ExternalUserId) -> Result<User, DomainError> {
-        self.store.find_user(platform, id).await?.ok_or(DomainError::UserNotFound)
+        self.store
+            .find_user(platform, id)
+            .await?
+            .ok_or(DomainError::UserNotFound)
     }
 
     /// `POST /sync`.
-    pub async fn sync(&self, platform: &PlatformId, input: SyncUserInput, now: UnixTime) -> Result<SyncOutcome, DomainError> {
+    pub async fn sync(
+        &self,
+        platform: &PlatformId,
+        input: SyncUserInput,
+        now: UnixTime,
+    ) -> Result<SyncOutcome, DomainError> {
         let cmd = input.into_command()?;
         Ok(self.store.sync_user(platform, &cmd, now).await?)
     }
 
     /// `POST /topup`: credits once per `payment_id`; a repeat with the same user and amount
     /// answers the original receipt, any other repeat is a conflict.
-    pub async fn top_up(&self, platform: &PlatformId, input: TopUpInput, now: UnixTime) -> Result<TopUpResult, DomainError> {
+    pub async fn top_up(
+        &self,
+        platform: &PlatformId,
+        input: TopUpInput,
+        now: UnixTime,
+    ) -> Result<TopUpResult, DomainError> {
         let cmd = input.into_command()?;
         match self.store.credit(platform, &cmd, now).await? {
-            TopUpOutcome::Credited(receipt) => Ok(TopUpResult { receipt, replay: false }),
+            TopUpOutcome::Credited(receipt) => Ok(TopUpResult {
+                receipt,
+                replay: false,
+            }),
             TopUpOutcome::AlreadyProcessed(receipt) if receipt.is_replay_of(&cmd) => {
-                Ok(TopUpResult { receipt, replay: true })
+                Ok(TopUpResult {
+                    receipt,
+                    replay: true,
+                })
             }
             TopUpOutcome::AlreadyProcessed(_) => Err(DomainError::PaymentIdConflict),
             TopUpOutcome::UserNotFound => Err(DomainError::UserNotFound),
@@ -80,7 +99,12 @@ impl ExternalUserService {
     }
 
     /// `POST /token`.
-    pub async fn create_token(&self, platform: &PlatformId, input: TokenInput, now: UnixTime) -> Result<IssuedToken, DomainError> {
+    pub async fn create_token(
+        &self,
+        platform: &PlatformId,
+        input: TokenInput,
+        now: UnixTime,
+    ) -> Result<IssuedToken, DomainError> {
         let cmd = input.into_command()?;
         let user = self.user(platform, &cmd.external_user_id).await?;
         let key = AccessKey::generate(|buf| self.entropy.fill(buf));
@@ -95,14 +119,26 @@ impl ExternalUserService {
         };
         let token = self.store.insert_token(&record).await?;
         let remain_quota = token.remain_quota(user.quota);
-        Ok(IssuedToken { token, key, remain_quota })
+        Ok(IssuedToken {
+            token,
+            key,
+            remain_quota,
+        })
     }
 
     /// `DELETE /token`.
-    pub async fn delete_token(&self, platform: &PlatformId, input: DeleteTokenInput) -> Result<(ExternalUserId, TokenId), DomainError> {
+    pub async fn delete_token(
+        &self,
+        platform: &PlatformId,
+        input: DeleteTokenInput,
+    ) -> Result<(ExternalUserId, TokenId), DomainError> {
         let cmd = input.into_command()?;
         // An unknown user and a token of someone else answer alike: nothing to delete here.
-        let user = match self.store.find_user(platform, &cmd.external_user_id).await? {
+        let user = match self
+            .store
+            .find_user(platform, &cmd.external_user_id)
+            .await?
+        {
             Some(u) => u,
             None => return Err(DomainError::TokenNotFound),
         };
@@ -120,12 +156,22 @@ impl ExternalUserService {
         let tokens = self.store.list_tokens(user.id).await?;
         let recent_logs = self.store.recent_consumption(user.id, RECENT_LOGS).await?;
         let model_usage = self.store.usage_by_model(user.id).await?;
-        Ok(UserStats { user, tokens, recent_logs, model_usage })
+        Ok(UserStats {
+            user,
+            tokens,
+            recent_logs,
+            model_usage,
+        })
     }
 
     /// `GET /{id}/logs`. The query is validated before the user is looked up, so bad input is
     /// a 400 whoever asks.
-    pub async fn logs(&self, platform: &PlatformId, id: &str, input: LogQueryInput) -> Result<UserLogs, DomainError> {
+    pub async fn logs(
+        &self,
+        platform: &PlatformId,
+        id: &str,
+        input: LogQueryInput,
+    ) -> Result<UserLogs, DomainError> {
         let query = input.into_query()?;
         let id = ExternalUserId::parse(id).ok_or(DomainError::UserNotFound)?;
         let user = self.user(platform, &id).await?;

@@ -72,7 +72,9 @@ impl Date {
         if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
             return None;
         }
-        Some(Date { days: days_from_civil(y, m, d) })
+        Some(Date {
+            days: days_from_civil(y, m, d),
+        })
     }
 
     /// The first second of this date.
@@ -134,15 +136,33 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(UnixTime::from_secs(0).to_string(), "1970-01-01 00:00:00");
-        assert_eq!(UnixTime::from_secs(1_722_336_000).to_string(), "2024-07-30 10:40:00");
-        assert_eq!(UnixTime::from_secs(951_782_400).to_string(), "2000-02-29 00:00:00");
+        assert_eq!(
+            UnixTime::from_secs(1_722_336_000).to_string(),
+            "2024-07-30 10:40:00"
+        );
+        assert_eq!(
+            UnixTime::from_secs(951_782_400).to_string(),
+            "2000-02-29 00:00:00"
+        );
     }
 
     #[test]
     fn parses_only_real_dates() {
-        assert_eq!(Date::parse("2024-07-30").map(Date::start), Some(UnixTime::from_secs(1_722_297_600)));
+        assert_eq!(
+            Date::parse("2024-07-30").map(Date::start),
+            Some(UnixTime::from_secs(1_722_297_600))
+        );
         assert!(Date::parse("2024-02-29").is_some());
-        for bad in ["2023-02-29", "2024-13-01", "2024-00-10", "2024-1-01", "invalid-date", "2024-01-32", "+024-01-01", "2024-01-0a"] {
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-1-01",
+            "invalid-date",
+            "2024-01-32",
+            "+024-01-01",
+            "2024-01-0a",
+        ] {
             assert!(Date::parse(bad).is_none(), "{bad}");
         }
     }

@@ -67,7 +67,10 @@ impl AccessKey {
     #[must_use]
     pub fn hint(&self) -> KeyHint {
         let body = &self.0[3..];
-        KeyHint { prefix: body[..4].to_owned(), suffix: body[KEY_CHARS - 4..].to_owned() }
+        KeyHint {
+            prefix: body[..4].to_owned(),
+            suffix: body[KEY_CHARS - 4..].to_owned(),
+        }
     }
 }
 
@@ -168,7 +171,9 @@ impl Token {
     pub fn remain_quota(&self, user_balance: Quota) -> Quota {
         let balance = user_balance.max(Quota::ZERO);
         match self.quota_limit {
-            Some(cap) => balance.min(Quota::new(cap.get().saturating_sub(self.used_quota.get()).max(0))),
+            Some(cap) => balance.min(Quota::new(
+                cap.get().saturating_sub(self.used_quota.get()).max(0),
+            )),
             None => balance,
         }
     }
@@ -246,7 +251,9 @@ impl TokenInput {
             .external_user_id
             .and_then(ExternalUserId::parse)
             .ok_or_else(|| fail("ExternalUserId", "required"))?;
-        let name = self.token_name.ok_or_else(|| fail("TokenName", "required"))?;
+        let name = self
+            .token_name
+            .ok_or_else(|| fail("TokenName", "required"))?;
         let valid_days = match self.expires_in_days {
             None | Some(0) => DEFAULT_VALID_DAYS,
             Some(d) => d,
@@ -257,7 +264,12 @@ impl TokenInput {
             .map(cap_quota)
             .transpose()
             .map_err(|tag| fail("QuotaLimitUSD", tag))?;
-        Ok(NewToken { external_user_id, name, valid_days, quota_limit })
+        Ok(NewToken {
+            external_user_id,
+            name,
+            valid_days,
+            quota_limit,
+        })
     }
 }
 
@@ -315,7 +327,10 @@ impl DeleteTokenInput {
     /// Applies the rules of `DeleteExternalUserTokenRequest`.
     pub fn into_command(self) -> Result<DeleteToken, ValidationErrors> {
         const S: &str = "DeleteExternalUserTokenRequest";
-        let fields = &[("external_user_id", "ExternalUserId"), ("token_id", "TokenId")];
+        let fields = &[
+            ("external_user_id", "ExternalUserId"),
+            ("token_id", "TokenId"),
+        ];
         if let Err(report) = garde::Validate::validate(&self) {
             if let Some(errors) = ValidationErrors::from_report(S, fields, &report) {
                 return Err(errors);
@@ -353,14 +368,23 @@ mod tests {
         assert_eq!(key.expose().len(), 51);
         assert!(AccessKey::parse(key.expose()).is_some());
         let hint = key.hint();
-        assert_eq!(hint.masked(), format!("sk-{}...{}", &key.expose()[3..7], &key.expose()[47..]));
+        assert_eq!(
+            hint.masked(),
+            format!("sk-{}...{}", &key.expose()[3..7], &key.expose()[47..])
+        );
         assert_eq!(key.hash().as_str().len(), 64);
         assert!(!format!("{key:?}").contains(&key.expose()[7..47]));
     }
 
     #[test]
     fn foreign_keys_are_not_parsed() {
-        for bad in ["sk-invalid-token", "", "sk-", &format!("sk-{}", "a".repeat(47)), &format!("pk-{}", "a".repeat(48))] {
+        for bad in [
+            "sk-invalid-token",
+            "",
+            "sk-",
+            &format!("sk-{}", "a".repeat(47)),
+            &format!("pk-{}", "a".repeat(48)),
+        ] {
             assert!(AccessKey::parse(bad).is_none(), "{bad}");
         }
     }
@@ -370,7 +394,10 @@ mod tests {
             id: TokenId::new(1),
             user_id: UserId::new(1),
             name: "t".into(),
-            hint: KeyHint { prefix: "abcd".into(), suffix: "wxyz".into() },
+            hint: KeyHint {
+                prefix: "abcd".into(),
+                suffix: "wxyz".into(),
+            },
             disabled: false,
             created_at: UnixTime::from_secs(0),
             expires_at: UnixTime::from_secs(100),
@@ -381,9 +408,18 @@ mod tests {
 
     #[test]
     fn status_reflects_expiry_and_cap() {
-        assert_eq!(token(None, 0).status(UnixTime::from_secs(99)), TokenStatus::Enabled);
-        assert_eq!(token(None, 0).status(UnixTime::from_secs(100)), TokenStatus::Expired);
-        assert_eq!(token(Some(10), 10).status(UnixTime::from_secs(1)), TokenStatus::Exhausted);
+        assert_eq!(
+            token(None, 0).status(UnixTime::from_secs(99)),
+            TokenStatus::Enabled
+        );
+        assert_eq!(
+            token(None, 0).status(UnixTime::from_secs(100)),
+            TokenStatus::Expired
+        );
+        assert_eq!(
+            token(Some(10), 10).status(UnixTime::from_secs(1)),
+            TokenStatus::Exhausted
+        );
     }
 
     #[test]
@@ -394,15 +430,45 @@ mod tests {
             ..TokenInput::default()
         };
         assert_eq!(base().into_command().expect("valid").valid_days, 365);
-        let zero = TokenInput { expires_in_days: Some(0), ..base() };
+        let zero = TokenInput {
+            expires_in_days: Some(0),
+            ..base()
+        };
         assert_eq!(zero.into_command().expect("valid").valid_days, 365);
         let tag = |i: TokenInput| i.into_command().expect_err("fails").fields()[0].tag.clone();
-        assert_eq!(tag(TokenInput { expires_in_days: Some(-1), ..base() }), "min");
-        assert_eq!(tag(TokenInput { expires_in_days: Some(3651), ..base() }), "max");
-        assert_eq!(tag(TokenInput { quota_limit_usd: NumberInput::parse("0"), ..base() }), "min");
-        let capped = TokenInput { quota_limit_usd: NumberInput::parse("1.5"), ..base() };
-        assert_eq!(capped.into_command().expect("valid").quota_limit, Some(Quota::new(750_000)));
-        let missing = TokenInput { token_name: None, ..base() };
+        assert_eq!(
+            tag(TokenInput {
+                expires_in_days: Some(-1),
+                ..base()
+            }),
+            "min"
+        );
+        assert_eq!(
+            tag(TokenInput {
+                expires_in_days: Some(3651),
+                ..base()
+            }),
+            "max"
+        );
+        assert_eq!(
+            tag(TokenInput {
+                quota_limit_usd: NumberInput::parse("0"),
+                ..base()
+            }),
+            "min"
+        );
+        let capped = TokenInput {
+            quota_limit_usd: NumberInput::parse("1.5"),
+            ..base()
+        };
+        assert_eq!(
+            capped.into_command().expect("valid").quota_limit,
+            Some(Quota::new(750_000))
+        );
+        let missing = TokenInput {
+            token_name: None,
+            ..base()
+        };
         assert_eq!(
             missing.into_command().expect_err("fails").to_string(),
             "请求参数错误: Key: 'ExternalUserTokenRequest.TokenName' Error:Field validation for 'TokenName' failed on the 'required' tag"

@@ -53,8 +53,14 @@ impl NumberInput {
             .and_then(|e| e.parse().ok())
             .unwrap_or(0);
         // The magnitude's order decides whether it failed for being too large or too precise.
-        let order = i64::try_from(mantissa_digits_before_point).unwrap_or(i64::MAX).saturating_add(exponent);
-        Some(if order > 0 { NumberInput::Huge { negative } } else { NumberInput::Tiny { negative } })
+        let order = i64::try_from(mantissa_digits_before_point)
+            .unwrap_or(i64::MAX)
+            .saturating_add(exponent);
+        Some(if order > 0 {
+            NumberInput::Huge { negative }
+        } else {
+            NumberInput::Tiny { negative }
+        })
     }
 }
 
@@ -73,7 +79,10 @@ fn is_json_number(s: &str) -> bool {
         rest = &r[n..];
     }
     if let Some(r) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
-        let r = r.strip_prefix(b"+").or_else(|| r.strip_prefix(b"-")).unwrap_or(r);
+        let r = r
+            .strip_prefix(b"+")
+            .or_else(|| r.strip_prefix(b"-"))
+            .unwrap_or(r);
         let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
         if n == 0 {
             return false;
@@ -144,14 +153,20 @@ impl TopUpInput {
             .and_then(ExternalUserId::parse)
             .ok_or_else(|| fail("ExternalUserId", "required"))?;
         let amount = match self.amount_usd {
-            Some(NumberInput::Exact(d)) => UsdAmount::parse(d).map_err(|_| fail("AmountUSD", "min"))?,
+            Some(NumberInput::Exact(d)) => {
+                UsdAmount::parse(d).map_err(|_| fail("AmountUSD", "min"))?
+            }
             _ => return Err(fail("AmountUSD", "required")),
         };
         let payment_id = self
             .payment_id
             .and_then(PaymentId::parse)
             .ok_or_else(|| fail("PaymentId", "required"))?;
-        Ok(TopUp { external_user_id, amount, payment_id })
+        Ok(TopUp {
+            external_user_id,
+            amount,
+            payment_id,
+        })
     }
 }
 
@@ -226,7 +241,12 @@ mod tests {
     }
 
     fn tag_of(amount: &str) -> String {
-        input(amount).into_command().expect_err("must fail").fields()[0].tag.clone()
+        input(amount)
+            .into_command()
+            .expect_err("must fail")
+            .fields()[0]
+            .tag
+            .clone()
     }
 
     #[test]
@@ -237,8 +257,13 @@ mod tests {
         assert_eq!(num("1e400"), NumberInput::Huge { negative: false });
         assert_eq!(num("-1e400"), NumberInput::Huge { negative: true });
         assert_eq!(num("1e-400"), NumberInput::Tiny { negative: false });
-        assert_eq!(num("123456789012345678901234567890"), NumberInput::Huge { negative: false });
-        for bad in ["", "-", "01", "1.", ".5", "1e", "NaN", "Infinity", "0x10", "1_000", " 1"] {
+        assert_eq!(
+            num("123456789012345678901234567890"),
+            NumberInput::Huge { negative: false }
+        );
+        for bad in [
+            "", "-", "01", "1.", ".5", "1e", "NaN", "Infinity", "0x10", "1_000", " 1",
+        ] {
             assert!(NumberInput::parse(bad).is_none(), "{bad:?}");
         }
     }
@@ -256,7 +281,12 @@ mod tests {
 
     #[test]
     fn missing_payment_id_fails_required() {
-        let e = TopUpInput { payment_id: None, ..input("5") }.into_command().expect_err("fails");
+        let e = TopUpInput {
+            payment_id: None,
+            ..input("5")
+        }
+        .into_command()
+        .expect_err("fails");
         assert_eq!(
             e.to_string(),
             "请求参数错误: Key: 'ExternalUserTopUpRequest.PaymentId' Error:Field validation for 'PaymentId' failed on the 'required' tag"
@@ -276,7 +306,10 @@ mod tests {
         };
         assert!(receipt.is_replay_of(&cmd));
         assert!(!receipt.is_replay_of(&input("25.51").into_command().expect("valid")));
-        let other_user = TopUpInput { external_user_id: Some("v".into()), ..input("25.5") };
+        let other_user = TopUpInput {
+            external_user_id: Some("v".into()),
+            ..input("25.5")
+        };
         assert!(!receipt.is_replay_of(&other_user.into_command().expect("valid")));
     }
 }

@@ -66,7 +66,9 @@ impl SyncUserInput {
     /// absent, as in Go (`omitempty`).
     pub fn into_command(self) -> Result<SyncUser, ValidationErrors> {
         if let Err(report) = garde::Validate::validate(&self) {
-            if let Some(errors) = ValidationErrors::from_report("SyncExternalUserRequest", SYNC_FIELDS, &report) {
+            if let Some(errors) =
+                ValidationErrors::from_report("SyncExternalUserRequest", SYNC_FIELDS, &report)
+            {
                 return Err(errors);
             }
         }
@@ -74,8 +76,9 @@ impl SyncUserInput {
             v.ok_or_else(|| ValidationErrors::single("SyncExternalUserRequest", field, "required"))
         };
         let external = required(self.external_user_id, "ExternalUserId")?;
-        let external_user_id = ExternalUserId::parse(external)
-            .ok_or_else(|| ValidationErrors::single("SyncExternalUserRequest", "ExternalUserId", "max"))?;
+        let external_user_id = ExternalUserId::parse(external).ok_or_else(|| {
+            ValidationErrors::single("SyncExternalUserRequest", "ExternalUserId", "max")
+        })?;
         let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
         Ok(SyncUser {
             external_user_id,
@@ -164,7 +167,10 @@ mod tests {
 
     #[test]
     fn missing_external_id_fails_required() {
-        let m = message(SyncUserInput { external_user_id: None, ..input() });
+        let m = message(SyncUserInput {
+            external_user_id: None,
+            ..input()
+        });
         assert_eq!(
             m,
             "请求参数错误: Key: 'SyncExternalUserRequest.ExternalUserId' Error:Field validation for 'ExternalUserId' failed on the 'required' tag"
@@ -191,24 +197,38 @@ mod tests {
 
     #[test]
     fn max_counts_characters_not_bytes() {
-        let ok = SyncUserInput { username: Some("名".repeat(50)), ..input() };
+        let ok = SyncUserInput {
+            username: Some("名".repeat(50)),
+            ..input()
+        };
         assert!(ok.into_command().is_ok());
-        let m = message(SyncUserInput { phone: Some("1".repeat(21)), ..input() });
+        let m = message(SyncUserInput {
+            phone: Some("1".repeat(21)),
+            ..input()
+        });
         assert!(m.contains("'Phone' failed on the 'max' tag"));
     }
 
     #[test]
     fn empty_optional_fields_keep_stored_values() {
-        let cmd = SyncUserInput { display_name: Some(String::new()), login_type: Some(String::new()), ..input() }
-            .into_command()
-            .expect("valid");
+        let cmd = SyncUserInput {
+            display_name: Some(String::new()),
+            login_type: Some(String::new()),
+            ..input()
+        }
+        .into_command()
+        .expect("valid");
         assert_eq!(cmd.profile(), &ProfilePatch::default());
     }
 
     #[test]
     fn every_login_type_is_accepted() {
         for t in LOGIN_TYPES {
-            let cmd = SyncUserInput { login_type: Some((*t).into()), ..input() }.into_command();
+            let cmd = SyncUserInput {
+                login_type: Some((*t).into()),
+                ..input()
+            }
+            .into_command();
             assert!(cmd.is_ok(), "{t}");
         }
     }

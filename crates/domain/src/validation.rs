@@ -28,7 +28,11 @@ impl ValidationErrors {
     /// A single failing field.
     #[must_use]
     pub fn single(struct_name: &'static str, field: &'static str, tag: &str) -> Self {
-        ValidationErrors(vec![FieldError { struct_name, field, tag: tag.to_owned() }])
+        ValidationErrors(vec![FieldError {
+            struct_name,
+            field,
+            tag: tag.to_owned(),
+        }])
     }
 
     /// Builds the Go-style list from a garde report. `fields` maps each JSON field name to its
@@ -41,7 +45,9 @@ impl ValidationErrors {
     ) -> Option<Self> {
         let mut out = Vec::new();
         for (json_name, go_name) in fields {
-            let first = report.iter().find(|(path, _)| path.to_string() == *json_name);
+            let first = report
+                .iter()
+                .find(|(path, _)| path.to_string() == *json_name);
             if let Some((_, error)) = first {
                 out.push(FieldError {
                     struct_name,
@@ -109,7 +115,9 @@ pub mod rules {
     }
 
     /// Go `omitempty,oneof=…`.
-    pub fn one_of(allowed: &'static [&'static str]) -> impl FnOnce(&Option<String>, &()) -> garde::Result {
+    pub fn one_of(
+        allowed: &'static [&'static str],
+    ) -> impl FnOnce(&Option<String>, &()) -> garde::Result {
         move |v, ()| match v.as_deref() {
             None | Some("") => Ok(()),
             Some(s) if allowed.contains(&s) => Ok(()),
@@ -118,7 +126,9 @@ pub mod rules {
     }
 
     /// A field already reduced to its Go tag by parsing (numbers): report that tag.
-    pub fn checked<T>(check: impl FnOnce(&T) -> Option<&'static str>) -> impl FnOnce(&T, &()) -> garde::Result {
+    pub fn checked<T>(
+        check: impl FnOnce(&T) -> Option<&'static str>,
+    ) -> impl FnOnce(&T, &()) -> garde::Result {
         move |v, ()| match check(v) {
             Some(t) => Err(tag(t)),
             None => Ok(()),

@@ -1,0 +1,74 @@
+//! Fresh databases for tests: a temporary SQLite file always, and a new MariaDB/MySQL database
+//! when `TOLLGATE_TEST_MYSQL_URL` names a server. Used by this crate's tests and by `tests/`.
+
+use crate::{SeaStore, StorageError};
+use sea_orm::{ConnectionTrait, Database};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Environment variable naming a MySQL server for the tests that need one.
+pub const MYSQL_ENV: &str = "TOLLGATE_TEST_MYSQL_URL";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The URL of a new, empty SQLite database in the system's temporary folder.
+#[must_use]
+pub fn sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("tollgate_test")));
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// The URL of a new, empty database on the MySQL server of `TOLLGATE_TEST_MYSQL_URL`, or `None`
+/// when that variable is unset.
+pub async fn mysql_url() -> Result<Option<String>, StorageError> {
+    let Ok(server) = std::env::var(MYSQL_ENV) else {
+        return Ok(None);
+    };
+    let name = unique("tollgate_test");
+    let db = Database::connect(&server)
+        .await
+        .map_err(|e| StorageError::Connect(e.to_string()))?;
+    db.execute_unprepared(&format!(
+        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    ))
+    .await?;
+    db.close().await?;
+    // Replace the database path of the server URL, keeping any query string.
+    let (base, query) = server
+        .split_once('?')
+        .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    Ok(Some(match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }))
+}
+
+/// Migrated stores to run a test against: SQLite, plus MySQL when configured.
+pub async fn stores() -> Result<Vec<SeaStore>, StorageError> {
+    let mut urls = vec![sqlite_url()];
+    urls.extend(mysql_url().await?);
+    let mut out = Vec::new();
+    for url in urls {
+        let store = SeaStore::connect(&url).await?;
+        store.migrate().await?;
+        out.push(store);
+    }
+    Ok(out)
+}
