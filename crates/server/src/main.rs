@@ -1,1 +1,35 @@
-fn main() {}
+//! The `tollgate` binary: read configuration, start logging, build and run the server. A
+//! configuration or start-up problem ends the process with one line naming its cause.
+
+use std::process::ExitCode;
+use tollgate_server::{Application, Settings, telemetry};
+
+fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tollgate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init(settings.log_dir.clone()) {
+        eprintln!("tollgate: configuration error: TOLLGATE_LOG_DIR: cannot write logs there: {e}");
+        return ExitCode::from(2);
+    }
+    let outcome = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        app.run_until_stopped()
+            .await
+            .map_err(|e| format!("server: {e}"))
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The client JSON format of the external user API: request bodies (unknown fields refused,
+//! numbers kept as their decimal text) and response bodies, with explicit conversions from and
+//! to domain types. Money goes out as exact JSON numbers built from decimal text.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Number;
+use std::str::FromStr;
+use tollgate_domain::Quota;
+use tollgate_domain::logs::{LogEntry, LogPage, LogQueryInput, ModelUsage};
+use tollgate_domain::service::{UserLogs, UserStats};
+use tollgate_domain::time::UnixTime;
+use tollgate_domain::token::{DeleteTokenInput, IssuedToken, Token, TokenInput};
+use tollgate_domain::topup::{NumberInput, TopUpInput, TopUpResult};
+use tollgate_domain::user::{SyncOutcome, SyncUserInput};
+
+/// A JSON number, parsed from its text (never through a float).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonNumber(NumberInput);
+
+impl<'de> Deserialize<'de> for JsonNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = Number::deserialize(d)?;
+        NumberInput::parse(&n.to_string())
+            .map(JsonNumber)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid number {n}")))
+    }
+}
+
+/// A JSON integer; integers beyond 64 bits saturate (and then fail their range rule), a
+/// fractional value is a type error.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonInt(i64);
+
+impl<'de> Deserialize<'de> for JsonInt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let JsonNumber(n) = JsonNumber::deserialize(d)?;
+        let fractional =
+            || serde::de::Error::custom("invalid type: fractional number, expected an integer");
+        match n {
+            NumberInput::Exact(v) if v.fract().is_zero() => Ok(JsonInt(
+                i64::try_from(v).unwrap_or(if v.is_sign_negative() {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                }),
+            )),
+            NumberInput::Huge { negative } => {
+                Ok(JsonInt(if negative { i64::MIN } else { i64::MAX }))
+            }
+            _ => Err(fractional()),
+        }
+    }
+}
+
+/// `POST /sync` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    external_user_id: Option<String>,
+    username: Option<String>,
+    display_name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    login_type: Option<String>,
+}
+
+impl From<SyncRequest> for SyncUserInput {
+    fn from(r: SyncRequest) -> Self {
+        SyncUserInput {
+            external_user_id: r.external_user_id,
+            username: r.username,
+            display_name: r.display_name,
+            email: r.email,
+            phone: r.phone,
+            login_type: r.login_type,
+        }
+    }
+}
+
+/// `POST /topup` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpRequest {
+    external_user_id: Option<String>,
+    amount_usd: Option<JsonNumber>,
+    payment_id: Option<String>,
+}
+
+impl From<TopUpRequest> for TopUpInput {
+    fn from(r: TopUpRequest) -> Self {
+        TopUpInput {
+            external_user_id: r.external_user_id,
+            amount_usd: r.amount_usd.map(|JsonNumber(n)| n),
+            payment_id: r.payment_id,
+        }
+    }
+}
+
+/// `POST /token` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    external_user_id: Option<String>,
+    token_name: Option<String>,
+    expires_in_days: Option<JsonInt>,
+    quota_limit_usd: Option<JsonNumber>,
+}
+
+impl From<TokenRequest> for TokenInput {
+    fn from(r: TokenRequest) -> Self {
+        TokenInput {
+            external_user_id: r.external_user_id,
+            token_name: r.token_name,
+            expires_in_days: r.expires_in_days.map(|JsonInt(d)| d),
+            quota_limit_usd: r.quota_limit_usd.map(|JsonNumber(n)| n),
+        }
+    }
+}
+
+/// `DELETE /token` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteTokenRequest {
+    external_user_id: Option<String>,
+    token_id: Option<JsonInt>,
+}
+
+impl From<DeleteTokenRequest> for DeleteTokenInput {
+    fn from(r: DeleteTokenRequest) -> Self {
+        DeleteTokenInput {
+            external_user_id: r.external_user_id,
+            token_id: r.token_id.map(|JsonInt(i)| i),
+        }
+    }
+}
+
+/// `GET /{id}/logs` query string.
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    start_date: Option<String>,
+    end_date: Option<String>,
+    model_name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+impl From<LogsQuery> for LogQueryInput {
+    fn from(q: LogsQuery) -> Self {
+        LogQueryInput {
+            start_date: q.start_date,
+            end_date: q.end_date,
+            model_name: q.model_name,
+            kind: q.kind,
+            page: q.page,
+            page_size: q.page_size,
+        }
+    }
+}
+
+/// USD as an exact JSON number.
+fn usd_number(d: rust_decimal::Decimal) -> Number {
+    // A normalised Decimal prints plain digits, which is always valid JSON number text.
+    Number::from_str(&d.normalize().to_string()).unwrap_or_else(|_| Number::from(0))
+}
+
+fn usd(q: Quota) -> Number {
+    usd_number(q.to_usd())
+}
+
+/// Success envelope.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T: Serialize> {
+    success: bool,
+    message: &'static str,
+    data: T,
+}
+
+impl<T: Serialize> Envelope<T> {
+    /// `{"success":true,"message":…,"data":…}`.
+    pub fn ok(message: &'static str, data: T) -> Self {
+        Envelope {
+            success: true,
+            message,
+            data,
+        }
+    }
+}
+
+/// `POST /sync` data.
+#[derive(Debug, Serialize)]
+pub struct SyncData {
+    user_id: i64,
+    external_user_id: String,
+    username: String,
+    quota: i64,
+    is_new_user: bool,
+}
+
+impl From<SyncOutcome> for SyncData {
+    fn from(o: SyncOutcome) -> Self {
+        SyncData {
+            user_id: o.user.id.get(),
+            external_user_id: o.user.external_user_id.as_str().to_owned(),
+            username: o.user.username,
+            quota: o.user.quota.get(),
+            is_new_user: o.created,
+        }
+    }
+}
+
+/// `POST /topup` data.
+#[derive(Debug, Serialize)]
+pub struct TopUpData {
+    user_id: i64,
+    external_user_id: String,
+    amount_usd: Number,
+    quota_added: i64,
+    current_quota: i64,
+    current_balance: Number,
+    payment_id: String,
+    idempotent_replay: bool,
+}
+
+impl From<TopUpResult> for TopUpData {
+    fn from(r: TopUpResult) -> Self {
+        let t = r.receipt;
+        TopUpData {
+            user_id: t.user_id.get(),
+            external_user_id: t.external_user_id.as_str().to_owned(),
+            amount_usd: usd_number(t.amount_usd),
+            quota_added: t.quota_added.get(),
+            current_quota: t.quota_after.get(),
+            current_balance: usd(t.quota_after),
+            payment_id: t.payment_id.as_str().to_owned(),
+            idempotent_replay: r.replay,
+        }
+    }
+}
+
+/// `POST /token` data: the only response that carries the full key.
+#[derive(Debug, Serialize)]
+pub struct IssuedTokenData {
+    token_id: i64,
+    access_key: String,
+    token_name: String,
+    expires_at: i64,
+    remain_quota: i64,
+}
+
+impl From<IssuedToken> for IssuedTokenData {
+    fn from(t: IssuedToken) -> Self {
+        IssuedTokenData {
+            token_id: t.token.id.get(),
+            access_key: t.key.expose().to_owned(),
+            token_name: t.token.name,
+            expires_at: t.token.expires_at.secs(),
+            remain_quota: t.remain_quota.get(),
+        }
+    }
+}
+
+/// `DELETE /token` data.
+#[derive(Debug, Serialize)]
+pub struct DeletedTokenData {
+    /// Deleted token.
+    pub token_id: i64,
+    /// Its owner.
+    pub external_user_id: String,
+}
+
+/// A token in stats, key masked.
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    token_id: i64,
+    token_name: String,
+    access_key: String,
+    status: u8,
+    created_time: i64,
+    expired_time: i64,
+    remain_quota: i64,
+    quota_limit: Option<i64>,
+    used_quota: i64,
+}
+
+impl TokenView {
+    fn new(t: Token, balance: Quota, now: UnixTime) -> Self {
+        TokenView {
+            token_id: t.id.get(),
+            access_key: t.hint.masked(),
+            status: t.status(now) as u8,
+            created_time: t.created_at.secs(),
+            expired_time: t.expires_at.secs(),
+            remain_quota: t.remain_quota(balance).get(),
+            quota_limit: t.quota_limit.map(Quota::get),
+            used_quota: t.used_quota.get(),
+            token_name: t.name,
+        }
+    }
+}
+
+/// A log row (SPEC §3.5).
+#[derive(Debug, Serialize)]
+pub struct LogView {
+    id: i64,
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    model: String,
+    token_name: String,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    tokens: i64,
+    quota: i64,
+    spend: Number,
+    request_id: String,
+    is_stream: bool,
+    latency_ms: i64,
+}
+
+impl From<LogEntry> for LogView {
+    fn from(e: LogEntry) -> Self {
+        LogView {
+            id: e.id.get(),
+            time: e.created_at.to_string(),
+            kind: e.kind.name(),
+            tokens: e.prompt_tokens + e.completion_tokens,
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
+            quota: e.quota.get(),
+            spend: usd(e.quota),
+            model: e.model,
+            token_name: e.token_name,
+            request_id: e.request_id,
+            is_stream: e.is_stream,
+            latency_ms: e.latency_ms,
+        }
+    }
+}
+
+/// Per-model usage in stats.
+#[derive(Debug, Serialize)]
+pub struct ModelUsageView {
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    quota: i64,
+    spend: Number,
+}
+
+impl From<&ModelUsage> for ModelUsageView {
+    fn from(m: &ModelUsage) -> Self {
+        ModelUsageView {
+            requests: m.requests,
+            prompt_tokens: m.prompt_tokens,
+            completion_tokens: m.completion_tokens,
+            quota: m.quota.get(),
+            spend: usd(m.quota),
+        }
+    }
+}
+
+/// `user_info` of stats.
+#[derive(Debug, Serialize)]
+pub struct UserInfoView {
+    external_user_id: String,
+    username: String,
+    display_name: String,
+    email: String,
+    current_quota: i64,
+    current_balance: Number,
+    used_quota: i64,
+    total_requests: i64,
+    balance_capacity: Number,
+    model_capacity: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `GET /{id}/stats` data.
+#[derive(Debug, Serialize)]
+pub struct StatsData {
+    user_info: UserInfoView,
+    tokens: Vec<TokenView>,
+    recent_logs: Vec<LogView>,
+    model_usage: serde_json::Map<String, serde_json::Value>,
+}
+
+impl StatsData {
+    /// Builds the stats view at `now`.
+    #[must_use]
+    pub fn new(s: UserStats, now: UnixTime) -> Self {
+        let balance = s.user.quota;
+        let model_usage = s
+            .model_usage
+            .iter()
+            .map(|m| {
+                (
+                    m.model.clone(),
+                    serde_json::to_value(ModelUsageView::from(m)).unwrap_or_default(),
+                )
+            })
+            .collect();
+        StatsData {
+            user_info: UserInfoView {
+                external_user_id: s.user.external_user_id.as_str().to_owned(),
+                username: s.user.username,
+                display_name: s.user.display_name,
+                email: s.user.email,
+                current_quota: balance.get(),
+                current_balance: usd(balance),
+                used_quota: s.user.used_quota.get(),
+                total_requests: s.user.total_requests,
+                // No call can be in flight before the relay exists, so nothing is held yet.
+                balance_capacity: usd(balance.max(Quota::ZERO)),
+                model_capacity: serde_json::Map::new(),
+            },
+            tokens: s
+                .tokens
+                .into_iter()
+                .map(|t| TokenView::new(t, balance, now))
+                .collect(),
+            recent_logs: s.recent_logs.into_iter().map(LogView::from).collect(),
+            model_usage,
+        }
+    }
+}
+
+/// `pagination` of logs.
+#[derive(Debug, Serialize)]
+pub struct Pagination {
+    page: u64,
+    page_size: u64,
+    total: u64,
+    total_page: u64,
+}
+
+/// `summary` of logs.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    total_tokens: i64,
+    total_spend: Number,
+    total_topup: Number,
+}
+
+/// `GET /{id}/logs` data.
+#[derive(Debug, Serialize)]
+pub struct LogsData {
+    logs: Vec<LogView>,
+    pagination: Pagination,
+    summary: Summary,
+}
+
+impl From<UserLogs> for LogsData {
+    fn from(l: UserLogs) -> Self {
+        let UserLogs { query, page } = l;
+        let total_page = page.total_pages(query.page_size);
+        let LogPage {
+            entries,
+            total,
+            summary,
+        } = page;
+        LogsData {
+            logs: entries.into_iter().map(LogView::from).collect(),
+            pagination: Pagination {
+                page: query.page,
+                page_size: query.page_size,
+                total,
+                total_page,
+            },
+            summary: Summary {
+                total_tokens: summary.total_tokens,
+                total_spend: usd(summary.consumed),
+                total_topup: usd(summary.topped_up),
+            },
+        }
+    }
+}
