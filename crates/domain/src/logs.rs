@@ -157,10 +157,10 @@ impl LogQueryInput {
         };
         let start = date(self.start_date, "StartDate")?;
         let end = date(self.end_date, "EndDate")?;
-        if let (Some(s), Some(e)) = (start, end) {
-            if s > e {
-                return Err(fail("EndDate", "gtefield"));
-            }
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            return Err(fail("EndDate", "gtefield"));
         }
         let model_contains = non_empty(self.model_name);
         if model_contains

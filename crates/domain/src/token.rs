@@ -241,11 +241,7 @@ impl TokenInput {
     /// Applies the rules of `ExternalUserTokenRequest`.
     pub fn into_command(self) -> Result<NewToken, ValidationErrors> {
         const S: &str = "ExternalUserTokenRequest";
-        if let Err(report) = garde::Validate::validate(&self) {
-            if let Some(errors) = ValidationErrors::from_report(S, TOKEN_FIELDS, &report) {
-                return Err(errors);
-            }
-        }
+        ValidationErrors::check(&self, S, TOKEN_FIELDS)?;
         let fail = |field, tag| ValidationErrors::single(S, field, tag);
         let external_user_id = self
             .external_user_id
@@ -331,11 +327,7 @@ impl DeleteTokenInput {
             ("external_user_id", "ExternalUserId"),
             ("token_id", "TokenId"),
         ];
-        if let Err(report) = garde::Validate::validate(&self) {
-            if let Some(errors) = ValidationErrors::from_report(S, fields, &report) {
-                return Err(errors);
-            }
-        }
+        ValidationErrors::check(&self, S, fields)?;
         let fail = |field| ValidationErrors::single(S, field, "required");
         Ok(DeleteToken {
             external_user_id: self

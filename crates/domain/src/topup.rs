@@ -142,11 +142,7 @@ impl TopUpInput {
     /// Applies the rules of `ExternalUserTopUpRequest`.
     pub fn into_command(self) -> Result<TopUp, ValidationErrors> {
         const S: &str = "ExternalUserTopUpRequest";
-        if let Err(report) = garde::Validate::validate(&self) {
-            if let Some(errors) = ValidationErrors::from_report(S, TOPUP_FIELDS, &report) {
-                return Err(errors);
-            }
-        }
+        ValidationErrors::check(&self, S, TOPUP_FIELDS)?;
         let fail = |field, tag| ValidationErrors::single(S, field, tag);
         let external_user_id = self
             .external_user_id

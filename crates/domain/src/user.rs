@@ -65,13 +65,7 @@ impl SyncUserInput {
     /// Applies the rules of `SyncExternalUserRequest`. An empty optional string counts as
     /// absent, as in Go (`omitempty`).
     pub fn into_command(self) -> Result<SyncUser, ValidationErrors> {
-        if let Err(report) = garde::Validate::validate(&self) {
-            if let Some(errors) =
-                ValidationErrors::from_report("SyncExternalUserRequest", SYNC_FIELDS, &report)
-            {
-                return Err(errors);
-            }
-        }
+        ValidationErrors::check(&self, "SyncExternalUserRequest", SYNC_FIELDS)?;
         let required = |v: Option<String>, field| {
             v.ok_or_else(|| ValidationErrors::single("SyncExternalUserRequest", field, "required"))
         };

@@ -59,6 +59,18 @@ impl ValidationErrors {
         (!out.is_empty()).then_some(ValidationErrors(out))
     }
 
+    /// Runs the garde rules of `value` and reports its failing fields, Go style.
+    pub fn check<T: garde::Validate<Context = ()>>(
+        value: &T,
+        struct_name: &'static str,
+        fields: &[(&str, &'static str)],
+    ) -> Result<(), ValidationErrors> {
+        match garde::Validate::validate(value) {
+            Ok(()) => Ok(()),
+            Err(report) => Self::from_report(struct_name, fields, &report).map_or(Ok(()), Err),
+        }
+    }
+
     /// The failing fields.
     #[must_use]
     pub fn fields(&self) -> &[FieldError] {

@@ -77,13 +77,14 @@ impl Settings {
         }
 
         let redis_url = get("TOLLGATE_REDIS_URL");
-        if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(err(
-                    "TOLLGATE_REDIS_URL",
-                    "must start with redis:// or rediss://",
-                ));
-            }
+        if redis_url
+            .as_ref()
+            .is_some_and(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            return Err(err(
+                "TOLLGATE_REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
         }
 
         let admin_key = get("TOLLGATE_ADMIN_KEY").map(|k| SecretString::from(k.trim().to_owned()));

@@ -27,15 +27,11 @@ impl SeaStore {
     /// Connects to `url` (`mysql://…` or `sqlite://…`). For SQLite the file's folder is created
     /// and WAL journalling is switched on, so readers do not wait for the writer.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
-        if let Some(path) = sqlite_file(url) {
-            if let Some(dir) = std::path::Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StorageError::Connect(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        let sqlite_dir = sqlite_file(url).and_then(|p| std::path::Path::new(p).parent());
+        if let Some(dir) = sqlite_dir.filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StorageError::Connect(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut options = ConnectOptions::new(url.to_owned());
         options
