@@ -1,7 +1,10 @@
 //! Helpers for Tollgate's end-to-end tests: start the real server on a random port against a
 //! fresh, migrated database (SQLite always; MariaDB/MySQL too when `TOLLGATE_TEST_MYSQL_URL` is
 //! set) and talk to it over HTTP like a platform would.
-#![expect(clippy::expect_used, reason = "test helpers fail the calling test by panicking")]
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers fail the calling test by panicking"
+)]
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;

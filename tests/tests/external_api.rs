@@ -1,6 +1,9 @@
 //! The external user API end to end: the real server on a random port, a fresh database per
 //! backend, requests as a platform sends them.
-#![allow(clippy::expect_used, reason = "test helpers fail the calling test by panicking")]
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the calling test by panicking"
+)]
 
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,6 +1,9 @@
 //! The `tollgate` binary as an operator runs it: configuration errors, the zero-configuration
 //! start on SQLite, log files, and a clean exit on SIGTERM.
-#![allow(clippy::expect_used, reason = "test helpers fail the calling test by panicking")]
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the calling test by panicking"
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -16,6 +16,9 @@ pub enum StorageError {
     /// A statement failed.
     #[error("database error: {0}")]
     Db(#[from] DbErr),
+    /// A transaction still met lock conflicts after every retry.
+    #[error("database contention: {0}")]
+    Contention(&'static str),
     /// A stored row cannot be a valid domain value.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),

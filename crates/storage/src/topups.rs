@@ -166,6 +166,6 @@ impl TopUpRepository for SeaStore {
                 Err(e) => return Err(StorageError::from(e).into()),
             }
         }
-        Err(StorageError::Corrupt("top-up kept conflicting".into()).into())
+        Err(StorageError::Contention("top-up").into())
     }
 }

@@ -152,7 +152,7 @@ impl UserRepository for SeaStore {
                 Err(e) => return Err(StorageError::from(e).into()),
             }
         }
-        Err(StorageError::Corrupt("sync kept conflicting".into()).into())
+        Err(StorageError::Contention("sync").into())
     }
 
     async fn find_user(

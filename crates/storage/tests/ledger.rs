@@ -1,6 +1,9 @@
 //! Repository behaviour on every configured backend: SQLite always, MariaDB/MySQL when
 //! `TOLLGATE_TEST_MYSQL_URL` is set. The concurrency tests use real parallel connections.
-#![allow(clippy::expect_used, reason = "test helpers fail the calling test by panicking")]
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the calling test by panicking"
+)]
 
 use std::str::FromStr;
 use std::sync::Arc;
