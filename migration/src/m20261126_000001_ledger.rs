@@ -100,6 +100,24 @@ fn text<T: IntoIden>(name: T, len: u32) -> ColumnDef {
         .take()
 }
 
+/// An index over `cols` of `table`.
+fn index<T: IntoIden, C: IntoIden>(
+    name: &str,
+    table: T,
+    cols: impl IntoIterator<Item = C>,
+    unique: bool,
+) -> IndexCreateStatement {
+    let mut i = Index::create();
+    i.name(name).table(table);
+    for c in cols {
+        i.col(c);
+    }
+    if unique {
+        i.unique();
+    }
+    i
+}
+
 /// The binary collation that does not ignore trailing spaces: `utf8mb4_bin` is PAD SPACE on
 /// both MariaDB and MySQL, so it would make `"id"` and `"id "` the same user. MariaDB calls the
 /// NO PAD one `utf8mb4_nopad_bin`, MySQL 8 `utf8mb4_0900_bin`.
@@ -162,15 +180,12 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ux_users_platform_external")
-                    .table(Users::Table)
-                    .col(Users::PlatformId)
-                    .col(Users::ExternalUserId)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ux_users_platform_external",
+                Users::Table,
+                [Users::PlatformId, Users::ExternalUserId],
+                true,
+            ))
             .await?;
 
         manager
@@ -202,23 +217,20 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ux_tokens_key_hash")
-                    .table(Tokens::Table)
-                    .col(Tokens::KeyHash)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ux_tokens_key_hash",
+                Tokens::Table,
+                [Tokens::KeyHash],
+                true,
+            ))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ix_tokens_user")
-                    .table(Tokens::Table)
-                    .col(Tokens::UserId)
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ix_tokens_user",
+                Tokens::Table,
+                [Tokens::UserId],
+                false,
+            ))
             .await?;
 
         manager
@@ -242,15 +254,12 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ux_topups_platform_payment")
-                    .table(Topups::Table)
-                    .col(Topups::PlatformId)
-                    .col(Topups::PaymentId)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ux_topups_platform_payment",
+                Topups::Table,
+                [Topups::PlatformId, Topups::PaymentId],
+                true,
+            ))
             .await?;
 
         manager
@@ -279,27 +288,20 @@ impl MigrationTrait for Migration {
             .await?;
         // Per-user, newest-first reads: the whole log and one kind of row.
         manager
-            .create_index(
-                Index::create()
-                    .name("ix_logs_user_time")
-                    .table(Logs::Table)
-                    .col(Logs::UserId)
-                    .col(Logs::CreatedAt)
-                    .col(Logs::Id)
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ix_logs_user_time",
+                Logs::Table,
+                [Logs::UserId, Logs::CreatedAt, Logs::Id],
+                false,
+            ))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ix_logs_user_kind_time")
-                    .table(Logs::Table)
-                    .col(Logs::UserId)
-                    .col(Logs::Kind)
-                    .col(Logs::CreatedAt)
-                    .col(Logs::Id)
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ix_logs_user_kind_time",
+                Logs::Table,
+                [Logs::UserId, Logs::Kind, Logs::CreatedAt, Logs::Id],
+                false,
+            ))
             .await
     }
 

@@ -105,6 +105,47 @@ pub struct NewLogEntry {
     pub latency_ms: i64,
 }
 
+impl NewLogEntry {
+    /// The row of a top-up: the credited quota, with the payment id as request id.
+    #[must_use]
+    pub fn top_up(user_id: UserId, quota: Quota, payment_id: &str, at: UnixTime) -> Self {
+        NewLogEntry {
+            user_id,
+            kind: LogKind::TopUp,
+            created_at: at,
+            model: String::new(),
+            token_id: None,
+            token_name: String::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            quota,
+            request_id: payment_id.to_owned(),
+            is_stream: false,
+            latency_ms: 0,
+        }
+    }
+
+    /// The row as stored under `id`.
+    #[must_use]
+    pub fn stored(self, id: LogId) -> LogEntry {
+        LogEntry {
+            id,
+            user_id: self.user_id,
+            kind: self.kind,
+            created_at: self.created_at,
+            model: self.model,
+            token_id: self.token_id,
+            token_name: self.token_name,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            quota: self.quota,
+            request_id: self.request_id,
+            is_stream: self.is_stream,
+            latency_ms: self.latency_ms,
+        }
+    }
+}
+
 /// Query string of `GET /{id}/logs` as received.
 #[derive(Debug, Default, Clone)]
 pub struct LogQueryInput {

@@ -7,8 +7,8 @@ use crate::error::{Result, StorageError, corrupt};
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DbBackend, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use tollgate_domain::ids::{LogId, TokenId, UserId};
 use tollgate_domain::logs::{
@@ -70,6 +70,29 @@ fn filter(user: UserId, q: &LogQuery) -> Condition {
     c
 }
 
+/// Inserts a log row on `db` (a connection or an open transaction); returns its id.
+pub(crate) async fn insert_log(
+    db: &impl ConnectionTrait,
+    e: &NewLogEntry,
+) -> std::result::Result<i64, DbErr> {
+    let row = log::ActiveModel {
+        user_id: Set(e.user_id.get()),
+        kind: Set(e.kind.code()),
+        created_at: Set(e.created_at.secs()),
+        model: Set(e.model.clone()),
+        token_id: Set(e.token_id.map(TokenId::get)),
+        token_name: Set(e.token_name.clone()),
+        prompt_tokens: Set(e.prompt_tokens),
+        completion_tokens: Set(e.completion_tokens),
+        quota: Set(e.quota.get()),
+        request_id: Set(e.request_id.clone()),
+        is_stream: Set(e.is_stream),
+        latency_ms: Set(e.latency_ms),
+        ..Default::default()
+    };
+    Ok(log::Entity::insert(row).exec(db).await?.last_insert_id)
+}
+
 #[derive(Debug, FromQueryResult)]
 struct SummaryRow {
     total_tokens: i64,
@@ -89,41 +112,8 @@ struct UsageRow {
 #[async_trait]
 impl LogRepository for SeaStore {
     async fn append_log(&self, e: &NewLogEntry) -> std::result::Result<LogEntry, RepoError> {
-        let row = log::ActiveModel {
-            user_id: Set(e.user_id.get()),
-            kind: Set(e.kind.code()),
-            created_at: Set(e.created_at.secs()),
-            model: Set(e.model.clone()),
-            token_id: Set(e.token_id.map(TokenId::get)),
-            token_name: Set(e.token_name.clone()),
-            prompt_tokens: Set(e.prompt_tokens),
-            completion_tokens: Set(e.completion_tokens),
-            quota: Set(e.quota.get()),
-            request_id: Set(e.request_id.clone()),
-            is_stream: Set(e.is_stream),
-            latency_ms: Set(e.latency_ms),
-            ..Default::default()
-        };
-        let id = log::Entity::insert(row)
-            .exec(&self.db)
-            .await
-            .map_err(StorageError::from)?
-            .last_insert_id;
-        Ok(LogEntry {
-            id: LogId::new(id),
-            user_id: e.user_id,
-            kind: e.kind,
-            created_at: e.created_at,
-            model: e.model.clone(),
-            token_id: e.token_id,
-            token_name: e.token_name.clone(),
-            prompt_tokens: e.prompt_tokens,
-            completion_tokens: e.completion_tokens,
-            quota: e.quota,
-            request_id: e.request_id.clone(),
-            is_stream: e.is_stream,
-            latency_ms: e.latency_ms,
-        })
+        let id = insert_log(&self.db, e).await.map_err(StorageError::from)?;
+        Ok(e.clone().stored(LogId::new(id)))
     }
 
     async fn log_page(

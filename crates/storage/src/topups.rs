@@ -3,20 +3,20 @@
 //! `payment_id` loses on the unique index and is answered from the winner's receipt.
 
 use crate::SeaStore;
-use crate::entity::{log, topup, user};
+use crate::entity::{topup, user};
 use crate::error::{Result, StorageError, corrupt};
+use crate::logs::insert_log;
 use crate::retry::{ATTEMPTS, backoff, is_transient, is_unique_violation};
 use crate::users::{find_model, to_user};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 use std::str::FromStr;
 use tollgate_domain::ids::{PaymentId, PlatformId, UserId};
-use tollgate_domain::logs::LogKind;
+use tollgate_domain::logs::NewLogEntry;
 use tollgate_domain::repository::TopUpRepository;
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::topup::{TopUp, TopUpOutcome, TopUpReceipt};
@@ -98,36 +98,14 @@ impl SeaStore {
         };
         // A duplicate payment id fails here and rolls the increment back with the transaction.
         topup::Entity::insert(receipt).exec(&txn).await?;
-        insert_topup_log(&txn, owner.id, quota, cmd.payment_id.as_str(), now).await?;
+        insert_log(
+            &txn,
+            &NewLogEntry::top_up(owner.id, cmd.amount.quota(), cmd.payment_id.as_str(), now),
+        )
+        .await?;
         txn.commit().await?;
         Ok(Quota::new(after))
     }
-}
-
-async fn insert_topup_log(
-    db: &impl ConnectionTrait,
-    user: UserId,
-    quota: i64,
-    payment: &str,
-    now: UnixTime,
-) -> std::result::Result<(), DbErr> {
-    let row = log::ActiveModel {
-        user_id: Set(user.get()),
-        kind: Set(LogKind::TopUp.code()),
-        created_at: Set(now.secs()),
-        model: Set(String::new()),
-        token_id: Set(None),
-        token_name: Set(String::new()),
-        prompt_tokens: Set(0),
-        completion_tokens: Set(0),
-        quota: Set(quota),
-        request_id: Set(payment.to_owned()),
-        is_stream: Set(false),
-        latency_ms: Set(0),
-        ..Default::default()
-    };
-    log::Entity::insert(row).exec(db).await?;
-    Ok(())
 }
 
 #[async_trait]
