@@ -489,3 +489,53 @@ async fn every_response_has_a_request_id_and_health_endpoints_answer() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn sql_and_unicode_ids_are_plain_data_matched_exactly() {
+    for app in TestApp::all().await {
+        let ids = [
+            "'; DROP TABLE users; --",
+            "ユーザー🙂",
+            "café",
+            "cafe\u{301}",
+            "a%_b",
+            "A%_b",
+            "tab\there",
+            "trailing ",
+        ];
+        for (n, id) in ids.iter().enumerate() {
+            let created = app
+                .ext(
+                    Method::POST,
+                    "/sync",
+                    Some(json!({"external_user_id": id, "username": "x"})),
+                )
+                .await;
+            assert_eq!(
+                created.data()["is_new_user"],
+                true,
+                "{id:?} on {}",
+                app.backend
+            );
+            assert_eq!(created.data()["external_user_id"], *id);
+            let amount = i64::try_from(n + 1).expect("small");
+            let credited = top_up(&app, id, json!(amount), &format!("{id}-pay")).await;
+            assert_eq!(credited.data()["current_quota"], amount * 500_000, "{id:?}");
+            assert_eq!(credited.data()["payment_id"], format!("{id}-pay"));
+        }
+        let again = app
+            .ext(
+                Method::POST,
+                "/sync",
+                Some(json!({"external_user_id": "café", "username": "y"})),
+            )
+            .await;
+        assert_eq!(again.data()["is_new_user"], false);
+        assert_eq!(
+            again.data()["quota"],
+            3 * 500_000,
+            "café and cafe\u{301} stay two users"
+        );
+        app.stop().await;
+    }
+}
