@@ -65,12 +65,6 @@ impl PlatformId {
         PlatformId(hex(&digest[..16]))
     }
 
-    /// Rebuilds a platform id read back from storage.
-    #[must_use]
-    pub fn from_stored(stored: String) -> Self {
-        PlatformId(stored)
-    }
-
     /// The stored form.
     #[must_use]
     pub fn as_str(&self) -> &str {

@@ -43,12 +43,6 @@ impl Quota {
         // quota / 500,000 = quota * 2 / 10^6: a multiplication, so the result is exact.
         Decimal::from_i128_with_scale(i128::from(self.0) * 2, 6).normalize()
     }
-
-    /// `self + other`, `None` on overflow.
-    #[must_use]
-    pub fn checked_add(self, other: Quota) -> Option<Quota> {
-        self.0.checked_add(other.0).map(Quota)
-    }
 }
 
 impl fmt::Display for Quota {

@@ -4,6 +4,7 @@
 use crate::error::DomainError;
 use crate::ids::{ExternalUserId, PlatformId, TokenId};
 use crate::logs::{LogEntry, LogPage, LogQuery, LogQueryInput, ModelUsage};
+use crate::quota::Quota;
 use crate::repository::Store;
 use crate::time::UnixTime;
 use crate::token::{AccessKey, DeleteTokenInput, IssuedToken, Token, TokenInput, TokenRecord};
@@ -31,6 +32,15 @@ pub struct UserStats {
     pub recent_logs: Vec<LogEntry>,
     /// Consumption per model.
     pub model_usage: Vec<ModelUsage>,
+}
+
+impl UserStats {
+    /// USD-worth of quota the user can still start spending: the balance, never below zero.
+    /// In-flight holds are subtracted here once the relay takes them.
+    #[must_use]
+    pub fn balance_capacity(&self) -> Quota {
+        self.user.quota.max(Quota::ZERO)
+    }
 }
 
 /// One page of logs for a user.

@@ -85,12 +85,6 @@ impl fmt::Debug for AccessKey {
 pub struct KeyHash(String);
 
 impl KeyHash {
-    /// Rebuilds a stored hash.
-    #[must_use]
-    pub fn from_stored(s: String) -> Self {
-        KeyHash(s)
-    }
-
     /// Hex text.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -205,12 +199,11 @@ fn days_tag(v: &Option<i64>) -> Option<&'static str> {
 }
 
 fn cap_quota(v: &NumberInput) -> Result<Quota, &'static str> {
-    match *v {
-        NumberInput::Exact(d) if d < Decimal::new(1, 2) => Err("min"),
-        NumberInput::Exact(d) => Quota::from_usd(d).ok_or("max"),
-        NumberInput::Huge { negative: false } => Err("max"),
-        NumberInput::Huge { negative: true } | NumberInput::Tiny { .. } => Err("min"),
+    let d = v.exact()?;
+    if d < Decimal::new(1, 2) {
+        return Err("min");
     }
+    Quota::from_usd(d).ok_or("max")
 }
 
 fn cap_tag(v: &Option<NumberInput>) -> Option<&'static str> {

@@ -5,7 +5,6 @@ use crate::ids::{ExternalUserId, PaymentId, UserId};
 use crate::quota::{AmountError, Quota, UsdAmount};
 use crate::validation::{ValidationErrors, rules};
 use rust_decimal::Decimal;
-use std::str::FromStr;
 
 /// A JSON number as received, parsed from its decimal text without passing through a float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +61,16 @@ impl NumberInput {
             NumberInput::Tiny { negative }
         })
     }
+
+    /// The exact value, or the Go tag an unrepresentable number fails on: too large a positive
+    /// number exceeds any `max`, anything else that cannot be represented is below any `min`.
+    pub fn exact(self) -> Result<Decimal, &'static str> {
+        match self {
+            NumberInput::Exact(d) => Ok(d),
+            NumberInput::Huge { negative: false } => Err("max"),
+            NumberInput::Huge { negative: true } | NumberInput::Tiny { .. } => Err("min"),
+        }
+    }
 }
 
 fn is_json_number(s: &str) -> bool {
@@ -94,17 +103,15 @@ fn is_json_number(s: &str) -> bool {
 
 /// The go tag a top-up amount fails on, if any.
 fn amount_tag(v: &Option<NumberInput>) -> Option<&'static str> {
-    match v {
-        None => Some("required"),
-        Some(NumberInput::Exact(d)) => match UsdAmount::parse(*d) {
-            Ok(_) => None,
-            Err(AmountError::Required) => Some("required"),
-            Err(AmountError::Min) => Some("min"),
-            Err(AmountError::Max) => Some("max"),
-        },
-        Some(NumberInput::Huge { negative: false }) => Some("max"),
-        Some(NumberInput::Huge { negative: true } | NumberInput::Tiny { .. }) => Some("min"),
-    }
+    let Some(n) = v else { return Some("required") };
+    let tag = |e| match e {
+        AmountError::Required => "required",
+        AmountError::Min => "min",
+        AmountError::Max => "max",
+    };
+    n.exact()
+        .and_then(|d| UsdAmount::parse(d).map_err(tag))
+        .err()
 }
 
 /// The top-up request as received (`ExternalUserTopUpRequest`).
@@ -210,14 +217,6 @@ pub struct TopUpResult {
     pub receipt: TopUpReceipt,
     /// Whether this answer repeats an earlier credit.
     pub replay: bool,
-}
-
-impl FromStr for NumberInput {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NumberInput::parse(s).ok_or(())
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Number;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use tollgate_domain::Quota;
 use tollgate_domain::logs::{LogEntry, LogPage, LogQueryInput, ModelUsage};
@@ -34,20 +35,15 @@ pub struct JsonInt(i64);
 impl<'de> Deserialize<'de> for JsonInt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let JsonNumber(n) = JsonNumber::deserialize(d)?;
-        let fractional =
-            || serde::de::Error::custom("invalid type: fractional number, expected an integer");
+        let saturated = |negative: bool| JsonInt(if negative { i64::MIN } else { i64::MAX });
         match n {
-            NumberInput::Exact(v) if v.fract().is_zero() => Ok(JsonInt(
-                i64::try_from(v).unwrap_or(if v.is_sign_negative() {
-                    i64::MIN
-                } else {
-                    i64::MAX
-                }),
-            )),
-            NumberInput::Huge { negative } => {
-                Ok(JsonInt(if negative { i64::MIN } else { i64::MAX }))
+            NumberInput::Exact(v) if v.fract().is_zero() => {
+                Ok(i64::try_from(v).map_or_else(|_| saturated(v.is_sign_negative()), JsonInt))
             }
-            _ => Err(fractional()),
+            NumberInput::Huge { negative } => Ok(saturated(negative)),
+            _ => Err(serde::de::Error::custom(
+                "invalid type: fractional number, expected an integer",
+            )),
         }
     }
 }
@@ -160,9 +156,13 @@ impl From<LogsQuery> for LogQueryInput {
 }
 
 /// USD as an exact JSON number.
+#[expect(
+    clippy::expect_used,
+    reason = "a normalised Decimal prints plain digits, always valid JSON number text; \
+              a silent fallback would show a wrong amount"
+)]
 fn usd_number(d: rust_decimal::Decimal) -> Number {
-    // A normalised Decimal prints plain digits, which is always valid JSON number text.
-    Number::from_str(&d.normalize().to_string()).unwrap_or_else(|_| Number::from(0))
+    Number::from_str(&d.normalize().to_string()).expect("decimal text is a JSON number")
 }
 
 fn usd(q: Quota) -> Number {
@@ -382,7 +382,7 @@ pub struct StatsData {
     user_info: UserInfoView,
     tokens: Vec<TokenView>,
     recent_logs: Vec<LogView>,
-    model_usage: serde_json::Map<String, serde_json::Value>,
+    model_usage: BTreeMap<String, ModelUsageView>,
 }
 
 impl StatsData {
@@ -390,15 +390,11 @@ impl StatsData {
     #[must_use]
     pub fn new(s: UserStats, now: UnixTime) -> Self {
         let balance = s.user.quota;
+        let balance_capacity = usd(s.balance_capacity());
         let model_usage = s
             .model_usage
             .iter()
-            .map(|m| {
-                (
-                    m.model.clone(),
-                    serde_json::to_value(ModelUsageView::from(m)).unwrap_or_default(),
-                )
-            })
+            .map(|m| (m.model.clone(), ModelUsageView::from(m)))
             .collect();
         StatsData {
             user_info: UserInfoView {
@@ -410,8 +406,7 @@ impl StatsData {
                 current_balance: usd(balance),
                 used_quota: s.user.used_quota.get(),
                 total_requests: s.user.total_requests,
-                // No call can be in flight before the relay exists, so nothing is held yet.
-                balance_capacity: usd(balance.max(Quota::ZERO)),
+                balance_capacity,
                 model_capacity: serde_json::Map::new(),
             },
             tokens: s

@@ -73,12 +73,6 @@ impl ApiError {
             message: "服务器内部错误".into(),
         }
     }
-
-    /// Machine-readable code.
-    #[must_use]
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
 }
 
 impl fmt::Display for ApiError {
@@ -128,14 +122,7 @@ impl From<DomainError> for ApiError {
                 "payment_id_conflict",
                 "该支付ID已处理，请勿重复提交".to_owned(),
             ),
-            DomainError::Repo(r) => {
-                tracing::error!(error = %r, detail = r.detail(), "storage failure");
-                return ApiError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    code: "internal_error",
-                    message: "服务器内部错误".into(),
-                };
-            }
+            DomainError::Repo(r) => return ApiError::internal(&r.detail()),
         };
         ApiError {
             status,

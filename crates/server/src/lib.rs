@@ -3,6 +3,7 @@
 //! a request into a domain input, call one service method and map the result.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod dto;
 pub mod error;

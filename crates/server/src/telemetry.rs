@@ -6,8 +6,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tollgate_domain::time::UnixTime;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -31,11 +29,10 @@ impl DailyFile {
     }
 
     fn today() -> String {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let stamp = UnixTime::from_secs(i64::try_from(secs).unwrap_or(i64::MAX)).to_string();
-        stamp[..10].to_owned()
+        // `YYYY-MM-DD HH:MM:SS`: the date is the first ten characters.
+        let mut stamp = crate::clock::now().to_string();
+        stamp.truncate(10);
+        stamp
     }
 }
 

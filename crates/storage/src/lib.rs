@@ -63,11 +63,6 @@ impl SeaStore {
         self.db.ping().await.map_err(StorageError::from)
     }
 
-    /// Closes the pool.
-    pub async fn close(self) -> Result<(), StorageError> {
-        self.db.close().await.map_err(StorageError::from)
-    }
-
     /// Which kind of database this is, for logs.
     #[must_use]
     pub fn backend_name(&self) -> &'static str {

@@ -15,7 +15,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 use std::str::FromStr;
-use tollgate_domain::ids::{PaymentId, PlatformId, UserId};
+use tollgate_domain::ids::{ExternalUserId, PaymentId, PlatformId, UserId};
 use tollgate_domain::logs::NewLogEntry;
 use tollgate_domain::repository::TopUpRepository;
 use tollgate_domain::time::UnixTime;
@@ -38,13 +38,17 @@ impl SeaStore {
 
     /// The receipt of a stored top-up, with its user's external id.
     async fn receipt(&self, row: topup::Model) -> Result<TopUpReceipt> {
-        let owner = user::Entity::find_by_id(row.user_id)
+        let owner: String = user::Entity::find_by_id(row.user_id)
+            .select_only()
+            .column(user::Column::ExternalUserId)
+            .into_tuple()
             .one(&self.db)
             .await?
             .ok_or_else(|| corrupt("topup user", row.id))?;
         Ok(TopUpReceipt {
             user_id: UserId::new(row.user_id),
-            external_user_id: to_user(owner)?.external_user_id,
+            external_user_id: ExternalUserId::parse(owner)
+                .ok_or_else(|| corrupt("topup user id", row.id))?,
             amount_usd: Decimal::from_str(&row.amount_usd)
                 .map_err(|_| corrupt("amount_usd", row.id))?,
             quota_added: Quota::new(row.quota_added),

@@ -7,7 +7,10 @@ use crate::error::{Result, StorageError, corrupt};
 use crate::retry::{ATTEMPTS, backoff, is_transient, is_unique_violation};
 use async_trait::async_trait;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter,
+};
 use tollgate_domain::ids::{ExternalUserId, PlatformId, UserId};
 use tollgate_domain::repository::UserRepository;
 use tollgate_domain::time::UnixTime;
@@ -44,12 +47,13 @@ pub(crate) async fn find_model(
 }
 
 impl SeaStore {
+    /// Inserts a new user with zero balance; returns the stored row.
     async fn insert_user(
         &self,
         platform: &PlatformId,
         cmd: &SyncUser,
         now: UnixTime,
-    ) -> std::result::Result<User, sea_orm::DbErr> {
+    ) -> std::result::Result<user::Model, DbErr> {
         let p = cmd.profile();
         let model = user::Model {
             id: 0,
@@ -66,26 +70,13 @@ impl SeaStore {
             created_at: now.secs(),
             updated_at: now.secs(),
         };
-        let active = user::ActiveModel {
-            platform_id: Set(model.platform_id.clone()),
-            external_user_id: Set(model.external_user_id.clone()),
-            username: Set(model.username.clone()),
-            display_name: Set(model.display_name.clone()),
-            email: Set(model.email.clone()),
-            phone: Set(model.phone.clone()),
-            login_type: Set(model.login_type.clone()),
-            quota: Set(0),
-            used_quota: Set(0),
-            total_requests: Set(0),
-            created_at: Set(model.created_at),
-            updated_at: Set(model.updated_at),
-            ..Default::default()
-        };
-        let id = user::Entity::insert(active)
+        let mut row = model.clone().into_active_model();
+        row.id = NotSet;
+        let id = user::Entity::insert(row)
             .exec(&self.db)
             .await?
             .last_insert_id;
-        to_user(user::Model { id, ..model }).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
+        Ok(user::Model { id, ..model })
     }
 
     /// Updates only the profile fields the command carries; quota and usage are not named.
@@ -140,9 +131,9 @@ impl UserRepository for SeaStore {
                 });
             }
             match self.insert_user(platform, cmd, now).await {
-                Ok(user) => {
+                Ok(row) => {
                     return Ok(SyncOutcome {
-                        user,
+                        user: to_user(row)?,
                         created: true,
                     });
                 }

@@ -1,24 +1,16 @@
 //! The external user API (SPEC §3), under `/api/user/external`.
 
 use crate::auth::Platform;
+use crate::clock::now;
 use crate::dto::{
     DeleteTokenRequest, DeletedTokenData, Envelope, IssuedTokenData, LogsData, LogsQuery,
     StatsData, SyncData, SyncRequest, TokenRequest, TopUpData, TopUpRequest,
 };
 use crate::error::ApiError;
 use actix_web::{HttpResponse, web};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_domain::service::ExternalUserService;
-use tollgate_domain::time::UnixTime;
 
 type Service = web::Data<ExternalUserService>;
-
-fn now() -> UnixTime {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    UnixTime::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
-}
 
 fn ok<T: serde::Serialize>(message: &'static str, data: T) -> HttpResponse {
     HttpResponse::Ok().json(Envelope::ok(message, data))
