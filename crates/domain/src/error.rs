@@ -42,6 +42,9 @@ pub enum DomainError {
     /// No such token for this user.
     #[error("token not found")]
     TokenNotFound,
+    /// No such channel.
+    #[error("channel not found")]
+    ChannelNotFound,
     /// The payment id was already used with another user or amount.
     #[error("payment id already processed with different data")]
     PaymentIdConflict,

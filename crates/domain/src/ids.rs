@@ -44,6 +44,10 @@ int_id!(
     /// A row of the usage/top-up log.
     LogId
 );
+int_id!(
+    /// An upstream provider channel.
+    ChannelId
+);
 
 /// The platform (one secret of `TOLLGATE_EXTERNAL_API_KEYS`) that owns a user. Stored as a
 /// digest of the secret so that the database never holds the secret itself.

@@ -3,9 +3,13 @@
 //! hyper or redis; CI checks it with `cargo tree -i`), so other services can reuse it and its
 //! rules can be tested without a database.
 
+pub mod admin;
+pub mod billing;
+pub mod channel;
 pub mod error;
 pub mod ids;
 pub mod logs;
+pub mod pricing;
 pub mod quota;
 pub mod repository;
 pub mod service;

@@ -2,11 +2,14 @@
 //! them in memory. Every method that changes a balance is one atomic statement or transaction in
 //! its implementation; callers never read-modify-write quota.
 
+use crate::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
+use crate::channel::{Channel, ChannelSpec, ChannelStatus};
 use crate::error::RepoError;
-use crate::ids::{ExternalUserId, PlatformId, TokenId, UserId};
+use crate::ids::{ChannelId, ExternalUserId, PlatformId, TokenId, UserId};
 use crate::logs::{LogEntry, LogPage, LogQuery, ModelUsage, NewLogEntry};
+use crate::pricing::Price;
 use crate::time::UnixTime;
-use crate::token::{Token, TokenRecord};
+use crate::token::{KeyHash, Token, TokenRecord};
 use crate::topup::{TopUp, TopUpOutcome};
 use crate::user::{SyncOutcome, SyncUser, User};
 use async_trait::async_trait;
@@ -55,6 +58,71 @@ pub trait TokenRepository: Send + Sync {
 
     /// Deletes a token of this user; `false` when the user has no such token.
     async fn delete_token(&self, user: UserId, token: TokenId) -> Result<bool, RepoError>;
+
+    /// The token whose key has this hash (the relay's key lookup on a cache miss).
+    async fn find_token_by_hash(&self, hash: &KeyHash) -> Result<Option<Token>, RepoError>;
+}
+
+/// Holds and settlements: the only statements on the relay's request path.
+#[async_trait]
+pub trait BillingRepository: Send + Sync {
+    /// Takes the hold in one transaction of conditional statements: the user's balance minus
+    /// holds in flight, and the key's cap minus its holds, must each cover the amount, and the
+    /// key must be enabled and unexpired at `now`. Nothing changes when it is refused.
+    async fn hold(&self, hold: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError>;
+
+    /// Replaces the hold of `s.request_id` by the charge, adds the log row, `used_quota` and
+    /// `total_requests`, all in one transaction, at most once per request id.
+    async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError>;
+
+    /// Releases the hold in full (the call failed before any answer); `false` when it was not
+    /// in flight any more.
+    async fn release(&self, request_id: &str) -> Result<bool, RepoError>;
+
+    /// Releases up to `limit` holds whose expiry is before `now`; returns how many.
+    async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError>;
+}
+
+/// Upstream channels.
+#[async_trait]
+pub trait ChannelRepository: Send + Sync {
+    /// Every channel, by id.
+    async fn list_channels(&self) -> Result<Vec<Channel>, RepoError>;
+
+    /// Stores a new, enabled channel.
+    async fn insert_channel(&self, spec: &ChannelSpec, now: UnixTime)
+    -> Result<Channel, RepoError>;
+
+    /// Replaces a channel's settings; `None` when there is no such channel.
+    async fn update_channel(
+        &self,
+        id: ChannelId,
+        spec: &ChannelSpec,
+        now: UnixTime,
+    ) -> Result<Option<Channel>, RepoError>;
+
+    /// Deletes a channel; `false` when there is none.
+    async fn delete_channel(&self, id: ChannelId) -> Result<bool, RepoError>;
+
+    /// Switches a channel on or off, with the reason when Tollgate does it; `false` when there
+    /// is none.
+    async fn set_channel_status(
+        &self,
+        id: ChannelId,
+        status: ChannelStatus,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<bool, RepoError>;
+}
+
+/// Model prices.
+#[async_trait]
+pub trait PriceRepository: Send + Sync {
+    /// Every price.
+    async fn list_prices(&self) -> Result<Vec<(String, Price)>, RepoError>;
+
+    /// Creates or replaces the price of a model.
+    async fn put_price(&self, model: &str, price: &Price, now: UnixTime) -> Result<(), RepoError>;
 }
 
 /// The log.
@@ -76,6 +144,17 @@ pub trait LogRepository: Send + Sync {
 
     /// Consumption grouped by model.
     async fn usage_by_model(&self, user: UserId) -> Result<Vec<ModelUsage>, RepoError>;
+}
+
+/// Everything the relay and the admin API need.
+pub trait RelayStore:
+    TokenRepository + BillingRepository + ChannelRepository + PriceRepository
+{
+}
+
+impl<T: TokenRepository + BillingRepository + ChannelRepository + PriceRepository> RelayStore
+    for T
+{
 }
 
 /// Everything the external user service needs.

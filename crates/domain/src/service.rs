@@ -4,12 +4,14 @@
 use crate::error::DomainError;
 use crate::ids::{ExternalUserId, PlatformId, TokenId};
 use crate::logs::{LogEntry, LogPage, LogQuery, LogQueryInput, ModelUsage};
+use crate::pricing::Price;
 use crate::quota::Quota;
 use crate::repository::Store;
 use crate::time::UnixTime;
 use crate::token::{AccessKey, DeleteTokenInput, IssuedToken, Token, TokenInput, TokenRecord};
 use crate::topup::{TopUpInput, TopUpOutcome, TopUpResult};
 use crate::user::{SyncOutcome, SyncUserInput, User};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Rows of `recent_logs` in stats.
@@ -35,11 +37,30 @@ pub struct UserStats {
 }
 
 impl UserStats {
-    /// USD-worth of quota the user can still start spending: the balance, never below zero.
-    /// In-flight holds are subtracted here once the relay takes them.
+    /// Quota the user can still start spending: the balance minus holds in flight, never below
+    /// zero.
     #[must_use]
     pub fn balance_capacity(&self) -> Quota {
-        self.user.quota.max(Quota::ZERO)
+        Quota::new(
+            self.user
+                .quota
+                .get()
+                .saturating_sub(self.user.held_quota.get()),
+        )
+        .max(Quota::ZERO)
+    }
+
+    /// Per served model, how many input or output tokens the balance capacity buys.
+    #[must_use]
+    pub fn model_capacity(
+        &self,
+        served: &BTreeMap<&str, Price>,
+    ) -> BTreeMap<String, (Option<u64>, Option<u64>)> {
+        let capacity = self.balance_capacity();
+        served
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), p.capacity(capacity)))
+            .collect()
     }
 }
 

@@ -126,6 +126,8 @@ pub struct User {
     pub login_type: String,
     /// Current balance.
     pub quota: Quota,
+    /// Quota reserved by calls in flight (part of `quota`, not yet spent).
+    pub held_quota: Quota,
     /// Quota spent on LLM calls so far.
     pub used_quota: Quota,
     /// Settled LLM calls so far.
