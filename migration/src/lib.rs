@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_ledger;
+mod m20261126_000002_relay;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_ledger::Migration)]
+        vec![
+            Box::new(m20261126_000001_ledger::Migration),
+            Box::new(m20261126_000002_relay::Migration),
+        ]
     }
 }

@@ -2,6 +2,8 @@
 //! repository traits of `tollgate-domain`. Every balance change here is one atomic statement or
 //! one transaction; no quota is read, changed in Rust and written back.
 
+mod billing;
+mod channels;
 mod entity;
 mod error;
 mod logs;

@@ -8,11 +8,11 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use tollgate_domain::ids::{TokenId, UserId};
 use tollgate_domain::repository::TokenRepository;
 use tollgate_domain::time::UnixTime;
-use tollgate_domain::token::{KeyHint, Token, TokenRecord};
+use tollgate_domain::token::{KeyHash, KeyHint, Token, TokenRecord};
 use tollgate_domain::{Quota, RepoError};
 
 /// Stored status codes.
-const ENABLED: i16 = 1;
+pub(crate) const ENABLED: i16 = 1;
 const DISABLED: i16 = 2;
 
 fn to_token(m: token::Model) -> Token {
@@ -46,6 +46,7 @@ impl TokenRepository for SeaStore {
             expires_at: Set(r.expires_at.secs()),
             quota_limit: Set(r.quota_limit.map(Quota::get)),
             used_quota: Set(0),
+            held_quota: Set(0),
             ..Default::default()
         };
         let id = token::Entity::insert(row)
@@ -88,5 +89,17 @@ impl TokenRepository for SeaStore {
             .await
             .map_err(StorageError::from)?;
         Ok(done.rows_affected == 1)
+    }
+
+    async fn find_token_by_hash(
+        &self,
+        hash: &KeyHash,
+    ) -> std::result::Result<Option<Token>, RepoError> {
+        let row = token::Entity::find()
+            .filter(token::Column::KeyHash.eq(hash.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(StorageError::from)?;
+        Ok(row.map(to_token))
     }
 }

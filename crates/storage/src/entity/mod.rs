@@ -1,6 +1,9 @@
 //! SeaORM entities. They never leave this crate: repositories convert them to domain types.
 
+pub mod channel;
+pub mod hold;
 pub mod log;
+pub mod price;
 pub mod token;
 pub mod topup;
 pub mod user;

@@ -18,6 +18,7 @@ pub struct Model {
     pub expires_at: i64,
     pub quota_limit: Option<i64>,
     pub used_quota: i64,
+    pub held_quota: i64,
 }
 
 /// No navigated relations.

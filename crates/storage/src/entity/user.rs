@@ -16,6 +16,7 @@ pub struct Model {
     pub phone: String,
     pub login_type: String,
     pub quota: i64,
+    pub held_quota: i64,
     pub used_quota: i64,
     pub total_requests: i64,
     pub created_at: i64,

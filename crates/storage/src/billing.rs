@@ -1,0 +1,271 @@
+//! [`BillingRepository`] on SeaORM. A hold is one transaction of conditional UPDATEs
+//! (`held_quota + amount` only where `quota - held_quota >= amount`, and the same against the
+//! key's cap) plus the hold row; settling flips the hold row's state with a conditional UPDATE
+//! keyed by request id, which is what makes it happen at most once, then moves the money and
+//! writes the log row in the same transaction. Lock order everywhere: hold row, user, token.
+
+use crate::SeaStore;
+use crate::entity::{hold, token, user};
+use crate::error::StorageError;
+use crate::logs::insert_log;
+use crate::retry::{ATTEMPTS, backoff, is_transient};
+use crate::tokens::ENABLED;
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use tollgate_domain::RepoError;
+use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
+use tollgate_domain::repository::BillingRepository;
+use tollgate_domain::time::UnixTime;
+
+const HELD: i16 = 0;
+const SETTLED: i16 = 1;
+const RELEASED: i16 = 2;
+const EXPIRED: i16 = 3;
+
+/// Runs `op` until it succeeds or fails for a reason other than a lock conflict.
+macro_rules! retrying {
+    ($what:literal, $op:expr) => {{
+        let mut result = Err(StorageError::Contention($what));
+        for attempt in 1..=ATTEMPTS {
+            match $op.await {
+                Ok(v) => {
+                    result = Ok(v);
+                    break;
+                }
+                Err(e) if is_transient(&e) => backoff(attempt).await,
+                Err(e) => {
+                    result = Err(StorageError::from(e));
+                    break;
+                }
+            }
+        }
+        result.map_err(RepoError::from)
+    }};
+}
+
+/// Moves a hold row from `from` to `to`; the row when this call did it.
+async fn flip(
+    txn: &DatabaseTransaction,
+    request_id: &str,
+    from: i16,
+    to: i16,
+) -> Result<Option<hold::Model>, DbErr> {
+    let done = hold::Entity::update_many()
+        .col_expr(hold::Column::State, Expr::value(to))
+        .filter(hold::Column::RequestId.eq(request_id))
+        .filter(hold::Column::State.eq(from))
+        .exec(txn)
+        .await?;
+    if done.rows_affected != 1 {
+        return Ok(None);
+    }
+    hold::Entity::find()
+        .filter(hold::Column::RequestId.eq(request_id))
+        .one(txn)
+        .await
+}
+
+/// Gives a hold's reservation back to its user and key.
+async fn unreserve(txn: &DatabaseTransaction, h: &hold::Model) -> Result<(), DbErr> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::HeldQuota,
+            Expr::col(user::Column::HeldQuota).sub(h.amount),
+        )
+        .filter(user::Column::Id.eq(h.user_id))
+        .exec(txn)
+        .await?;
+    token::Entity::update_many()
+        .col_expr(
+            token::Column::HeldQuota,
+            Expr::col(token::Column::HeldQuota).sub(h.amount),
+        )
+        .filter(token::Column::Id.eq(h.token_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+impl SeaStore {
+    async fn hold_once(&self, h: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, DbErr> {
+        let amount = h.amount.get();
+        let txn = self.db.begin().await?;
+        let user_ok = user::Entity::update_many()
+            .col_expr(
+                user::Column::HeldQuota,
+                Expr::col(user::Column::HeldQuota).add(amount),
+            )
+            .filter(user::Column::Id.eq(h.user_id.get()))
+            .filter(
+                Expr::col(user::Column::Quota)
+                    .sub(Expr::col(user::Column::HeldQuota))
+                    .gte(amount),
+            )
+            .exec(&txn)
+            .await?;
+        if user_ok.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(Err(HoldRefusal::InsufficientUserQuota));
+        }
+        let token_ok = token::Entity::update_many()
+            .col_expr(
+                token::Column::HeldQuota,
+                Expr::col(token::Column::HeldQuota).add(amount),
+            )
+            .filter(token::Column::Id.eq(h.token_id.get()))
+            .filter(token::Column::UserId.eq(h.user_id.get()))
+            .filter(token::Column::Status.eq(ENABLED))
+            .filter(token::Column::ExpiresAt.gt(now.secs()))
+            .filter(
+                Condition::any()
+                    .add(token::Column::QuotaLimit.is_null())
+                    .add(
+                        Expr::col(token::Column::QuotaLimit)
+                            .sub(Expr::col(token::Column::UsedQuota))
+                            .sub(Expr::col(token::Column::HeldQuota))
+                            .gte(amount),
+                    ),
+            )
+            .exec(&txn)
+            .await?;
+        if token_ok.rows_affected != 1 {
+            let t = token::Entity::find_by_id(h.token_id.get())
+                .one(&txn)
+                .await?;
+            txn.rollback().await?;
+            let refusal = match t {
+                Some(t) if t.user_id != h.user_id.get() => HoldRefusal::TokenNotFound,
+                Some(t) if t.status != ENABLED => HoldRefusal::TokenDisabled,
+                Some(t) if t.expires_at <= now.secs() => HoldRefusal::TokenExpired,
+                Some(_) => HoldRefusal::InsufficientKeyQuota,
+                None => HoldRefusal::TokenNotFound,
+            };
+            return Ok(Err(refusal));
+        }
+        hold::Entity::insert(hold::ActiveModel {
+            request_id: Set(h.request_id.clone()),
+            user_id: Set(h.user_id.get()),
+            token_id: Set(h.token_id.get()),
+            amount: Set(amount),
+            state: Set(HELD),
+            created_at: Set(h.created_at.secs()),
+            expires_at: Set(h.expires_at.secs()),
+            ..Default::default()
+        })
+        .exec(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(Ok(()))
+    }
+
+    async fn settle_once(&self, s: &Settlement) -> Result<SettleOutcome, DbErr> {
+        let txn = self.db.begin().await?;
+        let (row, outcome, unheld) = match flip(&txn, &s.request_id, HELD, SETTLED).await? {
+            Some(row) => {
+                let amount = row.amount;
+                (row, SettleOutcome::Settled, amount)
+            }
+            None => match flip(&txn, &s.request_id, EXPIRED, SETTLED).await? {
+                // The sweeper gave the reservation back already: charge only.
+                Some(row) => (row, SettleOutcome::SettledAfterExpiry, 0),
+                None => {
+                    txn.rollback().await?;
+                    return Ok(SettleOutcome::AlreadyFinished);
+                }
+            },
+        };
+        let charge = s.quota.get();
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::Quota,
+                Expr::col(user::Column::Quota).sub(charge),
+            )
+            .col_expr(
+                user::Column::HeldQuota,
+                Expr::col(user::Column::HeldQuota).sub(unheld),
+            )
+            .col_expr(
+                user::Column::UsedQuota,
+                Expr::col(user::Column::UsedQuota).add(charge),
+            )
+            .col_expr(
+                user::Column::TotalRequests,
+                Expr::col(user::Column::TotalRequests).add(1),
+            )
+            .filter(user::Column::Id.eq(row.user_id))
+            .exec(&txn)
+            .await?;
+        token::Entity::update_many()
+            .col_expr(
+                token::Column::UsedQuota,
+                Expr::col(token::Column::UsedQuota).add(charge),
+            )
+            .col_expr(
+                token::Column::HeldQuota,
+                Expr::col(token::Column::HeldQuota).sub(unheld),
+            )
+            .filter(token::Column::Id.eq(row.token_id))
+            .exec(&txn)
+            .await?;
+        let mut entry = s.log_entry();
+        // The hold row is the authority on whose call this was.
+        entry.user_id = tollgate_domain::ids::UserId::new(row.user_id);
+        insert_log(&txn, &entry).await?;
+        txn.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn finish_once(&self, request_id: &str, to: i16) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(row) = flip(&txn, request_id, HELD, to).await? else {
+            txn.rollback().await?;
+            return Ok(false);
+        };
+        unreserve(&txn, &row).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl BillingRepository for SeaStore {
+    async fn hold(&self, h: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError> {
+        retrying!("hold", self.hold_once(h, now))
+    }
+
+    async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
+        retrying!("settle", self.settle_once(s))
+    }
+
+    async fn release(&self, request_id: &str) -> Result<bool, RepoError> {
+        retrying!("release", self.finish_once(request_id, RELEASED))
+    }
+
+    async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError> {
+        // A plain read picks the candidates (no range locks that would block new holds); each
+        // is then expired by its own conditional update, so a concurrent settle wins or loses
+        // cleanly.
+        let due: Vec<String> = hold::Entity::find()
+            .select_only()
+            .column(hold::Column::RequestId)
+            .filter(hold::Column::State.eq(HELD))
+            .filter(hold::Column::ExpiresAt.lt(now.secs()))
+            .order_by_asc(hold::Column::ExpiresAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(StorageError::from)?;
+        let mut expired = 0;
+        for request_id in due {
+            if retrying!("expire", self.finish_once(&request_id, EXPIRED))? {
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+}

@@ -1,0 +1,24 @@
+//! `holds` rows: one per relayed request (state 0 held, 1 settled, 2 released, 3 expired).
+
+use sea_orm::entity::prelude::*;
+
+/// A hold row.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "holds")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub request_id: String,
+    pub user_id: i64,
+    pub token_id: i64,
+    pub amount: i64,
+    pub state: i16,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// No navigated relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
