@@ -1,1 +1,22 @@
-//! placeholder
+//! The relay: everything between an authenticated `POST /v1/chat/completions` and the upstream
+//! provider. Provider adapters ([`provider`]), the pooled hyper client ([`client`]), the wire
+//! views that parse only what billing and routing need ([`wire`]), the tokenizer fallback
+//! ([`tokenizer`]), the in-memory caches of keys, channels and prices ([`cache`]), the
+//! background settlement worker ([`settle`]) and the [`Gateway`] that ties them to the hold and
+//! settle statements of the domain's `BillingRepository`.
+//!
+//! No HTTP status codes are decided here: failures are [`RelayError`] values that the server
+//! maps to statuses.
+
+pub mod cache;
+pub mod client;
+mod error;
+pub mod gateway;
+pub mod provider;
+pub mod settle;
+mod stream;
+pub mod tokenizer;
+pub mod wire;
+
+pub use error::RelayError;
+pub use gateway::{ChatReply, Gateway, GatewayConfig};

@@ -1,0 +1,110 @@
+//! In-memory caches on the request path: keys by hash, and the catalog (channels and prices)
+//! as one immutable snapshot swapped whole when anything changes. A request reads them without
+//! touching the database; the admin API and the external API invalidate them on every change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use tollgate_domain::RepoError;
+use tollgate_domain::channel::{Channel, served_models};
+use tollgate_domain::ids::{ChannelId, TokenId};
+use tollgate_domain::pricing::Price;
+use tollgate_domain::repository::RelayStore;
+use tollgate_domain::token::{KeyHash, Token};
+
+/// Keys seen recently, by the hash of the key. Only keys that exist are cached, so a key
+/// created a moment ago is found on its first use.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    by_hash: RwLock<HashMap<String, Arc<Token>>>,
+}
+
+impl KeyCache {
+    /// The cached token for a key hash.
+    #[must_use]
+    pub fn get(&self, hash: &KeyHash) -> Option<Arc<Token>> {
+        self.by_hash
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash.as_str())
+            .cloned()
+    }
+
+    /// Caches a token found in the database.
+    pub fn put(&self, hash: &KeyHash, token: Token) -> Arc<Token> {
+        let token = Arc::new(token);
+        self.by_hash
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(hash.as_str().to_owned(), Arc::clone(&token));
+        token
+    }
+
+    /// Drops a token (deleted or changed) so the next request sees the database's word.
+    pub fn forget(&self, id: TokenId) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, t| t.id != id);
+    }
+
+    /// Number of cached keys.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_hash
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether nothing is cached.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Channels and prices as of one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Every channel, by id.
+    pub channels: Vec<Channel>,
+    /// Price per model.
+    pub prices: HashMap<String, Price>,
+}
+
+impl Catalog {
+    /// A channel by id.
+    #[must_use]
+    pub fn channel(&self, id: ChannelId) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// Models served by an enabled channel, with prices, by name.
+    #[must_use]
+    pub fn served(&self) -> std::collections::BTreeMap<&str, Price> {
+        served_models(&self.channels, &self.prices)
+    }
+}
+
+/// The current catalog snapshot.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    current: RwLock<Arc<Catalog>>,
+}
+
+impl CatalogCache {
+    /// The snapshot in force (cheap: one `Arc` clone).
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads channels and prices from the store and swaps the snapshot.
+    pub async fn reload(&self, store: &dyn RelayStore) -> Result<Arc<Catalog>, RepoError> {
+        let channels = store.list_channels().await?;
+        let prices = store.list_prices().await?.into_iter().collect();
+        let fresh = Arc::new(Catalog { channels, prices });
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+        Ok(fresh)
+    }
+}

@@ -1,0 +1,48 @@
+//! Why a relayed call did not succeed, in terms the server maps to OpenAI-shaped errors.
+
+use bytes::Bytes;
+use tollgate_domain::RepoError;
+
+/// A relay failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// No key, or a key Tollgate does not know (deleted keys included).
+    #[error("无效的令牌")]
+    InvalidKey,
+    /// The key is past its expiry.
+    #[error("令牌已过期")]
+    TokenExpired,
+    /// The key is switched off.
+    #[error("令牌已被禁用")]
+    TokenDisabled,
+    /// The request body is not a valid chat-completions request.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No channel lists the model.
+    #[error("模型 {0} 不存在")]
+    ModelNotFound(String),
+    /// Only disabled channels list the model.
+    #[error("模型 {0} 当前没有可用的渠道")]
+    NoAvailableChannel(String),
+    /// The user's balance (or the key's cap) cannot cover the hold.
+    #[error("{0}")]
+    InsufficientQuota(&'static str),
+    /// Every attempt failed (5xx, connection errors, rejected channel keys).
+    #[error("上游服务出错: {0}")]
+    Upstream(String),
+    /// The upstream did not answer in time, after retries.
+    #[error("上游服务超时")]
+    UpstreamTimeout,
+    /// The upstream refused the client's request (400/404/422…): its status and its error
+    /// body, with the channel key removed.
+    #[error("upstream refused the request with status {status}")]
+    UpstreamRejected {
+        /// Upstream status.
+        status: u16,
+        /// Upstream error body (JSON).
+        body: Bytes,
+    },
+    /// Storage failed.
+    #[error("服务暂时不可用")]
+    Repo(#[from] RepoError),
+}

@@ -1,0 +1,608 @@
+//! The gateway: one chat-completions call from key to settlement.
+//!
+//! 1. The key is found in the key cache (the database only on a miss).
+//! 2. The body is parsed only as far as billing and routing need.
+//! 3. The catalog snapshot gives the price and the channel order (no database read).
+//! 4. A hold for the estimated prompt plus the completion limit is taken by one atomic
+//!    conditional statement; if it does not fit, nothing is sent upstream.
+//! 5. Channels are tried in order; connection errors, timeouts, 429 and 5xx before the first
+//!    byte move on (or retry the last one), 401/403 disable the channel and move on, other 4xx
+//!    are the client's and are returned as they are, minus the channel key.
+//! 6. The answer is relayed (streams event by event) and the call settled once, in the
+//!    background; a failure before the first byte releases the hold instead.
+
+use crate::RelayError;
+use crate::cache::{Catalog, CatalogCache, KeyCache};
+use crate::client::{AttemptError, ChunkError, UpstreamClient, UpstreamReply, read_all};
+use crate::provider::{self, Provider};
+use crate::settle::Settler;
+use crate::stream::{self, ClientStream, SettleGuard};
+use crate::tokenizer;
+use crate::wire::{AnswerView, ChatRequest};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tollgate_domain::RepoError;
+use tollgate_domain::billing::{
+    DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal, Settlement, hold_amount,
+};
+use tollgate_domain::channel::{Channel, ChannelStatus, Route, route};
+use tollgate_domain::ids::{ChannelId, TokenId, UserId};
+use tollgate_domain::pricing::{Price, Usage};
+use tollgate_domain::quota::Quota;
+use tollgate_domain::repository::{BillingRepository, RelayStore};
+use tollgate_domain::time::UnixTime;
+use tollgate_domain::token::{AccessKey, Token};
+
+/// Relay settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayConfig {
+    /// Extra attempts after the first (on another channel when one exists).
+    pub retries: u32,
+    /// Completion tokens assumed for the hold when the request sets no limit.
+    pub default_max_tokens: u64,
+    /// How long an unsettled hold lives before the sweeper releases it.
+    pub hold_ttl: Duration,
+    /// Consecutive failures after which a channel is disabled automatically.
+    pub failure_threshold: u32,
+    /// Largest non-stream answer accepted from upstream.
+    pub max_answer_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            retries: 2,
+            default_max_tokens: DEFAULT_HOLD_COMPLETION_TOKENS,
+            hold_ttl: Duration::from_secs(3600),
+            failure_threshold: 5,
+            max_answer_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What goes back to the client.
+pub enum ChatReply {
+    /// A complete JSON answer.
+    Json {
+        /// HTTP status from upstream (2xx).
+        status: u16,
+        /// The upstream's body as it came.
+        body: Bytes,
+    },
+    /// An SSE stream.
+    Stream(ClientStream),
+}
+
+impl std::fmt::Debug for ChatReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatReply::Json { status, body } => f
+                .debug_struct("Json")
+                .field("status", status)
+                .field("bytes", &body.len())
+                .finish(),
+            ChatReply::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// Everything needed to settle a call once it is over.
+#[derive(Debug, Clone)]
+pub(crate) struct Ticket {
+    request_id: String,
+    user_id: UserId,
+    token_id: TokenId,
+    token_name: String,
+    model: String,
+    price: Price,
+    pub(crate) prompt_estimate: u64,
+    is_stream: bool,
+    started: Instant,
+}
+
+impl Ticket {
+    pub(crate) fn settlement(self, usage: Usage) -> Settlement {
+        Settlement {
+            quota: self.price.quota_for(&usage),
+            request_id: self.request_id,
+            user_id: self.user_id,
+            token_id: self.token_id,
+            token_name: self.token_name,
+            model: self.model,
+            usage,
+            is_stream: self.is_stream,
+            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            at: now(),
+        }
+    }
+}
+
+/// Result of `POST /channels/{id}/test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelTest {
+    /// Whether the upstream answered 2xx.
+    pub ok: bool,
+    /// The upstream status, if it answered.
+    pub status: Option<u16>,
+    /// Round trip.
+    pub latency_ms: u64,
+    /// What happened, for the admin.
+    pub message: String,
+}
+
+fn now() -> UnixTime {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    UnixTime::from_secs(secs)
+}
+
+/// A fast, non-cryptographic random source for load balancing (splitmix64 over a shared
+/// counter seeded from the clock).
+fn random_below(n: u64) -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    if n == 0 {
+        return 0;
+    }
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos().into());
+    let mut z = STATE
+        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+        .wrapping_add(seed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % n
+}
+
+/// Removes the channel key from an upstream error and makes sure it is OpenAI-shaped.
+fn sanitize_error(body: &[u8], key: &str, status: u16) -> Bytes {
+    let text = String::from_utf8_lossy(body);
+    let scrub = |s: &str| {
+        if key.len() >= 4 {
+            s.replace(key, "***")
+        } else {
+            s.to_owned()
+        }
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_object) => {
+            Bytes::from(scrub(&Value::Object(o).to_string()))
+        }
+        _ => {
+            let message = if text.trim().is_empty() {
+                format!("upstream answered {status}")
+            } else {
+                scrub(text.chars().take(2000).collect::<String>().as_str())
+            };
+            Bytes::from(
+                json!({"error": {"message": message, "type": "invalid_request_error", "code": null}})
+                    .to_string(),
+            )
+        }
+    }
+}
+
+/// The relay.
+pub struct Gateway {
+    store: Arc<dyn RelayStore>,
+    keys: KeyCache,
+    catalog: CatalogCache,
+    client: UpstreamClient,
+    settler: Settler,
+    config: GatewayConfig,
+    failures: Mutex<HashMap<ChannelId, u32>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway, loads the catalog and starts the settlement worker (on the current
+    /// tokio runtime).
+    pub async fn new(
+        store: Arc<dyn RelayStore>,
+        client: UpstreamClient,
+        config: GatewayConfig,
+    ) -> Result<Self, RepoError> {
+        let catalog = CatalogCache::default();
+        catalog.reload(&*store).await?;
+        let billing: Arc<dyn BillingRepository> = store.clone();
+        tokenizer::warm_up();
+        Ok(Gateway {
+            settler: Settler::start(billing),
+            store,
+            keys: KeyCache::default(),
+            catalog,
+            client,
+            config,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The key cache (the external API forgets deleted keys here).
+    #[must_use]
+    pub fn keys(&self) -> &KeyCache {
+        &self.keys
+    }
+
+    /// The catalog in force.
+    #[must_use]
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.snapshot()
+    }
+
+    /// Re-reads channels and prices (after any change to them).
+    pub async fn reload_catalog(&self) -> Result<Arc<Catalog>, RepoError> {
+        self.catalog.reload(&*self.store).await
+    }
+
+    /// Settlement jobs not finished yet.
+    #[must_use]
+    pub fn pending_settlements(&self) -> usize {
+        self.settler.pending()
+    }
+
+    /// Waits for queued settlements (shutdown).
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.settler.drain(timeout).await
+    }
+
+    /// The token of a presented key, if it is usable now.
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Arc<Token>, RelayError> {
+        let key = bearer
+            .and_then(AccessKey::parse)
+            .ok_or(RelayError::InvalidKey)?;
+        let hash = key.hash();
+        let token = match self.keys.get(&hash) {
+            Some(t) => t,
+            None => {
+                let t = self
+                    .store
+                    .find_token_by_hash(&hash)
+                    .await?
+                    .ok_or(RelayError::InvalidKey)?;
+                self.keys.put(&hash, t)
+            }
+        };
+        if token.disabled {
+            return Err(RelayError::TokenDisabled);
+        }
+        if now() >= token.expires_at {
+            return Err(RelayError::TokenExpired);
+        }
+        Ok(token)
+    }
+
+    /// `GET /v1/models`: the served models.
+    pub async fn models(&self, bearer: Option<&str>) -> Result<Vec<String>, RelayError> {
+        self.authenticate(bearer).await?;
+        Ok(self
+            .catalog()
+            .served()
+            .keys()
+            .map(|m| (*m).to_owned())
+            .collect())
+    }
+
+    /// `POST /v1/chat/completions`.
+    pub async fn chat(
+        &self,
+        bearer: Option<&str>,
+        raw: &[u8],
+        request_id: &str,
+    ) -> Result<ChatReply, RelayError> {
+        let started = Instant::now();
+        let token = self.authenticate(bearer).await?;
+        let req = ChatRequest::parse(raw).map_err(RelayError::InvalidRequest)?;
+        let model = req.model.as_str().to_owned();
+        let catalog = self.catalog();
+        let order = match route(&catalog.channels, &model, random_below) {
+            Route::UnknownModel => return Err(RelayError::ModelNotFound(model)),
+            Route::NoEnabledChannel => return Err(RelayError::NoAvailableChannel(model)),
+            Route::Channels(order) => order,
+        };
+        let price = *catalog
+            .prices
+            .get(&model)
+            .ok_or_else(|| RelayError::ModelNotFound(model.clone()))?;
+        let prompt_estimate = tokenizer::prompt_tokens(req.body());
+        let limit = req.max_tokens.unwrap_or(self.config.default_max_tokens);
+        let at = now();
+        let hold =
+            Hold {
+                request_id: request_id.to_owned(),
+                user_id: token.user_id,
+                token_id: token.id,
+                amount: hold_amount(&price, prompt_estimate, limit).max(Quota::new(1)),
+                created_at: at,
+                expires_at: UnixTime::from_secs(at.secs().saturating_add(
+                    i64::try_from(self.config.hold_ttl.as_secs()).unwrap_or(i64::MAX),
+                )),
+            };
+        match self.store.hold(&hold, at).await? {
+            Ok(()) => {}
+            Err(HoldRefusal::InsufficientUserQuota) => {
+                return Err(RelayError::InsufficientQuota("用户额度不足"));
+            }
+            Err(HoldRefusal::InsufficientKeyQuota) => {
+                return Err(RelayError::InsufficientQuota("令牌额度不足"));
+            }
+            Err(HoldRefusal::TokenNotFound) => {
+                self.keys.forget(token.id);
+                return Err(RelayError::InvalidKey);
+            }
+            Err(HoldRefusal::TokenDisabled) => return Err(RelayError::TokenDisabled),
+            Err(HoldRefusal::TokenExpired) => return Err(RelayError::TokenExpired),
+        }
+        let ticket = Ticket {
+            request_id: request_id.to_owned(),
+            user_id: token.user_id,
+            token_id: token.id,
+            token_name: token.name.clone(),
+            model: model.clone(),
+            price,
+            prompt_estimate,
+            is_stream: req.stream,
+            started,
+        };
+        let (channel, mut reply) = match self.attempt(&req, &order, &catalog).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.settler.release(request_id.to_owned());
+                return Err(e);
+            }
+        };
+        let adapter: &'static dyn Provider = provider::for_kind(channel.spec.kind);
+        let idle = self.client.timeouts().idle;
+        if req.stream {
+            let guard = SettleGuard::new(ticket, self.settler.clone());
+            return Ok(ChatReply::Stream(stream::relay(
+                reply.body,
+                idle,
+                req.include_usage,
+                adapter,
+                guard,
+            )));
+        }
+        let body = match read_all(&mut reply.body, idle, self.config.max_answer_bytes).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Nothing reached the client: the call is not billed.
+                self.settler.release(request_id.to_owned());
+                return Err(match e {
+                    ChunkError::Idle => RelayError::UpstreamTimeout,
+                    ChunkError::Broken(m) => RelayError::Upstream(m),
+                });
+            }
+        };
+        let view = AnswerView::parse(&body).unwrap_or_default();
+        let usage = match &view.usage {
+            Some(u) => adapter.usage(u),
+            None => {
+                let mut text = String::new();
+                view.text_into(&mut text);
+                Usage::new(prompt_estimate, tokenizer::count(&text))
+            }
+        };
+        self.settler.settle(ticket.settlement(usage));
+        Ok(ChatReply::Json {
+            status: reply.status,
+            body,
+        })
+    }
+
+    /// Tries the channels in order until one answers 2xx.
+    async fn attempt(
+        &self,
+        req: &ChatRequest,
+        order: &[ChannelId],
+        catalog: &Catalog,
+    ) -> Result<(Channel, UpstreamReply), RelayError> {
+        let mut candidates: Vec<&Channel> =
+            order.iter().filter_map(|id| catalog.channel(*id)).collect();
+        let budget = self.config.retries.saturating_add(1);
+        let mut tries = 0u32;
+        let mut next = 0usize;
+        let mut last = RelayError::Upstream("no channel could take the call".into());
+        while tries < budget && !candidates.is_empty() {
+            let channel = candidates[next.min(candidates.len() - 1)];
+            let body = req.upstream_body(channel.upstream_model(req.model.as_str()));
+            tries += 1;
+            match self.client.send(channel, body).await {
+                Err(AttemptError::Timeout) => {
+                    tracing::warn!(channel = %channel.id, "upstream timed out before answering");
+                    self.note_failure(channel).await;
+                    last = RelayError::UpstreamTimeout;
+                    next += 1;
+                }
+                Err(AttemptError::Connect(e) | AttemptError::Misconfigured(e)) => {
+                    tracing::warn!(channel = %channel.id, error = %e, "upstream connection failed");
+                    self.note_failure(channel).await;
+                    last = RelayError::Upstream("无法连接上游服务".into());
+                    next += 1;
+                }
+                Ok(reply) if (200..300).contains(&reply.status) => {
+                    self.note_success(channel.id);
+                    return Ok((channel.clone(), reply));
+                }
+                Ok(reply) if matches!(reply.status, 401 | 403) => {
+                    tracing::warn!(channel = %channel.id, status = reply.status, "upstream rejected the channel key; disabling the channel");
+                    self.auto_disable(
+                        channel,
+                        &format!("upstream answered {} (channel key rejected)", reply.status),
+                    )
+                    .await;
+                    last = RelayError::Upstream("上游渠道密钥无效".into());
+                    candidates.retain(|c| c.id != channel.id);
+                    // Not the client's fault and not the other channels': try them.
+                    tries -= 1;
+                }
+                Ok(reply) if reply.status == 429 || reply.status >= 500 => {
+                    tracing::warn!(channel = %channel.id, status = reply.status, "upstream failed");
+                    self.note_failure(channel).await;
+                    last = RelayError::Upstream(format!("上游服务返回 {}", reply.status));
+                    next += 1;
+                }
+                Ok(mut reply) => {
+                    // The client's request is at fault: give the upstream's answer back.
+                    let idle = self.client.timeouts().idle;
+                    let body = read_all(&mut reply.body, idle, 1024 * 1024)
+                        .await
+                        .unwrap_or_default();
+                    return Err(RelayError::UpstreamRejected {
+                        status: reply.status,
+                        body: sanitize_error(&body, channel.spec.key.expose(), reply.status),
+                    });
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn note_success(&self, id: ChannelId) {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    async fn note_failure(&self, channel: &Channel) {
+        let count = {
+            let mut f = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = f.entry(channel.id).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if self.config.failure_threshold > 0 && count >= self.config.failure_threshold {
+            self.auto_disable(channel, &format!("{count} consecutive failures"))
+                .await;
+        }
+    }
+
+    async fn auto_disable(&self, channel: &Channel, reason: &str) {
+        self.note_success(channel.id);
+        let result = self
+            .store
+            .set_channel_status(channel.id, ChannelStatus::AutoDisabled, reason, now())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(channel = %channel.id, error = %e, detail = e.detail(), "could not disable channel");
+            return;
+        }
+        if let Err(e) = self.reload_catalog().await {
+            tracing::error!(error = %e, detail = e.detail(), "could not reload channels");
+        }
+    }
+
+    /// Sends a one-token request to a channel (not billed to anyone).
+    pub async fn test_channel(&self, channel: &Channel) -> ChannelTest {
+        let Some(model) = channel.spec.models.first() else {
+            return ChannelTest {
+                ok: false,
+                status: None,
+                latency_ms: 0,
+                message: "channel lists no model".into(),
+            };
+        };
+        let body = json!({
+            "model": channel.upstream_model(model.as_str()),
+            "messages": [{"role": "user", "content": "ping"}],
+            "max_tokens": 1,
+        });
+        let started = Instant::now();
+        let result = self
+            .client
+            .send(channel, Bytes::from(body.to_string()))
+            .await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match result {
+            Ok(r) if (200..300).contains(&r.status) => ChannelTest {
+                ok: true,
+                status: Some(r.status),
+                latency_ms,
+                message: "ok".into(),
+            },
+            Ok(r) => ChannelTest {
+                ok: false,
+                status: Some(r.status),
+                latency_ms,
+                message: format!("upstream answered {}", r.status),
+            },
+            Err(AttemptError::Timeout) => ChannelTest {
+                ok: false,
+                status: None,
+                latency_ms,
+                message: "timed out".into(),
+            },
+            Err(AttemptError::Connect(e) | AttemptError::Misconfigured(e)) => ChannelTest {
+                ok: false,
+                status: None,
+                latency_ms,
+                message: e,
+            },
+        }
+    }
+
+    /// Tests every automatically disabled channel and enables those that answer again.
+    pub async fn probe_disabled(&self) -> Result<usize, RepoError> {
+        let catalog = self.catalog();
+        let mut revived = 0;
+        for c in catalog
+            .channels
+            .iter()
+            .filter(|c| c.status == ChannelStatus::AutoDisabled)
+        {
+            if self.test_channel(c).await.ok {
+                self.store
+                    .set_channel_status(c.id, ChannelStatus::Enabled, "", now())
+                    .await?;
+                tracing::info!(channel = %c.id, "channel answers again; enabled");
+                revived += 1;
+            }
+        }
+        if revived > 0 {
+            self.reload_catalog().await?;
+        }
+        Ok(revived)
+    }
+
+    /// Releases holds past their expiry (left by a process that died mid-call).
+    pub async fn expire_holds(&self) -> Result<u64, RepoError> {
+        self.store.expire_holds(now(), 500).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_errors_lose_the_channel_key() {
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-secret-123","type":"invalid_request_error"}}"#;
+        let out = sanitize_error(body, "sk-secret-123", 400);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("sk-secret-123"));
+        assert!(text.contains("***"));
+        let wrapped = sanitize_error(b"bad gateway html", "k", 404);
+        let v: Value = serde_json::from_slice(&wrapped).expect("json");
+        assert_eq!(v["error"]["message"], "bad gateway html");
+    }
+
+    #[test]
+    fn random_stays_in_range() {
+        for n in 1..50 {
+            assert!(random_below(n) < n);
+        }
+        assert_eq!(random_below(0), 0);
+    }
+}
