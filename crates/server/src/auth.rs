@@ -79,6 +79,46 @@ impl FromRequest for Platform {
     }
 }
 
+/// The admin secret (`TOLLGATE_ADMIN_KEY`) as a digest; `None` when unset, which locks the
+/// admin API.
+#[derive(Clone)]
+pub struct AdminKey(Option<[u8; 32]>);
+
+impl AdminKey {
+    /// From the configured secret.
+    #[must_use]
+    pub fn new(secret: Option<&SecretString>) -> Self {
+        AdminKey(secret.map(|s| Sha256::digest(s.expose_secret().as_bytes()).into()))
+    }
+
+    /// Whether `presented` is the admin secret (constant time).
+    #[must_use]
+    pub fn accepts(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0.is_some_and(|k| bool::from(k.ct_eq(&digest)))
+    }
+}
+
+/// Extractor: the request carries the admin secret.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ok = match (req.app_data::<web::Data<AdminKey>>(), bearer(req)) {
+            (Some(k), Some(token)) => k.accepts(token),
+            _ => false,
+        };
+        ready(if ok {
+            Ok(Admin)
+        } else {
+            Err(ApiError::admin_unauthorized())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +140,14 @@ mod tests {
         assert_eq!(p.authenticate("secret-on"), None);
         assert_eq!(p.authenticate(""), None);
         assert_eq!(Platforms::new(&[]).authenticate("anything"), None);
+    }
+
+    #[test]
+    fn admin_key_unset_accepts_nothing() {
+        assert!(!AdminKey::new(None).accepts(""));
+        assert!(!AdminKey::new(None).accepts("anything"));
+        let k = AdminKey::new(Some(&SecretString::from("admin-secret")));
+        assert!(k.accepts("admin-secret"));
+        assert!(!k.accepts("admin-secre"));
     }
 }

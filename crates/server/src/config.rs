@@ -7,6 +7,56 @@ use std::path::PathBuf;
 
 /// Largest JSON body of the external user API (its requests are a few hundred bytes).
 pub const EXTERNAL_BODY_LIMIT: usize = 64 * 1024;
+/// Largest JSON body of the admin API.
+pub const ADMIN_BODY_LIMIT: usize = 256 * 1024;
+
+/// Relay settings (`TOLLGATE_RELAY_*`, `TOLLGATE_UPSTREAM_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// `TOLLGATE_RELAY_BODY_LIMIT`: largest chat request body in bytes (default 8 MiB).
+    pub body_limit: usize,
+    /// `TOLLGATE_RELAY_RETRIES`: extra attempts before the first byte (default 2).
+    pub retries: u32,
+    /// `TOLLGATE_DEFAULT_MAX_TOKENS`: completion tokens held when a request sets no limit.
+    pub default_max_tokens: u64,
+    /// `TOLLGATE_HOLD_TTL_SECS`: life of an unsettled hold (default 3600).
+    pub hold_ttl_secs: u64,
+    /// `TOLLGATE_CHANNEL_FAILURE_THRESHOLD`: consecutive failures that disable a channel
+    /// (default 5; 0 never).
+    pub failure_threshold: u32,
+    /// `TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_SECS` (default 10).
+    pub connect_timeout_secs: u64,
+    /// `TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS` (default 300).
+    pub first_byte_timeout_secs: u64,
+    /// `TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECS`: longest pause between chunks (default 120).
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            body_limit: 8 * 1024 * 1024,
+            retries: 2,
+            default_max_tokens: 4096,
+            hold_ttl_secs: 3600,
+            failure_threshold: 5,
+            connect_timeout_secs: 10,
+            first_byte_timeout_secs: 300,
+            idle_timeout_secs: 120,
+        }
+    }
+}
+
+/// Upstream keys that create a channel at start-up when none of that type exists.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderKeys {
+    /// `TOLLGATE_DASHSCOPE_API_KEY`.
+    pub dashscope: Option<SecretString>,
+    /// `TOLLGATE_DEEPSEEK_API_KEY`.
+    pub deepseek: Option<SecretString>,
+    /// `TOLLGATE_OPENAI_API_KEY`.
+    pub openai: Option<SecretString>,
+}
 
 /// Checked settings.
 #[derive(Debug, Clone)]
@@ -23,6 +73,10 @@ pub struct Settings {
     pub external_api_keys: Vec<SecretString>,
     /// `TOLLGATE_LOG_DIR`.
     pub log_dir: PathBuf,
+    /// Relay settings.
+    pub relay: RelaySettings,
+    /// Start-up provider channels.
+    pub provider_keys: ProviderKeys,
 }
 
 /// A configuration value that cannot be used.
@@ -110,6 +164,70 @@ impl Settings {
 
         let log_dir = PathBuf::from(get("TOLLGATE_LOG_DIR").unwrap_or_else(|| "logs".to_owned()));
 
+        let number =
+            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (min..=max).contains(n))
+                        .ok_or_else(|| {
+                            err(name, format!("must be a whole number from {min} to {max}"))
+                        }),
+                }
+            };
+        let d = RelaySettings::default();
+        let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let relay = RelaySettings {
+            body_limit: usize::try_from(number(
+                "TOLLGATE_RELAY_BODY_LIMIT",
+                d.body_limit as u64,
+                1024,
+                1 << 30,
+            )?)
+            .unwrap_or(d.body_limit),
+            retries: to_u32(number("TOLLGATE_RELAY_RETRIES", d.retries.into(), 0, 10)?),
+            default_max_tokens: number(
+                "TOLLGATE_DEFAULT_MAX_TOKENS",
+                d.default_max_tokens,
+                1,
+                10_000_000,
+            )?,
+            hold_ttl_secs: number("TOLLGATE_HOLD_TTL_SECS", d.hold_ttl_secs, 60, 7 * 86_400)?,
+            failure_threshold: to_u32(number(
+                "TOLLGATE_CHANNEL_FAILURE_THRESHOLD",
+                d.failure_threshold.into(),
+                0,
+                1000,
+            )?),
+            connect_timeout_secs: number(
+                "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_SECS",
+                d.connect_timeout_secs,
+                1,
+                600,
+            )?,
+            first_byte_timeout_secs: number(
+                "TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS",
+                d.first_byte_timeout_secs,
+                1,
+                3600,
+            )?,
+            idle_timeout_secs: number(
+                "TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECS",
+                d.idle_timeout_secs,
+                1,
+                3600,
+            )?,
+        };
+        let secret = |name: &str| get(name).map(|k| SecretString::from(k.trim().to_owned()));
+        let provider_keys = ProviderKeys {
+            dashscope: secret("TOLLGATE_DASHSCOPE_API_KEY"),
+            deepseek: secret("TOLLGATE_DEEPSEEK_API_KEY"),
+            openai: secret("TOLLGATE_OPENAI_API_KEY"),
+        };
+
         Ok(Settings {
             listen,
             database_url,
@@ -117,6 +235,8 @@ impl Settings {
             admin_key,
             external_api_keys,
             log_dir,
+            relay,
+            provider_keys,
         })
     }
 }
@@ -140,6 +260,8 @@ mod tests {
         assert_eq!(s.listen.to_string(), "0.0.0.0:3000");
         assert_eq!(s.database_url, "sqlite://./data/tollgate.db?mode=rwc");
         assert!(s.external_api_keys.is_empty() && s.admin_key.is_none() && s.redis_url.is_none());
+        assert_eq!(s.relay, RelaySettings::default());
+        assert_eq!(s.relay.body_limit, 8 * 1024 * 1024);
     }
 
     #[test]
@@ -150,6 +272,10 @@ mod tests {
         assert!(e.to_string().starts_with("TOLLGATE_DATABASE_URL: "), "{e}");
         let e = load(&[("TOLLGATE_REDIS_URL", "http://x")]).expect_err("bad redis");
         assert!(e.to_string().starts_with("TOLLGATE_REDIS_URL: "), "{e}");
+        let e = load(&[("TOLLGATE_RELAY_RETRIES", "eleven")]).expect_err("bad retries");
+        assert!(e.to_string().starts_with("TOLLGATE_RELAY_RETRIES: "), "{e}");
+        let e = load(&[("TOLLGATE_HOLD_TTL_SECS", "5")]).expect_err("ttl too short");
+        assert!(e.to_string().starts_with("TOLLGATE_HOLD_TTL_SECS: "), "{e}");
         let e = load(&[(
             "TOLLGATE_EXTERNAL_API_KEYS",
             "long-enough-key,,other-long-key",
@@ -167,11 +293,14 @@ mod tests {
         let s = load(&[
             ("TOLLGATE_EXTERNAL_API_KEYS", "platform-secret-1"),
             ("TOLLGATE_ADMIN_KEY", "admin-secret-1"),
+            ("TOLLGATE_OPENAI_API_KEY", "sk-provider-secret-1"),
         ])
         .expect("valid");
         let shown = format!("{s:?}");
         assert!(
-            !shown.contains("platform-secret-1") && !shown.contains("admin-secret-1"),
+            !shown.contains("platform-secret-1")
+                && !shown.contains("admin-secret-1")
+                && !shown.contains("sk-provider-secret-1"),
             "{shown}"
         );
         let e = load(&[("TOLLGATE_EXTERNAL_API_KEYS", "short")]).expect_err("too short");

@@ -7,12 +7,15 @@ use serde_json::Number;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use tollgate_domain::Quota;
+use tollgate_domain::channel::{Channel, ChannelInput};
 use tollgate_domain::logs::{LogEntry, LogPage, LogQueryInput, ModelUsage};
+use tollgate_domain::pricing::{Price, PriceInput};
 use tollgate_domain::service::{UserLogs, UserStats};
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::token::{DeleteTokenInput, IssuedToken, Token, TokenInput};
 use tollgate_domain::topup::{NumberInput, TopUpInput, TopUpResult};
 use tollgate_domain::user::{SyncOutcome, SyncUserInput};
+use tollgate_relay::gateway::ChannelTest;
 
 /// A JSON number, parsed from its text (never through a float).
 #[derive(Debug, Clone, Copy)]
@@ -388,9 +391,19 @@ pub struct StatsData {
 impl StatsData {
     /// Builds the stats view at `now`.
     #[must_use]
-    pub fn new(s: UserStats, now: UnixTime) -> Self {
+    pub fn new(s: UserStats, now: UnixTime, served: &BTreeMap<&str, Price>) -> Self {
         let balance = s.user.quota;
         let balance_capacity = usd(s.balance_capacity());
+        let model_capacity = s
+            .model_capacity(served)
+            .into_iter()
+            .map(|(m, (input, output))| {
+                (
+                    m,
+                    serde_json::json!({"input_tokens": input, "output_tokens": output}),
+                )
+            })
+            .collect();
         let model_usage = s
             .model_usage
             .iter()
@@ -407,7 +420,7 @@ impl StatsData {
                 used_quota: s.user.used_quota.get(),
                 total_requests: s.user.total_requests,
                 balance_capacity,
-                model_capacity: serde_json::Map::new(),
+                model_capacity,
             },
             tokens: s
                 .tokens
@@ -467,6 +480,156 @@ impl From<UserLogs> for LogsData {
                 total_spend: usd(summary.consumed),
                 total_topup: usd(summary.topped_up),
             },
+        }
+    }
+}
+
+/// `POST /channels` and `PUT /channels/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRequest {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    base_url: Option<String>,
+    key: Option<String>,
+    models: Option<Vec<String>>,
+    model_mapping: Option<BTreeMap<String, String>>,
+    priority: Option<JsonInt>,
+    weight: Option<JsonInt>,
+}
+
+impl From<ChannelRequest> for ChannelInput {
+    fn from(r: ChannelRequest) -> Self {
+        ChannelInput {
+            name: r.name,
+            kind: r.kind,
+            base_url: r.base_url,
+            key: r.key,
+            models: r.models,
+            model_mapping: r.model_mapping,
+            priority: r.priority.map(|JsonInt(v)| v),
+            weight: r.weight.map(|JsonInt(v)| v),
+        }
+    }
+}
+
+/// A channel as the admin API shows it: everything but the key.
+#[derive(Debug, Serialize)]
+pub struct ChannelView {
+    id: i64,
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    base_url: String,
+    has_key: bool,
+    models: Vec<String>,
+    model_mapping: BTreeMap<String, String>,
+    priority: i64,
+    weight: u32,
+    status: &'static str,
+    disabled_reason: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<Channel> for ChannelView {
+    fn from(c: Channel) -> Self {
+        ChannelView {
+            id: c.id.get(),
+            name: c.spec.name,
+            kind: c.spec.kind.as_str(),
+            base_url: c.spec.base_url,
+            has_key: !c.spec.key.is_empty(),
+            models: c
+                .spec
+                .models
+                .iter()
+                .map(|m| m.as_str().to_owned())
+                .collect(),
+            model_mapping: c.spec.model_mapping,
+            priority: c.spec.priority,
+            weight: c.spec.weight,
+            status: c.status.as_str(),
+            disabled_reason: c.disabled_reason,
+            created_at: c.created_at.secs(),
+            updated_at: c.updated_at.secs(),
+        }
+    }
+}
+
+/// `POST /channels/{id}/test` data.
+#[derive(Debug, Serialize)]
+pub struct ChannelTestView {
+    ok: bool,
+    status: Option<u16>,
+    latency_ms: u64,
+    message: String,
+}
+
+impl From<ChannelTest> for ChannelTestView {
+    fn from(t: ChannelTest) -> Self {
+        ChannelTestView {
+            ok: t.ok,
+            status: t.status,
+            latency_ms: t.latency_ms,
+            message: t.message,
+        }
+    }
+}
+
+/// `PUT /pricing/{model}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceRequest {
+    input: Option<JsonNumber>,
+    output: Option<JsonNumber>,
+    cached_input: Option<JsonNumber>,
+}
+
+impl From<PriceRequest> for PriceInput {
+    fn from(r: PriceRequest) -> Self {
+        PriceInput {
+            input: r.input.map(|JsonNumber(n)| n),
+            output: r.output.map(|JsonNumber(n)| n),
+            cached_input: r.cached_input.map(|JsonNumber(n)| n),
+        }
+    }
+}
+
+/// A price, USD per 1M tokens, as exact JSON numbers.
+#[derive(Debug, Serialize)]
+pub struct PriceView {
+    input: Number,
+    output: Number,
+    cached_input: Number,
+}
+
+impl From<&Price> for PriceView {
+    fn from(p: &Price) -> Self {
+        PriceView {
+            input: usd_number(p.input()),
+            output: usd_number(p.output()),
+            cached_input: usd_number(p.cached_input()),
+        }
+    }
+}
+
+/// An entry of the external API's `GET /models`.
+#[derive(Debug, Serialize)]
+pub struct ModelPriceView {
+    model: String,
+    #[serde(flatten)]
+    price: PriceView,
+}
+
+impl ModelPriceView {
+    /// A served model and its price.
+    #[must_use]
+    pub fn new(model: &str, price: &Price) -> Self {
+        ModelPriceView {
+            model: model.to_owned(),
+            price: PriceView::from(price),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::fmt;
 use tollgate_domain::DomainError;
 use tollgate_domain::validation::PREFIX;
+use tollgate_relay::RelayError;
 
 /// An error answer of the external user API.
 #[derive(Debug)]
@@ -41,6 +42,16 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: "未授权：缺少或无效的平台密钥".into(),
+        }
+    }
+
+    /// 401 `unauthorized` for the admin API.
+    #[must_use]
+    pub fn admin_unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "未授权：缺少或无效的管理密钥".into(),
         }
     }
 
@@ -117,6 +128,11 @@ impl From<DomainError> for ApiError {
                 "token_not_found",
                 "Token不存在或无权删除".to_owned(),
             ),
+            DomainError::ChannelNotFound => (
+                StatusCode::NOT_FOUND,
+                "channel_not_found",
+                "渠道不存在".to_owned(),
+            ),
             DomainError::PaymentIdConflict => (
                 StatusCode::CONFLICT,
                 "payment_id_conflict",
@@ -129,5 +145,169 @@ impl From<DomainError> for ApiError {
             code,
             message,
         }
+    }
+}
+
+/// An error answer of the relay API, in OpenAI's shape
+/// `{"error":{"message","type","param","code"}}`, so the official SDKs raise their matching
+/// exception (they key on the HTTP status).
+#[derive(Debug)]
+pub struct OpenAiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    message: String,
+    /// An upstream's own error body, passed through (already scrubbed of the channel key).
+    raw: Option<actix_web::web::Bytes>,
+}
+
+#[derive(Serialize)]
+struct OpenAiBody<'a> {
+    error: OpenAiDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiDetail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<()>,
+    code: Option<&'a str>,
+}
+
+impl OpenAiError {
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
+        OpenAiError {
+            status,
+            kind,
+            code: Some(code),
+            message,
+            raw: None,
+        }
+    }
+
+    /// 413 for a request body over the relay limit.
+    #[must_use]
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "payload_too_large",
+            format!("请求体过大：最多 {limit} 字节"),
+        )
+    }
+
+    /// 400 for a body that could not be read.
+    #[must_use]
+    pub fn bad_body(detail: impl fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request_error",
+            format!("无法读取请求体: {detail}"),
+        )
+    }
+}
+
+impl From<RelayError> for OpenAiError {
+    fn from(e: RelayError) -> Self {
+        let message = e.to_string();
+        let (status, kind, code) = match e {
+            RelayError::InvalidKey => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_api_key",
+            ),
+            RelayError::TokenExpired => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "token_expired",
+            ),
+            RelayError::TokenDisabled => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "token_disabled",
+            ),
+            RelayError::InvalidRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
+            RelayError::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            RelayError::NoAvailableChannel(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "no_available_channel",
+            ),
+            RelayError::InsufficientQuota(_) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_quota",
+                "insufficient_user_quota",
+            ),
+            RelayError::Upstream(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error")
+            }
+            RelayError::UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            RelayError::UpstreamRejected { status, body } => {
+                return OpenAiError {
+                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                    kind: "invalid_request_error",
+                    code: None,
+                    message,
+                    raw: Some(body),
+                };
+            }
+            RelayError::Repo(r) => {
+                tracing::error!(error = %r, detail = r.detail(), "relay storage failure");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal_error",
+                )
+            }
+        };
+        OpenAiError::new(status, kind, code, message)
+    }
+}
+
+impl fmt::Display for OpenAiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code.unwrap_or("-"),
+            self.message
+        )
+    }
+}
+
+impl ResponseError for OpenAiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Some(raw) = &self.raw {
+            return HttpResponse::build(self.status)
+                .content_type("application/json")
+                .body(raw.clone());
+        }
+        HttpResponse::build(self.status).json(OpenAiBody {
+            error: OpenAiDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: None,
+                code: self.code,
+            },
+        })
     }
 }

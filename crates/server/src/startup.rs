@@ -1,20 +1,27 @@
 //! Building and running the application: storage and migrations, the service graph, the HTTP
 //! server with its request-id middleware. Tests build it on port 0 against a fresh database.
 
-use crate::auth::Platforms;
-use crate::config::{EXTERNAL_BODY_LIMIT, Settings};
+use crate::auth::{AdminKey, Platforms};
+use crate::clock::now;
+use crate::config::{ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, Settings};
 use crate::error::ApiError;
-use crate::routes::{self, external, health};
+use crate::routes::{self, admin, external, health, relay};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpMessage, HttpServer, web};
+use secrecy::ExposeSecret;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tollgate_domain::RepoError;
+use tollgate_domain::admin::AdminService;
+use tollgate_domain::channel::ChannelKind;
 use tollgate_domain::ids::hex;
 use tollgate_domain::service::{Entropy, ExternalUserService};
+use tollgate_relay::client::{Timeouts, UpstreamClient};
+use tollgate_relay::{Gateway, GatewayConfig};
 use tollgate_storage::{SeaStore, StorageError};
 use tracing::Instrument;
 
@@ -39,13 +46,27 @@ pub enum StartupError {
     /// Binding the listen address.
     #[error("TOLLGATE_LISTEN: {0}")]
     Listen(#[from] std::io::Error),
+    /// Loading channels and prices, or creating the start-up channels.
+    #[error("start-up channels: {0}")]
+    Catalog(String),
+}
+
+impl From<RepoError> for StartupError {
+    fn from(e: RepoError) -> Self {
+        StartupError::Catalog(e.detail().to_owned())
+    }
 }
 
 /// A built, not yet running, application.
 pub struct Application {
     port: u16,
     server: Server,
+    gateway: web::Data<Gateway>,
 }
+
+/// The id of the current request (also its `X-Request-Id` and its hold's key).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 /// The `X-Request-Id` header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,6 +86,7 @@ async fn request_context(
     let id = request_id();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
+    req.extensions_mut().insert(RequestId(id.clone()));
     async move {
         let mut res = next.call(req).await?;
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -95,12 +117,43 @@ impl Application {
 
         let listener = TcpListener::bind(settings.listen)?;
         let port = listener.local_addr()?.port();
+        let shared = Arc::new(store.clone());
         let service = web::Data::new(ExternalUserService::new(
-            Arc::new(store.clone()),
+            shared.clone(),
             Arc::new(OsEntropy),
         ));
+        let admin_service = AdminService::new(shared.clone());
+        provider_channels(&admin_service, settings).await?;
+        let r = &settings.relay;
+        let client = UpstreamClient::new(Timeouts {
+            connect: Duration::from_secs(r.connect_timeout_secs),
+            first_byte: Duration::from_secs(r.first_byte_timeout_secs),
+            idle: Duration::from_secs(r.idle_timeout_secs),
+        });
+        let gateway = web::Data::new(
+            Gateway::new(
+                shared,
+                client,
+                GatewayConfig {
+                    retries: r.retries,
+                    default_max_tokens: r.default_max_tokens,
+                    hold_ttl: Duration::from_secs(r.hold_ttl_secs),
+                    failure_threshold: r.failure_threshold,
+                    ..GatewayConfig::default()
+                },
+            )
+            .await?,
+        );
+        background_tasks(&gateway);
+        let admin_service = web::Data::new(admin_service);
         let platforms = web::Data::new(Platforms::new(&settings.external_api_keys));
+        let admin_key = web::Data::new(AdminKey::new(settings.admin_key.as_ref()));
+        if settings.admin_key.is_none() {
+            tracing::warn!("TOLLGATE_ADMIN_KEY is unset: the admin API answers 401 to everyone");
+        }
+        let body_limit = web::Data::new(relay::BodyLimit(r.body_limit));
         let store = web::Data::new(store);
+        let app_gateway = gateway.clone();
 
         let server = HttpServer::new(move || {
             App::new()
@@ -108,11 +161,21 @@ impl Application {
                 .app_data(service.clone())
                 .app_data(platforms.clone())
                 .app_data(store.clone())
+                .app_data(app_gateway.clone())
+                .app_data(admin_service.clone())
+                .app_data(admin_key.clone())
+                .app_data(body_limit.clone())
                 .app_data(routes::json_config(EXTERNAL_BODY_LIMIT))
                 .app_data(routes::query_config())
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .service(web::scope("/api/user/external").configure(external::configure))
+                .service(
+                    web::scope("/api/admin")
+                        .app_data(routes::json_config(ADMIN_BODY_LIMIT))
+                        .configure(admin::configure),
+                )
+                .service(web::scope("/v1").configure(relay::configure))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::route_not_found())
                 }))
@@ -121,7 +184,11 @@ impl Application {
         .shutdown_timeout(30)
         .run();
         tracing::info!(address = %settings.listen, port, "listening");
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            gateway,
+        })
     }
 
     /// The bound port (useful with port 0).
@@ -136,8 +203,80 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped (SIGINT/SIGTERM stop it gracefully).
+    /// Serves until stopped (SIGINT/SIGTERM stop it gracefully: in-flight requests and
+    /// streams finish, then their settlements are written before this returns).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if !self.gateway.drain(Duration::from_secs(30)).await {
+            tracing::error!(
+                pending = self.gateway.pending_settlements(),
+                "settlements still pending at exit; their holds will expire"
+            );
+        }
+        served
     }
+}
+
+/// Channels from `TOLLGATE_DASHSCOPE_API_KEY`, `TOLLGATE_DEEPSEEK_API_KEY` and
+/// `TOLLGATE_OPENAI_API_KEY`, each created only when no channel of its type exists.
+async fn provider_channels(admin: &AdminService, settings: &Settings) -> Result<(), StartupError> {
+    let keys = &settings.provider_keys;
+    let wanted = [
+        (
+            ChannelKind::DashScope,
+            &keys.dashscope,
+            &["qwen-turbo", "qwen-plus", "qwen-max"][..],
+        ),
+        (
+            ChannelKind::DeepSeek,
+            &keys.deepseek,
+            &["deepseek-chat", "deepseek-reasoner"][..],
+        ),
+        (
+            ChannelKind::OpenAi,
+            &keys.openai,
+            &["gpt-4o", "gpt-4o-mini"][..],
+        ),
+    ];
+    for (kind, key, models) in wanted {
+        let Some(key) = key else { continue };
+        let created = admin
+            .ensure_provider_channel(kind, key.expose_secret(), models, now())
+            .await
+            .map_err(|e| StartupError::Catalog(format!("{kind}: {e}")))?;
+        if created {
+            tracing::info!(%kind, "created a channel from the environment");
+        }
+    }
+    Ok(())
+}
+
+/// The expiry sweep for holds left by a dead process, and the probe that brings back
+/// automatically disabled channels.
+fn background_tasks(gateway: &web::Data<Gateway>) {
+    let sweeper = gateway.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            match sweeper.expire_holds().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(released = n, "released expired holds"),
+                Err(e) => {
+                    tracing::warn!(error = %e, detail = e.detail(), "hold expiry sweep failed")
+                }
+            }
+        }
+    });
+    let prober = gateway.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = prober.probe_disabled().await {
+                tracing::warn!(error = %e, detail = e.detail(), "channel probe failed");
+            }
+        }
+    });
 }

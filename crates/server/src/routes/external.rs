@@ -4,11 +4,12 @@ use crate::auth::Platform;
 use crate::clock::now;
 use crate::dto::{
     DeleteTokenRequest, DeletedTokenData, Envelope, IssuedTokenData, LogsData, LogsQuery,
-    StatsData, SyncData, SyncRequest, TokenRequest, TopUpData, TopUpRequest,
+    ModelPriceView, StatsData, SyncData, SyncRequest, TokenRequest, TopUpData, TopUpRequest,
 };
 use crate::error::ApiError;
 use actix_web::{HttpResponse, web};
 use tollgate_domain::service::ExternalUserService;
+use tollgate_relay::Gateway;
 
 type Service = web::Data<ExternalUserService>;
 
@@ -63,10 +64,13 @@ async fn create_token(
 
 async fn delete_token(
     service: Service,
+    gateway: web::Data<Gateway>,
     Platform(p): Platform,
     body: web::Json<DeleteTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, token) = service.delete_token(&p, body.into_inner().into()).await?;
+    // The relay must refuse the key from the next request on.
+    gateway.keys().forget(token);
     Ok(ok(
         "Token删除成功",
         DeletedTokenData {
@@ -78,12 +82,14 @@ async fn delete_token(
 
 async fn stats(
     service: Service,
+    gateway: web::Data<Gateway>,
     Platform(p): Platform,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let at = now();
     let stats = service.stats(&p, &id).await?;
-    Ok(ok("", StatsData::new(stats, at)))
+    let catalog = gateway.catalog();
+    Ok(ok("", StatsData::new(stats, at, &catalog.served())))
 }
 
 async fn logs(
@@ -96,8 +102,13 @@ async fn logs(
     Ok(ok("", LogsData::from(logs)))
 }
 
-/// The models that have an enabled channel. Channels arrive with the relay; until one exists
-/// the list is empty, which is the truth.
-async fn models(Platform(_): Platform) -> HttpResponse {
-    ok("", Vec::<serde_json::Value>::new())
+/// The models that have an enabled channel, with their prices (USD per 1M tokens).
+async fn models(Platform(_): Platform, gateway: web::Data<Gateway>) -> HttpResponse {
+    let catalog = gateway.catalog();
+    let served: Vec<ModelPriceView> = catalog
+        .served()
+        .iter()
+        .map(|(m, p)| ModelPriceView::new(m, p))
+        .collect();
+    ok("", served)
 }

@@ -1,8 +1,10 @@
 //! HTTP routes. Each handler extracts, converts to a domain input, calls one service method and
 //! maps the result; nothing here computes money or touches storage directly.
 
+pub mod admin;
 pub mod external;
 pub mod health;
+pub mod relay;
 
 use crate::error::ApiError;
 use actix_web::HttpRequest;
