@@ -1,0 +1,351 @@
+//! Holds and settlements on every configured backend (SQLite always, MariaDB/MySQL when
+//! `TOLLGATE_TEST_MYSQL_URL` is set): the conditional hold, settle-once, release, expiry, key
+//! caps, and a real concurrent race for one balance.
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the calling test by panicking"
+)]
+
+use std::sync::Arc;
+use tollgate_domain::Quota;
+use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
+use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
+use tollgate_domain::logs::LogQueryInput;
+use tollgate_domain::pricing::Usage;
+use tollgate_domain::repository::{
+    BillingRepository, LogRepository, TokenRepository, TopUpRepository, UserRepository,
+};
+use tollgate_domain::time::UnixTime;
+use tollgate_domain::token::{AccessKey, TokenRecord};
+use tollgate_domain::topup::{NumberInput, TopUpInput};
+use tollgate_domain::user::{SyncUserInput, User};
+use tollgate_storage::{SeaStore, testing};
+
+const NOW: UnixTime = UnixTime::from_secs(1_764_000_000);
+
+async fn stores() -> Vec<Arc<SeaStore>> {
+    testing::stores()
+        .await
+        .expect("test databases")
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+/// A user with `usd` credited and one key (optionally capped); returns (user id, token id).
+async fn funded(store: &SeaStore, id: &str, usd: &str, cap: Option<Quota>) -> (UserId, TokenId) {
+    let p = PlatformId::from_secret("platform-a");
+    let cmd = SyncUserInput {
+        external_user_id: Some(id.into()),
+        username: Some("u".into()),
+        ..Default::default()
+    }
+    .into_command()
+    .expect("sync");
+    let user = store.sync_user(&p, &cmd, NOW).await.expect("sync").user;
+    if usd != "0" {
+        let top = TopUpInput {
+            external_user_id: Some(id.into()),
+            amount_usd: NumberInput::parse(usd),
+            payment_id: Some(format!("pay-{id}")),
+        }
+        .into_command()
+        .expect("top-up");
+        store.credit(&p, &top, NOW).await.expect("credit");
+    }
+    let key = AccessKey::generate(|b| b.fill(7));
+    let token = store
+        .insert_token(&TokenRecord {
+            user_id: user.id,
+            name: "key".into(),
+            key_hash: key.hash(),
+            hint: key.hint(),
+            created_at: NOW,
+            expires_at: NOW.plus_days(30),
+            quota_limit: cap,
+        })
+        .await
+        .expect("token");
+    (user.id, token.id)
+}
+
+async fn reload(store: &SeaStore, id: &str) -> User {
+    store
+        .find_user(
+            &PlatformId::from_secret("platform-a"),
+            &ExternalUserId::parse(id).expect("id"),
+        )
+        .await
+        .expect("find")
+        .expect("user")
+}
+
+fn hold(request: &str, user: UserId, token: TokenId, amount: i64) -> Hold {
+    Hold {
+        request_id: request.into(),
+        user_id: user,
+        token_id: token,
+        amount: Quota::new(amount),
+        created_at: NOW,
+        expires_at: UnixTime::from_secs(NOW.secs() + 600),
+    }
+}
+
+fn settlement(request: &str, user: UserId, token: TokenId, quota: i64) -> Settlement {
+    Settlement {
+        request_id: request.into(),
+        user_id: user,
+        token_id: token,
+        token_name: "key".into(),
+        model: "qwen-turbo".into(),
+        usage: Usage::new(14, 18),
+        quota: Quota::new(quota),
+        is_stream: false,
+        latency_ms: 5,
+        at: NOW,
+    }
+}
+
+#[tokio::test]
+async fn a_hold_is_taken_only_when_it_fits_and_settles_once() {
+    for store in stores().await {
+        // $0.01 = 5,000 quota.
+        let (u, t) = funded(&store, "h1", "0.01", None).await;
+        assert_eq!(
+            store
+                .hold(&hold("r-big", u, t, 5_001), NOW)
+                .await
+                .expect("hold"),
+            Err(HoldRefusal::InsufficientUserQuota)
+        );
+        assert_eq!(
+            store
+                .hold(&hold("r1", u, t, 3_000), NOW)
+                .await
+                .expect("hold"),
+            Ok(())
+        );
+        // Holds in flight count: 3,000 + 2,001 > 5,000.
+        assert_eq!(
+            store
+                .hold(&hold("r2", u, t, 2_001), NOW)
+                .await
+                .expect("hold"),
+            Err(HoldRefusal::InsufficientUserQuota)
+        );
+        let held = reload(&store, "h1").await;
+        assert_eq!((held.quota.get(), held.held_quota.get()), (5_000, 3_000));
+
+        let s = settlement("r1", u, t, 68);
+        assert_eq!(
+            store.settle(&s).await.expect("settle"),
+            SettleOutcome::Settled
+        );
+        assert_eq!(
+            store.settle(&s).await.expect("again"),
+            SettleOutcome::AlreadyFinished
+        );
+        assert!(!store.release("r1").await.expect("release after settle"));
+        let after = reload(&store, "h1").await;
+        assert_eq!(after.quota.get(), 5_000 - 68, "{}", store.backend_name());
+        assert_eq!(after.held_quota.get(), 0);
+        assert_eq!(after.used_quota.get(), 68);
+        assert_eq!(after.total_requests, 1);
+        let rows = store.recent_consumption(u, 10).await.expect("logs");
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].prompt_tokens, rows[0].completion_tokens), (14, 18));
+        assert_eq!(rows[0].request_id, "r1");
+    }
+}
+
+#[tokio::test]
+async fn release_gives_everything_back_and_blocks_a_later_settle() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "h2", "1", None).await;
+        store
+            .hold(&hold("r1", u, t, 10_000), NOW)
+            .await
+            .expect("hold")
+            .expect("fits");
+        assert!(store.release("r1").await.expect("release"));
+        assert!(!store.release("r1").await.expect("second release"));
+        assert_eq!(
+            store
+                .settle(&settlement("r1", u, t, 50))
+                .await
+                .expect("settle"),
+            SettleOutcome::AlreadyFinished
+        );
+        let after = reload(&store, "h2").await;
+        assert_eq!(
+            (
+                after.quota.get(),
+                after.held_quota.get(),
+                after.total_requests
+            ),
+            (500_000, 0, 0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_hold_is_released_and_a_late_settle_still_charges_once() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "h3", "1", None).await;
+        let mut h = hold("r-old", u, t, 100_000);
+        h.expires_at = UnixTime::from_secs(NOW.secs() - 1);
+        store.hold(&h, NOW).await.expect("hold").expect("fits");
+        store
+            .hold(&hold("r-new", u, t, 1_000), NOW)
+            .await
+            .expect("hold")
+            .expect("fits");
+        assert_eq!(store.expire_holds(NOW, 100).await.expect("sweep"), 1);
+        assert_eq!(store.expire_holds(NOW, 100).await.expect("sweep again"), 0);
+        assert_eq!(reload(&store, "h3").await.held_quota.get(), 1_000);
+        let late = settlement("r-old", u, t, 700);
+        assert_eq!(
+            store.settle(&late).await.expect("late"),
+            SettleOutcome::SettledAfterExpiry
+        );
+        assert_eq!(
+            store.settle(&late).await.expect("again"),
+            SettleOutcome::AlreadyFinished
+        );
+        let after = reload(&store, "h3").await;
+        assert_eq!(
+            (after.quota.get(), after.held_quota.get()),
+            (500_000 - 700, 1_000)
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_caps_and_key_state_are_enforced_by_the_hold() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "h4", "10", Some(Quota::new(1_000))).await;
+        assert_eq!(
+            store
+                .hold(&hold("r1", u, t, 1_001), NOW)
+                .await
+                .expect("hold"),
+            Err(HoldRefusal::InsufficientKeyQuota)
+        );
+        store
+            .hold(&hold("r2", u, t, 600), NOW)
+            .await
+            .expect("hold")
+            .expect("fits");
+        assert_eq!(
+            store.hold(&hold("r3", u, t, 401), NOW).await.expect("hold"),
+            Err(HoldRefusal::InsufficientKeyQuota)
+        );
+        // A refused hold leaves the user's side untouched too.
+        assert_eq!(reload(&store, "h4").await.held_quota.get(), 600);
+        store
+            .settle(&settlement("r2", u, t, 600))
+            .await
+            .expect("settle");
+        assert_eq!(
+            store.hold(&hold("r4", u, t, 401), NOW).await.expect("hold"),
+            Err(HoldRefusal::InsufficientKeyQuota)
+        );
+        // Expired and deleted keys.
+        let later = UnixTime::from_secs(NOW.secs() + 31 * 86_400);
+        assert_eq!(
+            store.hold(&hold("r5", u, t, 1), later).await.expect("hold"),
+            Err(HoldRefusal::TokenExpired)
+        );
+        assert!(store.delete_token(u, t).await.expect("delete"));
+        assert_eq!(
+            store.hold(&hold("r6", u, t, 1), NOW).await.expect("hold"),
+            Err(HoldRefusal::TokenNotFound)
+        );
+        assert_eq!(reload(&store, "h4").await.held_quota.get(), 0);
+    }
+}
+
+#[tokio::test]
+async fn usage_above_the_hold_is_charged_in_full() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "h5", "0.01", None).await;
+        store
+            .hold(&hold("r1", u, t, 4_000), NOW)
+            .await
+            .expect("hold")
+            .expect("fits");
+        store
+            .settle(&settlement("r1", u, t, 5_500))
+            .await
+            .expect("settle");
+        let after = reload(&store, "h5").await;
+        // Below zero by exactly the excess over the balance, never more.
+        assert_eq!((after.quota.get(), after.held_quota.get()), (-500, 0));
+        assert_eq!(
+            store.hold(&hold("r2", u, t, 1), NOW).await.expect("hold"),
+            Err(HoldRefusal::InsufficientUserQuota)
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_holds_never_overcommit_a_balance() {
+    for store in stores().await {
+        // 50,000 quota; 200 racing holds of 5,000: exactly 10 fit.
+        let (u, t) = funded(&store, "h6", "0.1", None).await;
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .hold(&hold(&format!("race-{i}"), u, t, 5_000), NOW)
+                    .await
+            }));
+        }
+        let mut won = Vec::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            if task.await.expect("join").expect("hold") == Ok(()) {
+                won.push(i);
+            }
+        }
+        assert_eq!(won.len(), 10, "{}", store.backend_name());
+        let mid = reload(&store, "h6").await;
+        assert_eq!((mid.quota.get(), mid.held_quota.get()), (50_000, 50_000));
+        // Settle them all concurrently, each twice: charged once each.
+        let mut settles = Vec::new();
+        for i in won.iter().chain(won.iter()) {
+            let store = Arc::clone(&store);
+            let s = settlement(&format!("race-{i}"), u, t, 4_000);
+            settles.push(tokio::spawn(async move { store.settle(&s).await }));
+        }
+        let mut settled = 0;
+        for s in settles {
+            if s.await.expect("join").expect("settle") == SettleOutcome::Settled {
+                settled += 1;
+            }
+        }
+        assert_eq!(settled, 10);
+        let after = reload(&store, "h6").await;
+        assert_eq!(
+            (
+                after.quota.get(),
+                after.held_quota.get(),
+                after.total_requests
+            ),
+            (10_000, 0, 10)
+        );
+        let page = store
+            .log_page(
+                u,
+                &LogQueryInput {
+                    kind: Some("consume".into()),
+                    ..Default::default()
+                }
+                .into_query()
+                .expect("query"),
+            )
+            .await
+            .expect("logs");
+        assert_eq!(page.total, 10);
+    }
+}
