@@ -6,8 +6,11 @@
     reason = "test helpers fail the calling test by panicking"
 )]
 
+pub mod mock;
+
 use reqwest::{Client, Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::time::Duration;
 use tollgate_server::{Application, Settings};
 use tollgate_storage::testing;
 
@@ -15,6 +18,8 @@ use tollgate_storage::testing;
 pub const PLATFORM_A: &str = "platform-secret-a";
 /// The second platform's secret.
 pub const PLATFORM_B: &str = "platform-secret-b";
+/// The admin secret of test servers.
+pub const ADMIN_KEY: &str = "admin-secret-for-tests";
 
 /// A running server.
 pub struct TestApp {
@@ -65,8 +70,8 @@ impl Reply {
     }
 }
 
-fn settings(database_url: String) -> Settings {
-    let env = [
+fn settings(database_url: String, overrides: &[(&str, &str)]) -> Settings {
+    let mut env = vec![
         ("TOLLGATE_LISTEN", "127.0.0.1:0".to_owned()),
         ("TOLLGATE_DATABASE_URL", database_url),
         (
@@ -82,8 +87,10 @@ fn settings(database_url: String) -> Settings {
                 .to_string(),
         ),
     ];
+    env.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
     Settings::from_lookup(|k| {
         env.iter()
+            .rev()
             .find(|(name, _)| *name == k)
             .map(|(_, v)| v.clone())
     })
@@ -93,7 +100,16 @@ fn settings(database_url: String) -> Settings {
 impl TestApp {
     /// Starts a server on `database_url`.
     pub async fn start(database_url: String, backend: &'static str) -> TestApp {
-        let app = Application::build(&settings(database_url))
+        Self::start_with(database_url, backend, &[]).await
+    }
+
+    /// Starts a server on `database_url` with extra `TOLLGATE_*` settings.
+    pub async fn start_with(
+        database_url: String,
+        backend: &'static str,
+        overrides: &[(&str, &str)],
+    ) -> TestApp {
+        let app = Application::build(&settings(database_url, overrides))
             .await
             .expect("application starts");
         let base = format!("http://127.0.0.1:{}", app.port());
@@ -109,11 +125,152 @@ impl TestApp {
 
     /// One server per configured backend.
     pub async fn all() -> Vec<TestApp> {
-        let mut apps = vec![TestApp::start(testing::sqlite_url(), "sqlite").await];
+        Self::all_with(&[]).await
+    }
+
+    /// One server per configured backend, with extra settings.
+    pub async fn all_with(overrides: &[(&str, &str)]) -> Vec<TestApp> {
+        let mut apps = vec![TestApp::start_with(testing::sqlite_url(), "sqlite", overrides).await];
         if let Some(url) = testing::mysql_url().await.expect("MySQL test database") {
-            apps.push(TestApp::start(url, "mysql").await);
+            apps.push(TestApp::start_with(url, "mysql", overrides).await);
         }
         apps
+    }
+
+    /// A JSON call to the admin API.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let bytes = body.map(|b| serde_json::to_vec(&b).expect("json"));
+        let ct = bytes.as_ref().map(|_| "application/json");
+        self.send(
+            method,
+            &format!("/api/admin{path}"),
+            Some(ADMIN_KEY),
+            bytes,
+            ct,
+        )
+        .await
+    }
+
+    /// Sets a model's price (USD per 1M tokens).
+    pub async fn price(&self, model: &str, input: &str, output: &str) {
+        let body: Value = serde_json::from_str(&format!(
+            r#"{{"input":{input},"output":{output},"cached_input":{input}}}"#
+        ))
+        .expect("price json");
+        self.admin(Method::PUT, &format!("/pricing/{model}"), Some(body))
+            .await
+            .data();
+    }
+
+    /// Adds a channel of `kind` at `base_url` serving `models` (public → upstream names);
+    /// returns its id.
+    pub async fn channel(
+        &self,
+        kind: &str,
+        base_url: &str,
+        models: &[(&str, &str)],
+        priority: i64,
+    ) -> i64 {
+        let names: Vec<&str> = models.iter().map(|(p, _)| *p).collect();
+        let mapping: serde_json::Map<String, Value> = models
+            .iter()
+            .filter(|(p, u)| p != u)
+            .map(|(p, u)| ((*p).to_owned(), Value::String((*u).to_owned())))
+            .collect();
+        let r = self
+            .admin(
+                Method::POST,
+                "/channels",
+                Some(
+                    json!({"name": format!("{kind}-{priority}"), "type": kind, "base_url": base_url,
+                            "key": "sk-upstream-secret", "models": names, "model_mapping": mapping,
+                            "priority": priority, "weight": 1}),
+                ),
+            )
+            .await;
+        r.data()["id"].as_i64().expect("channel id")
+    }
+
+    /// Syncs a user, credits `usd` and issues a key; returns the key.
+    pub async fn funded_key(&self, id: &str, usd: &str) -> String {
+        self.ext(
+            Method::POST,
+            "/sync",
+            Some(json!({"external_user_id": id, "username": "u"})),
+        )
+        .await
+        .data();
+        if usd != "0" {
+            let body: Value = serde_json::from_str(&format!(
+                r#"{{"external_user_id":"{id}","amount_usd":{usd},"payment_id":"pay-{id}"}}"#
+            ))
+            .expect("topup json");
+            self.ext(Method::POST, "/topup", Some(body)).await.data();
+        }
+        let t = self
+            .ext(
+                Method::POST,
+                "/token",
+                Some(json!({"external_user_id": id, "token_name": "k"})),
+            )
+            .await;
+        t.data()["access_key"].as_str().expect("key").to_owned()
+    }
+
+    /// `POST /v1/chat/completions` with a JSON body.
+    pub async fn chat(&self, key: &str, body: &Value) -> Reply {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.send(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(key),
+            Some(bytes),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    /// A streaming chat call read to the end: status, content type and raw body.
+    pub async fn chat_stream(&self, key: &str, body: &Value) -> (StatusCode, String, String) {
+        let res = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = res.status();
+        let ctype = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = res.text().await.expect("body");
+        (status, ctype, text)
+    }
+
+    /// `user_info` of a user's stats.
+    pub async fn user_info(&self, id: &str) -> Value {
+        self.ext(Method::GET, &format!("/{id}/stats"), None)
+            .await
+            .data()["user_info"]
+            .clone()
+    }
+
+    /// Stats once `total_requests` reached `n` (settlement is asynchronous; SPEC allows 1 s).
+    pub async fn settled(&self, id: &str, n: i64) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let info = self.user_info(id).await;
+            if info["total_requests"].as_i64().unwrap_or(0) >= n
+                || std::time::Instant::now() > deadline
+            {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Sends a request with an optional bearer key and raw body (sent as JSON).
