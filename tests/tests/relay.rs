@@ -538,3 +538,42 @@ async fn the_echo_channel_runs_the_whole_flow_locally() {
         app.stop().await;
     }
 }
+
+/// actix-web keeps running a handler whose HTTP/1 client went away, so a JSON call the upstream
+/// completes is billed once, like the provider bills Tollgate; nothing is left held.
+#[tokio::test]
+async fn a_client_that_leaves_before_a_json_answer_is_billed_once_for_the_completed_call() {
+    for app in TestApp::all().await {
+        let mock = MockProvider::start().await;
+        app.price("qwen-turbo", "2.0", "6.0").await;
+        app.channel(
+            "openai_compatible",
+            &mock.base_url,
+            &[("qwen-turbo", "slow")],
+            0,
+        )
+        .await;
+        let key = app.funded_key("gone", "1").await;
+        let res = app
+            .client
+            .post(format!("{}/v1/chat/completions", app.base))
+            .bearer_auth(&key)
+            .json(&ask("qwen-turbo"))
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        assert!(res.is_err(), "the client gave up first");
+        let info = app.settled("gone", 1).await;
+        assert_eq!(info["total_requests"], 1, "{}: {info}", app.backend);
+        assert_eq!(info["used_quota"], CALL_QUOTA);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let info = app.user_info("gone").await;
+        assert_eq!(info["total_requests"], 1);
+        assert_eq!(
+            info["balance_capacity"], info["current_balance"],
+            "no hold left: {info}"
+        );
+        assert_eq!(mock.calls(), 1);
+        app.stop().await;
+    }
+}

@@ -121,6 +121,27 @@ impl Ticket {
     }
 }
 
+/// Releases a hold when dropped unless disarmed: covers every early return and a client that
+/// disconnects while the upstream is still answering.
+struct ReleaseOnDrop<'a> {
+    request_id: Option<String>,
+    settler: &'a Settler,
+}
+
+impl ReleaseOnDrop<'_> {
+    fn disarm(&mut self) {
+        self.request_id = None;
+    }
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.request_id.take() {
+            self.settler.release(id);
+        }
+    }
+}
+
 /// Result of `POST /channels/{id}/test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelTest {
@@ -344,6 +365,12 @@ impl Gateway {
             Err(HoldRefusal::TokenDisabled) => return Err(RelayError::TokenDisabled),
             Err(HoldRefusal::TokenExpired) => return Err(RelayError::TokenExpired),
         }
+        // From here on, if the client goes away before the call is handed to a settlement
+        // (the handler future is dropped), the hold is released rather than left to expire.
+        let mut unsettled = ReleaseOnDrop {
+            request_id: Some(request_id.to_owned()),
+            settler: &self.settler,
+        };
         let ticket = Ticket {
             request_id: request_id.to_owned(),
             user_id: token.user_id,
@@ -355,16 +382,11 @@ impl Gateway {
             is_stream: req.stream,
             started,
         };
-        let (channel, mut reply) = match self.attempt(&req, &order, &catalog).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.settler.release(request_id.to_owned());
-                return Err(e);
-            }
-        };
+        let (channel, mut reply) = self.attempt(&req, &order, &catalog).await?;
         let adapter: &'static dyn Provider = provider::for_kind(channel.spec.kind);
         let idle = self.client.timeouts().idle;
         if req.stream {
+            unsettled.disarm();
             let guard = SettleGuard::new(ticket, self.settler.clone());
             return Ok(ChatReply::Stream(stream::relay(
                 reply.body,
@@ -374,17 +396,14 @@ impl Gateway {
                 guard,
             )));
         }
-        let body = match read_all(&mut reply.body, idle, self.config.max_answer_bytes).await {
-            Ok(b) => b,
-            Err(e) => {
-                // Nothing reached the client: the call is not billed.
-                self.settler.release(request_id.to_owned());
-                return Err(match e {
-                    ChunkError::Idle => RelayError::UpstreamTimeout,
-                    ChunkError::Broken(m) => RelayError::Upstream(m),
-                });
-            }
-        };
+        // If this fails, nothing reached the client: the call is not billed (the guard
+        // releases the hold).
+        let body = read_all(&mut reply.body, idle, self.config.max_answer_bytes)
+            .await
+            .map_err(|e| match e {
+                ChunkError::Idle => RelayError::UpstreamTimeout,
+                ChunkError::Broken(m) => RelayError::Upstream(m),
+            })?;
         let view = AnswerView::parse(&body).unwrap_or_default();
         let usage = match &view.usage {
             Some(u) => adapter.usage(u),
@@ -394,6 +413,7 @@ impl Gateway {
                 Usage::new(prompt_estimate, tokenizer::count(&text))
             }
         };
+        unsettled.disarm();
         self.settler.settle(ticket.settlement(usage));
         Ok(ChatReply::Json {
             status: reply.status,
