@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the official OpenAI SDKs (Python and Node) as clients of Tollgate against the mock
+# provider. The SDKs are installed once under ~/.cache/tollgate-sdk (pinned versions); build
+# the binaries first: cargo build -p tollgate-server -p tollgate-tests --bins
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${TOLLGATE_SDK_CACHE:-$HOME/.cache/tollgate-sdk}
+PY_SDK=openai==3.57.0
+NODE_SDK=openai@4.104.0
+mkdir -p "$cache"
+if [ ! -x "$cache/venv/bin/python" ] || ! "$cache/venv/bin/pip" show openai 2>/dev/null | grep -q "^Version: ${PY_SDK#openai==}$"; then
+  python3 -m venv "$cache/venv" && "$cache/venv/bin/pip" install -q "$PY_SDK"
+fi
+if [ ! -f "$cache/node/node_modules/openai/package.json" ] || ! grep -q "\"version\": \"${NODE_SDK#openai@}\"" "$cache/node/node_modules/openai/package.json"; then
+  mkdir -p "$cache/node" && (cd "$cache/node" && npm install --silent --no-save "$NODE_SDK" >/dev/null)
+fi
+source "$here/../lib/stack.sh"
+ext() { curl -fsS -X "$1" "$BASE/api/user/external$2" -H "Authorization: Bearer $EXT_KEY" -H "Content-Type: application/json" -d "$3"; }
+adm() { curl -fsS -X "$1" "$BASE/api/admin$2" -H "Authorization: Bearer $ADMIN_KEY" -H "Content-Type: application/json" ${3:+-d "$3"}; }
+for m in qwen-turbo m-500 m-400 m-off; do adm PUT "/pricing/$m" '{"input":2,"output":6}' >/dev/null; done
+adm POST /channels "{\"name\":\"mock\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"key\":\"sk-mock\",\"models\":[\"qwen-turbo\",\"m-500\",\"m-400\"],\"model_mapping\":{\"m-500\":\"fail-500\",\"m-400\":\"fail-400\"}}" >/dev/null
+off=$(adm POST /channels "{\"name\":\"off\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"models\":[\"m-off\"]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
+adm POST "/channels/$off/disable" >/dev/null
+key_for() {
+  ext POST /sync "{\"external_user_id\":\"$1\",\"username\":\"$1\"}" >/dev/null
+  [ "$2" = 0 ] || ext POST /topup "{\"external_user_id\":\"$1\",\"amount_usd\":$2,\"payment_id\":\"sdk-$1\"}" >/dev/null
+  ext POST /token "{\"external_user_id\":\"$1\",\"token_name\":\"sdk\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_key"])'
+}
+export KEY=$(key_for sdk-user 10) POOR_KEY=$(key_for sdk-poor 0)
+status=0
+"$cache/venv/bin/python" "$here/check.py" || status=1
+NODE_PATH="$cache/node/node_modules" node --input-type=module -e "$(sed "s#from 'openai'#from '$cache/node/node_modules/openai/index.mjs'#" "$here/check.mjs")" || status=1
+exit $status
