@@ -4,21 +4,22 @@
 # $MOCK_BIN (default target/debug/mock-provider); build them with
 # `cargo build -p tollgate-server -p tollgate-tests --bins`.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TOLLGATE_BIN=${TOLLGATE_BIN:-$root/target/debug/tollgate}
-MOCK_BIN=${MOCK_BIN:-$root/target/debug/mock-provider}
+# Read before the server's environment is cleaned of every TOLLGATE_* variable.
+tg_bin=${TOLLGATE_BIN:-$root/target/debug/tollgate}
+mock_bin=${MOCK_BIN:-$root/target/debug/mock-provider}
 stack_dir=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 export BASE=http://127.0.0.1:$port
 export ADMIN_KEY=admin-$RANDOM$RANDOM
 export EXT_KEY=platform-$RANDOM$RANDOM
-"$MOCK_BIN" >"$stack_dir/mock.out" 2>&1 &
+"$mock_bin" >"$stack_dir/mock.out" 2>&1 &
 mock_pid=$!
 (
   for v in $(env | sed -n 's/^\(TOLLGATE_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
   export TOLLGATE_LISTEN=127.0.0.1:$port TOLLGATE_DATABASE_URL="sqlite://$stack_dir/tollgate.db?mode=rwc"
   export TOLLGATE_ADMIN_KEY=$ADMIN_KEY TOLLGATE_EXTERNAL_API_KEYS=$EXT_KEY TOLLGATE_LOG_DIR=$stack_dir/logs
-  cd "$stack_dir" && exec "$TOLLGATE_BIN"
+  cd "$stack_dir" && exec "$tg_bin"
 ) >"$stack_dir/tollgate.out" 2>&1 &
 tollgate_pid=$!
 trap 'kill $tollgate_pid $mock_pid 2>/dev/null; wait $tollgate_pid $mock_pid 2>/dev/null; rm -rf "$stack_dir"' EXIT

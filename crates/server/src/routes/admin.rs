@@ -108,25 +108,38 @@ async fn delete_channel(
 }
 
 async fn enable_channel(
-    _: Admin,
+    admin: Admin,
     service: Service,
     gateway: Relay,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel = service.set_enabled(channel_id(&id)?, true, now()).await?;
-    refreshed(&gateway).await?;
-    Ok(ok("渠道已启用", ChannelView::from(channel)))
+    switch(admin, service, gateway, id, true).await
 }
 
 async fn disable_channel(
-    _: Admin,
+    admin: Admin,
     service: Service,
     gateway: Relay,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel = service.set_enabled(channel_id(&id)?, false, now()).await?;
+    switch(admin, service, gateway, id, false).await
+}
+
+async fn switch(
+    _: Admin,
+    service: Service,
+    gateway: Relay,
+    id: web::Path<String>,
+    on: bool,
+) -> Result<HttpResponse, ApiError> {
+    let channel = service.set_enabled(channel_id(&id)?, on, now()).await?;
     refreshed(&gateway).await?;
-    Ok(ok("渠道已禁用", ChannelView::from(channel)))
+    let message = if on {
+        "渠道已启用"
+    } else {
+        "渠道已禁用"
+    };
+    Ok(ok(message, ChannelView::from(channel)))
 }
 
 async fn test_channel(
