@@ -22,7 +22,7 @@ mock_pid=$!
   cd "$stack_dir" && exec "$tg_bin"
 ) >"$stack_dir/tollgate.out" 2>&1 &
 tollgate_pid=$!
-trap 'kill $tollgate_pid $mock_pid 2>/dev/null; wait $tollgate_pid $mock_pid 2>/dev/null; rm -rf "$stack_dir"' EXIT
+trap 'kill $tollgate_pid $mock_pid 2>/dev/null; wait $tollgate_pid $mock_pid 2>/dev/null || true; rm -rf "$stack_dir"' EXIT
 for _ in $(seq 1 100); do
   [ -s "$stack_dir/mock.out" ] && curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break
   sleep 0.1
