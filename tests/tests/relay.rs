@@ -577,3 +577,95 @@ async fn a_client_that_leaves_before_a_json_answer_is_billed_once_for_the_comple
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn unknown_relay_paths_answer_in_openai_shape() {
+    let app = TestApp::start(tollgate_storage::testing::sqlite_url(), "sqlite").await;
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/embeddings",
+            Some("sk-x"),
+            Some(b"{}".to_vec()),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["error"]["code"], "unknown_url");
+    assert!(r.request_id.is_some());
+    app.stop().await;
+}
+
+/// SIGTERM-style graceful stop: a stream in flight runs to its end and is settled before the
+/// process would exit.
+#[tokio::test]
+async fn a_graceful_stop_finishes_and_settles_streams_in_flight() {
+    let url = tollgate_storage::testing::sqlite_url();
+    let app = TestApp::start(url.clone(), "sqlite").await;
+    let mock = MockProvider::start().await;
+    app.price("qwen-turbo", "2.0", "6.0").await;
+    app.channel(
+        "openai_compatible",
+        &mock.base_url,
+        &[("qwen-turbo", "long")],
+        0,
+    )
+    .await;
+    let key = app.funded_key("late", "1").await;
+    let mut body = ask("qwen-turbo");
+    body["stream"] = json!(true);
+    let client = app.client.clone();
+    let target = format!("{}/v1/chat/completions", app.base);
+    let reader = tokio::spawn(async move {
+        let res = client
+            .post(target)
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        res.text().await.expect("whole stream")
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.stop().await;
+    let raw = reader.await.expect("join");
+    assert_eq!(
+        sse_data(&raw).last().map(String::as_str),
+        Some("[DONE]"),
+        "{raw}"
+    );
+    assert_eq!(
+        sse_data(&raw).len(),
+        40 + 2,
+        "every chunk, the stop chunk and [DONE]"
+    );
+    // A new process on the same database sees the settlement.
+    let again = TestApp::start(url, "sqlite").await;
+    let info = again.settled("late", 1).await;
+    assert_eq!(info["total_requests"], 1);
+    assert_eq!(info["balance_capacity"], info["current_balance"]);
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn provider_keys_in_the_environment_create_their_channels_once() {
+    let url = tollgate_storage::testing::sqlite_url();
+    for _ in 0..2 {
+        let app = TestApp::start_with(
+            url.clone(),
+            "sqlite",
+            &[("TOLLGATE_DEEPSEEK_API_KEY", "sk-deepseek-from-env")],
+        )
+        .await;
+        let list = app.admin(Method::GET, "/channels", None).await;
+        let channels = list.data().as_array().expect("list").clone();
+        assert_eq!(channels.len(), 1, "{channels:?}");
+        assert_eq!(channels[0]["type"], "deepseek");
+        assert_eq!(
+            channels[0]["models"],
+            json!(["deepseek-chat", "deepseek-reasoner"])
+        );
+        assert!(!list.body.to_string().contains("sk-deepseek-from-env"));
+        app.stop().await;
+    }
+}

@@ -197,6 +197,17 @@ impl OpenAiError {
         )
     }
 
+    /// 404 for an unknown path under `/v1`.
+    #[must_use]
+    pub fn route_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unknown_url",
+            "接口不存在".into(),
+        )
+    }
+
     /// 400 for a body that could not be read.
     #[must_use]
     pub fn bad_body(detail: impl fmt::Display) -> Self {

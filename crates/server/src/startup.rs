@@ -4,7 +4,7 @@
 use crate::auth::{AdminKey, Platforms};
 use crate::clock::now;
 use crate::config::{ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, Settings};
-use crate::error::ApiError;
+use crate::error::{ApiError, OpenAiError};
 use crate::routes::{self, admin, external, health, relay};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
@@ -175,7 +175,13 @@ impl Application {
                         .app_data(routes::json_config(ADMIN_BODY_LIMIT))
                         .configure(admin::configure),
                 )
-                .service(web::scope("/v1").configure(relay::configure))
+                .service(
+                    web::scope("/v1")
+                        .configure(relay::configure)
+                        .default_service(web::to(|| async {
+                            Err::<actix_web::HttpResponse, _>(OpenAiError::route_not_found())
+                        })),
+                )
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::route_not_found())
                 }))
