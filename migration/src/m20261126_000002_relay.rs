@@ -1,6 +1,7 @@
 //! The relay: channels, model prices (exact decimal text, seeded with the default list), holds
-//! (one row per relayed request: its reservation, then whether it was settled, released or
-//! expired), and the `held_quota` columns that make a hold one conditional UPDATE.
+//! (a row per relayed call in flight, unique by request id; deleted when the call is settled or
+//! released, marked expired when its process died), and the `held_quota` columns that make a
+//! hold one conditional UPDATE.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{DbBackend, Statement};

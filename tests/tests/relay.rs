@@ -669,3 +669,24 @@ async fn provider_keys_in_the_environment_create_their_channels_once() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn repricing_applies_from_the_next_request() {
+    for app in TestApp::all().await {
+        let mock = MockProvider::start().await;
+        setup(&app, &mock).await;
+        let key = app.funded_key("p1", "10").await;
+        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
+        assert_eq!(app.settled("p1", 1).await["used_quota"], CALL_QUOTA);
+        // Ten times the price: 14 × 20 + 18 × 60 = 1360 → 680 quota.
+        app.price("qwen-turbo", "20", "60").await;
+        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
+        assert_eq!(
+            app.settled("p1", 2).await["used_quota"],
+            CALL_QUOTA + 680,
+            "{}",
+            app.backend
+        );
+        app.stop().await;
+    }
+}

@@ -1,8 +1,10 @@
 //! [`BillingRepository`] on SeaORM. A hold is one transaction of conditional UPDATEs
 //! (`held_quota + amount` only where `quota - held_quota >= amount`, and the same against the
-//! key's cap) plus the hold row; settling flips the hold row's state with a conditional UPDATE
-//! keyed by request id, which is what makes it happen at most once, then moves the money and
-//! writes the log row in the same transaction. Lock order everywhere: hold row, user, token.
+//! key's cap) plus the hold row. Settling and releasing delete the hold row with a conditional
+//! DELETE keyed by request id and state — only the transaction whose DELETE removed the row goes
+//! on to move money, which is what makes each happen at most once — so the table holds only
+//! calls in flight and expired holds. Expiry marks the row *expired* (a late settle still
+//! charges, once). Lock order everywhere: hold row, user, token.
 
 use crate::SeaStore;
 use crate::entity::{hold, token, user};
@@ -22,8 +24,6 @@ use tollgate_domain::repository::BillingRepository;
 use tollgate_domain::time::UnixTime;
 
 const HELD: i16 = 0;
-const SETTLED: i16 = 1;
-const RELEASED: i16 = 2;
 const EXPIRED: i16 = 3;
 
 /// Runs `op` until it succeeds or fails for a reason other than a lock conflict.
@@ -47,17 +47,35 @@ macro_rules! retrying {
     }};
 }
 
-/// Moves a hold row from `from` to `to`; the row when this call did it.
-async fn flip(
+/// Removes the hold row of `request_id` if it is in state `from`; the row when this call
+/// removed it (a concurrent settle, release or sweep that got there first leaves `None`).
+async fn take(
     txn: &DatabaseTransaction,
     request_id: &str,
     from: i16,
-    to: i16,
 ) -> Result<Option<hold::Model>, DbErr> {
-    let done = hold::Entity::update_many()
-        .col_expr(hold::Column::State, Expr::value(to))
+    let Some(row) = hold::Entity::find()
         .filter(hold::Column::RequestId.eq(request_id))
         .filter(hold::Column::State.eq(from))
+        .one(txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let done = hold::Entity::delete_many()
+        .filter(hold::Column::RequestId.eq(request_id))
+        .filter(hold::Column::State.eq(from))
+        .exec(txn)
+        .await?;
+    Ok((done.rows_affected == 1).then_some(row))
+}
+
+/// Marks the held row of `request_id` expired; the row when this call did it.
+async fn expire(txn: &DatabaseTransaction, request_id: &str) -> Result<Option<hold::Model>, DbErr> {
+    let done = hold::Entity::update_many()
+        .col_expr(hold::Column::State, Expr::value(EXPIRED))
+        .filter(hold::Column::RequestId.eq(request_id))
+        .filter(hold::Column::State.eq(HELD))
         .exec(txn)
         .await?;
     if done.rows_affected != 1 {
@@ -164,12 +182,12 @@ impl SeaStore {
 
     async fn settle_once(&self, s: &Settlement) -> Result<SettleOutcome, DbErr> {
         let txn = self.db.begin().await?;
-        let (row, outcome, unheld) = match flip(&txn, &s.request_id, HELD, SETTLED).await? {
+        let (row, outcome, unheld) = match take(&txn, &s.request_id, HELD).await? {
             Some(row) => {
                 let amount = row.amount;
                 (row, SettleOutcome::Settled, amount)
             }
-            None => match flip(&txn, &s.request_id, EXPIRED, SETTLED).await? {
+            None => match take(&txn, &s.request_id, EXPIRED).await? {
                 // The sweeper gave the reservation back already: charge only.
                 Some(row) => (row, SettleOutcome::SettledAfterExpiry, 0),
                 None => {
@@ -219,9 +237,15 @@ impl SeaStore {
         Ok(outcome)
     }
 
-    async fn finish_once(&self, request_id: &str, to: i16) -> Result<bool, DbErr> {
+    /// Releases (`expiring == false`) or expires a hold in flight.
+    async fn finish_once(&self, request_id: &str, expiring: bool) -> Result<bool, DbErr> {
         let txn = self.db.begin().await?;
-        let Some(row) = flip(&txn, request_id, HELD, to).await? else {
+        let row = if expiring {
+            expire(&txn, request_id).await?
+        } else {
+            take(&txn, request_id, HELD).await?
+        };
+        let Some(row) = row else {
             txn.rollback().await?;
             return Ok(false);
         };
@@ -242,7 +266,7 @@ impl BillingRepository for SeaStore {
     }
 
     async fn release(&self, request_id: &str) -> Result<bool, RepoError> {
-        retrying!("release", self.finish_once(request_id, RELEASED))
+        retrying!("release", self.finish_once(request_id, false))
     }
 
     async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError> {
@@ -262,7 +286,7 @@ impl BillingRepository for SeaStore {
             .map_err(StorageError::from)?;
         let mut expired = 0;
         for request_id in due {
-            if retrying!("expire", self.finish_once(&request_id, EXPIRED))? {
+            if retrying!("expire", self.finish_once(&request_id, true))? {
                 expired += 1;
             }
         }

@@ -1,4 +1,5 @@
-//! `holds` rows: one per relayed request (state 0 held, 1 settled, 2 released, 3 expired).
+//! `holds` rows: one per relayed call in flight (state 0) or whose hold expired unsettled
+//! (state 3); settling or releasing deletes the row.
 
 use sea_orm::entity::prelude::*;
 
