@@ -337,7 +337,11 @@ impl Gateway {
             .get(&model)
             .ok_or_else(|| RelayError::ModelNotFound(model.clone()))?;
         let prompt_estimate = tokenizer::prompt_tokens(req.body());
-        let limit = req.max_tokens.unwrap_or(self.config.default_max_tokens);
+        // Every one of `n` choices may use the whole completion limit.
+        let limit = req
+            .max_tokens
+            .unwrap_or(self.config.default_max_tokens)
+            .saturating_mul(req.choices);
         let at = now();
         let hold =
             Hold {

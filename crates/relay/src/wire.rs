@@ -19,6 +19,8 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// `max_completion_tokens` or `max_tokens`, when set.
     pub max_tokens: Option<u64>,
+    /// `n`: how many choices to generate (1 when absent); each may use the token limit.
+    pub choices: u64,
 }
 
 fn bad(msg: impl Into<String>) -> String {
@@ -75,12 +77,21 @@ impl ChatRequest {
                 Some(_) => return Err(format!("{field} must be an integer")),
             }
         }
+        let choices = match body.get("n") {
+            None | Some(Value::Null) => 1,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .filter(|n| (1..=128).contains(n))
+                .ok_or_else(|| bad("n must be an integer from 1 to 128"))?,
+            Some(_) => return Err(bad("n must be an integer")),
+        };
         Ok(ChatRequest {
             body,
             model,
             stream,
             include_usage,
             max_tokens,
+            choices,
         })
     }
 
@@ -299,6 +310,12 @@ mod tests {
         assert_eq!(up["temperature"].to_string(), "0.7");
         assert_eq!(up["x_custom"]["a"], 1);
         assert!(up.get("stream_options").is_none());
+        assert_eq!(r.choices, 1);
+        let n = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":3}"#,
+        )
+        .expect("valid");
+        assert_eq!(n.choices, 3);
     }
 
     #[test]
@@ -326,6 +343,7 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
         ] {
             assert!(
                 ChatRequest::parse(body).is_err(),
