@@ -690,3 +690,72 @@ async fn repricing_applies_from_the_next_request() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn failing_channels_are_disabled_and_the_probe_brings_them_back() {
+    let settings = [
+        ("TOLLGATE_CHANNEL_FAILURE_THRESHOLD", "2"),
+        ("TOLLGATE_CHANNEL_PROBE_SECS", "1"),
+    ];
+    for app in TestApp::all_with(&settings).await {
+        let mock = MockProvider::start().await;
+        app.price("qwen-turbo", "2.0", "6.0").await;
+        let id = app
+            .channel(
+                "openai_compatible",
+                &mock.base_url,
+                &[("qwen-turbo", "fail-500")],
+                0,
+            )
+            .await;
+        let key = app.funded_key("pr1", "1").await;
+        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 502);
+        let shown = app
+            .admin(Method::GET, &format!("/channels/{id}"), None)
+            .await;
+        assert_eq!(shown.data()["status"], "auto_disabled", "{}", app.backend);
+        assert!(
+            shown.data()["disabled_reason"]
+                .as_str()
+                .expect("reason")
+                .contains("consecutive failures")
+        );
+        let r = app.chat(&key, &ask("qwen-turbo")).await;
+        assert_eq!(r.body["error"]["code"], "no_available_channel");
+        // The upstream recovers (here: the channel is pointed at a healthy model); the probe
+        // finds out and enables it again.
+        app.admin(
+            Method::PUT,
+            &format!("/channels/{id}"),
+            Some(json!({"model_mapping": {}})),
+        )
+        .await
+        .data();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let c = app
+                .admin(Method::GET, &format!("/channels/{id}"), None)
+                .await;
+            if c.data()["status"] == "enabled" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "probe did not revive: {}",
+                c.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
+        // An admin's "disabled" is never undone by the probe.
+        app.admin(Method::POST, &format!("/channels/{id}/disable"), None)
+            .await
+            .data();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let c = app
+            .admin(Method::GET, &format!("/channels/{id}"), None)
+            .await;
+        assert_eq!(c.data()["status"], "disabled");
+        app.stop().await;
+    }
+}

@@ -98,7 +98,7 @@ impl AdminService {
         };
         if !self
             .store
-            .set_channel_status(id, status, reason, now)
+            .set_channel_status(id, status, reason, now, None)
             .await?
         {
             return Err(DomainError::ChannelNotFound);

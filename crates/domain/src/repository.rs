@@ -104,14 +104,17 @@ pub trait ChannelRepository: Send + Sync {
     /// Deletes a channel; `false` when there is none.
     async fn delete_channel(&self, id: ChannelId) -> Result<bool, RepoError>;
 
-    /// Switches a channel on or off, with the reason when Tollgate does it; `false` when there
-    /// is none.
+    /// Switches a channel on or off, with the reason when Tollgate does it. With `only_from`,
+    /// only a channel currently in that status changes (so Tollgate's automatic switches never
+    /// override an admin's). `false` when no channel changed (or, without `only_from`, when
+    /// there is none).
     async fn set_channel_status(
         &self,
         id: ChannelId,
         status: ChannelStatus,
         reason: &str,
         now: UnixTime,
+        only_from: Option<ChannelStatus>,
     ) -> Result<bool, RepoError>;
 }
 

@@ -517,7 +517,13 @@ impl Gateway {
         self.note_success(channel.id);
         let result = self
             .store
-            .set_channel_status(channel.id, ChannelStatus::AutoDisabled, reason, now())
+            .set_channel_status(
+                channel.id,
+                ChannelStatus::AutoDisabled,
+                reason,
+                now(),
+                Some(ChannelStatus::Enabled),
+            )
             .await;
         if let Err(e) = result {
             tracing::error!(channel = %channel.id, error = %e, detail = e.detail(), "could not disable channel");
@@ -586,10 +592,18 @@ impl Gateway {
             .iter()
             .filter(|c| c.status == ChannelStatus::AutoDisabled)
         {
-            if self.test_channel(c).await.ok {
-                self.store
-                    .set_channel_status(c.id, ChannelStatus::Enabled, "", now())
-                    .await?;
+            if self.test_channel(c).await.ok
+                && self
+                    .store
+                    .set_channel_status(
+                        c.id,
+                        ChannelStatus::Enabled,
+                        "",
+                        now(),
+                        Some(ChannelStatus::AutoDisabled),
+                    )
+                    .await?
+            {
                 tracing::info!(channel = %c.id, "channel answers again; enabled");
                 revived += 1;
             }

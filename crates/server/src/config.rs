@@ -24,6 +24,9 @@ pub struct RelaySettings {
     /// `TOLLGATE_CHANNEL_FAILURE_THRESHOLD`: consecutive failures that disable a channel
     /// (default 5; 0 never).
     pub failure_threshold: u32,
+    /// `TOLLGATE_CHANNEL_PROBE_SECS`: how often automatically disabled channels are tested
+    /// (default 60).
+    pub probe_secs: u64,
     /// `TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_SECS` (default 10).
     pub connect_timeout_secs: u64,
     /// `TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS` (default 300).
@@ -40,6 +43,7 @@ impl Default for RelaySettings {
             default_max_tokens: 4096,
             hold_ttl_secs: 3600,
             failure_threshold: 5,
+            probe_secs: 60,
             connect_timeout_secs: 10,
             first_byte_timeout_secs: 300,
             idle_timeout_secs: 120,
@@ -202,6 +206,7 @@ impl Settings {
                 0,
                 1000,
             )?),
+            probe_secs: number("TOLLGATE_CHANNEL_PROBE_SECS", d.probe_secs, 1, 86_400)?,
             connect_timeout_secs: number(
                 "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_SECS",
                 d.connect_timeout_secs,

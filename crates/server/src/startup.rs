@@ -144,7 +144,7 @@ impl Application {
             )
             .await?,
         );
-        background_tasks(&gateway);
+        background_tasks(&gateway, Duration::from_secs(r.probe_secs));
         let admin_service = web::Data::new(admin_service);
         let platforms = web::Data::new(Platforms::new(&settings.external_api_keys));
         let admin_key = web::Data::new(AdminKey::new(settings.admin_key.as_ref()));
@@ -259,7 +259,7 @@ async fn provider_channels(admin: &AdminService, settings: &Settings) -> Result<
 
 /// The expiry sweep for holds left by a dead process, and the probe that brings back
 /// automatically disabled channels.
-fn background_tasks(gateway: &web::Data<Gateway>) {
+fn background_tasks(gateway: &web::Data<Gateway>, probe_every: Duration) {
     let sweeper = gateway.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -276,7 +276,7 @@ fn background_tasks(gateway: &web::Data<Gateway>) {
     });
     let prober = gateway.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(probe_every);
         tick.tick().await;
         loop {
             tick.tick().await;

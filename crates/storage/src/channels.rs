@@ -140,16 +140,22 @@ impl ChannelRepository for SeaStore {
         status: ChannelStatus,
         reason: &str,
         now: UnixTime,
+        only_from: Option<ChannelStatus>,
     ) -> Result<bool, RepoError> {
         let reason: String = reason.chars().take(500).collect();
-        channel::Entity::update_many()
+        let mut update = channel::Entity::update_many()
             .col_expr(channel::Column::Status, Expr::value(status.code()))
             .col_expr(channel::Column::DisabledReason, Expr::value(reason))
             .col_expr(channel::Column::UpdatedAt, Expr::value(now.secs()))
-            .filter(channel::Column::Id.eq(id.get()))
-            .exec(&self.db)
-            .await
-            .map_err(StorageError::from)?;
+            .filter(channel::Column::Id.eq(id.get()));
+        if let Some(from) = only_from {
+            update = update.filter(channel::Column::Status.eq(from.code()));
+        }
+        let done = update.exec(&self.db).await.map_err(StorageError::from)?;
+        if only_from.is_some() {
+            // The status itself changes, so the row counts as changed on MySQL too.
+            return Ok(done.rows_affected == 1);
+        }
         // MySQL counts only changed rows, so existence is checked apart.
         let exists = channel::Entity::find_by_id(id.get())
             .one(&self.db)
