@@ -149,7 +149,7 @@ impl ExternalUserService {
             quota_limit: cmd.quota_limit,
         };
         let token = self.store.insert_token(&record).await?;
-        let remain_quota = token.remain_quota(user.quota);
+        let remain_quota = token.remain_quota(user.spendable());
         Ok(IssuedToken {
             token,
             key,

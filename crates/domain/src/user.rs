@@ -136,6 +136,15 @@ pub struct User {
     pub created_at: UnixTime,
 }
 
+impl User {
+    /// What the user can still start spending: the balance minus holds in flight, never below
+    /// zero.
+    #[must_use]
+    pub fn spendable(&self) -> Quota {
+        Quota::new(self.quota.get().saturating_sub(self.held_quota.get())).max(Quota::ZERO)
+    }
+}
+
 /// Result of a sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncOutcome {

@@ -393,7 +393,8 @@ impl StatsData {
     #[must_use]
     pub fn new(s: UserStats, now: UnixTime, served: &BTreeMap<&str, Price>) -> Self {
         let balance = s.user.quota;
-        let balance_capacity = usd(s.balance_capacity());
+        let capacity = s.balance_capacity();
+        let balance_capacity = usd(capacity);
         let model_capacity = s
             .model_capacity(served)
             .into_iter()
@@ -425,7 +426,8 @@ impl StatsData {
             tokens: s
                 .tokens
                 .into_iter()
-                .map(|t| TokenView::new(t, balance, now))
+                // What a key can spend now: the balance minus holds in flight, or its cap.
+                .map(|t| TokenView::new(t, capacity, now))
                 .collect(),
             recent_logs: s.recent_logs.into_iter().map(LogView::from).collect(),
             model_usage,
