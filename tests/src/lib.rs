@@ -191,6 +191,28 @@ impl TestApp {
         r.data()["id"].as_i64().expect("channel id")
     }
 
+    /// Prices `public` at $2 / $6 per 1M tokens and serves it from a channel on the mock
+    /// provider whose upstream model is `upstream` (which picks the mock's behaviour).
+    pub async fn mock_model(&self, mock: &mock::MockProvider, public: &str, upstream: &str) -> i64 {
+        self.price(public, "2.0", "6.0").await;
+        self.channel(
+            "openai_compatible",
+            &mock.base_url,
+            &[(public, upstream)],
+            0,
+        )
+        .await
+    }
+
+    /// A chat-completions request with `key`, ready to send (for tests that read the answer
+    /// piece by piece or give up early).
+    pub fn chat_request(&self, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(body)
+    }
+
     /// Syncs a user, credits `usd` and issues a key; returns the key.
     pub async fn funded_key(&self, id: &str, usd: &str) -> String {
         self.ext(
@@ -233,10 +255,7 @@ impl TestApp {
     /// A streaming chat call read to the end: status, content type and raw body.
     pub async fn chat_stream(&self, key: &str, body: &Value) -> (StatusCode, String, String) {
         let res = self
-            .client
-            .post(format!("{}/v1/chat/completions", self.base))
-            .bearer_auth(key)
-            .json(body)
+            .chat_request(key, body)
             .send()
             .await
             .expect("request reaches the server");

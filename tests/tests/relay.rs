@@ -372,25 +372,11 @@ async fn retries_move_to_the_next_channel_and_rejected_keys_disable_a_channel() 
 async fn a_client_that_disconnects_pays_for_what_was_delivered_once() {
     for app in TestApp::all().await {
         let mock = MockProvider::start().await;
-        app.price("qwen-turbo", "2.0", "6.0").await;
-        app.channel(
-            "openai_compatible",
-            &mock.base_url,
-            &[("qwen-turbo", "long")],
-            0,
-        )
-        .await;
+        app.mock_model(&mock, "qwen-turbo", "long").await;
         let key = app.funded_key("d1", "10").await;
         let mut body = ask("qwen-turbo");
         body["stream"] = json!(true);
-        let mut res = app
-            .client
-            .post(format!("{}/v1/chat/completions", app.base))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await
-            .expect("sent");
+        let mut res = app.chat_request(&key, &body).send().await.expect("sent");
         let mut got = String::new();
         while got.matches("data:").count() < 5 {
             let chunk = res.chunk().await.expect("chunk").expect("more");
@@ -545,20 +531,10 @@ async fn the_echo_channel_runs_the_whole_flow_locally() {
 async fn a_client_that_leaves_before_a_json_answer_is_billed_once_for_the_completed_call() {
     for app in TestApp::all().await {
         let mock = MockProvider::start().await;
-        app.price("qwen-turbo", "2.0", "6.0").await;
-        app.channel(
-            "openai_compatible",
-            &mock.base_url,
-            &[("qwen-turbo", "slow")],
-            0,
-        )
-        .await;
+        app.mock_model(&mock, "qwen-turbo", "slow").await;
         let key = app.funded_key("gone", "1").await;
         let res = app
-            .client
-            .post(format!("{}/v1/chat/completions", app.base))
-            .bearer_auth(&key)
-            .json(&ask("qwen-turbo"))
+            .chat_request(&key, &ask("qwen-turbo"))
             .timeout(Duration::from_millis(300))
             .send()
             .await;
@@ -603,14 +579,7 @@ async fn a_graceful_stop_finishes_and_settles_streams_in_flight() {
     let url = tollgate_storage::testing::sqlite_url();
     let app = TestApp::start(url.clone(), "sqlite").await;
     let mock = MockProvider::start().await;
-    app.price("qwen-turbo", "2.0", "6.0").await;
-    app.channel(
-        "openai_compatible",
-        &mock.base_url,
-        &[("qwen-turbo", "long")],
-        0,
-    )
-    .await;
+    app.mock_model(&mock, "qwen-turbo", "long").await;
     let key = app.funded_key("late", "1").await;
     let mut body = ask("qwen-turbo");
     body["stream"] = json!(true);

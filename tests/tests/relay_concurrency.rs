@@ -91,14 +91,7 @@ async fn two_hundred_requests_against_a_balance_for_ten() {
 async fn a_hundred_streams_cut_at_random_points_are_each_settled_once() {
     for app in TestApp::all().await {
         let mock = MockProvider::start().await;
-        app.price("qwen-turbo", "2.0", "6.0").await;
-        app.channel(
-            "openai_compatible",
-            &mock.base_url,
-            &[("qwen-turbo", "long")],
-            0,
-        )
-        .await;
+        app.mock_model(&mock, "qwen-turbo", "long").await;
         let key = app.funded_key("streamer", "10").await;
         let mut tasks = Vec::new();
         for i in 0..100u64 {

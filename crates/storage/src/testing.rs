@@ -60,6 +60,20 @@ pub async fn mysql_url() -> Result<Option<String>, StorageError> {
     }))
 }
 
+/// [`stores`], shareable across the tasks of a concurrency test.
+///
+/// # Panics
+/// When a test database cannot be created: the calling test fails there.
+#[expect(clippy::expect_used, reason = "a test helper fails its test")]
+pub async fn shared_stores() -> Vec<std::sync::Arc<SeaStore>> {
+    stores()
+        .await
+        .expect("test databases")
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect()
+}
+
 /// Migrated stores to run a test against: SQLite, plus MySQL when configured.
 pub async fn stores() -> Result<Vec<SeaStore>, StorageError> {
     let mut urls = vec![sqlite_url()];

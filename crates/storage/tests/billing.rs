@@ -24,12 +24,7 @@ use tollgate_storage::{SeaStore, testing};
 const NOW: UnixTime = UnixTime::from_secs(1_764_000_000);
 
 async fn stores() -> Vec<Arc<SeaStore>> {
-    testing::stores()
-        .await
-        .expect("test databases")
-        .into_iter()
-        .map(Arc::new)
-        .collect()
+    testing::shared_stores().await
 }
 
 /// A user with `usd` credited and one key (optionally capped); returns (user id, token id).

@@ -22,12 +22,7 @@ use tollgate_storage::{SeaStore, testing};
 const NOW: UnixTime = UnixTime::from_secs(1_764_000_000);
 
 async fn stores() -> Vec<Arc<SeaStore>> {
-    testing::stores()
-        .await
-        .expect("test databases")
-        .into_iter()
-        .map(Arc::new)
-        .collect()
+    testing::shared_stores().await
 }
 
 fn platform() -> PlatformId {
