@@ -13,7 +13,7 @@ show() { echo; echo "### $*"; }
 info() { ext GET "/$1/stats" | python3 -c 'import json,sys; u=json.load(sys.stdin)["data"]["user_info"]; print({k: u[k] for k in ("current_quota","used_quota","total_requests","balance_capacity")})'; }
 
 show "setup: the mock provider as a channel for the seed's models (default prices)"
-adm POST /channels "{\"name\":\"mock\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"key\":\"sk-mock-upstream\",\"models\":[\"qwen-turbo\",\"qwen-plus\",\"deepseek-chat\"]}" | pretty
+adm POST /channels "{\"name\":\"mock\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"key\":\"sk-mock-upstream\",\"models\":[\"qwen-turbo\",\"qwen-plus\",\"deepseek-chat\"]}"; echo
 ext POST /sync '{"external_user_id":"test_user_001","username":"testuser","email":"test@example.com","login_type":"email"}' >/dev/null
 ext POST /topup '{"external_user_id":"test_user_001","amount_usd":10.0,"payment_id":"seed_llm_payment_1"}' >/dev/null
 KEY=$(ext POST /token '{"external_user_id":"test_user_001","token_name":"My API Token","expires_in_days":365}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_key"])')

@@ -74,6 +74,8 @@ impl MockProvider {
         let log = Arc::clone(&seen);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                // Head and body go out as separate writes: without this, delayed ACKs add 40 ms.
+                let _ = socket.set_nodelay(true);
                 let log = Arc::clone(&log);
                 tokio::spawn(async move {
                     let _ = serve(socket, log).await;

@@ -15,7 +15,7 @@ mod users;
 
 pub use error::StorageError;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use std::time::Duration;
 use tollgate_migration::{Migrator, MigratorTrait};
 
@@ -27,7 +27,9 @@ pub struct SeaStore {
 
 impl SeaStore {
     /// Connects to `url` (`mysql://…` or `sqlite://…`). For SQLite the file's folder is created
-    /// and WAL journalling is switched on, so readers do not wait for the writer.
+    /// and every connection uses WAL journalling (readers do not wait for the writer) with
+    /// `synchronous=NORMAL` (in WAL mode a crash of the process loses nothing and the file
+    /// cannot be corrupted; only a power cut may lose the last commits) and a 10 s busy timeout.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
         let sqlite_dir = sqlite_file(url).and_then(|p| std::path::Path::new(p).parent());
         if let Some(dir) = sqlite_dir.filter(|d| !d.as_os_str().is_empty()) {
@@ -36,20 +38,24 @@ impl SeaStore {
             })?;
         }
         let mut options = ConnectOptions::new(url.to_owned());
+        // SQLite has one writer at a time: connections competing for it spin in the busy
+        // handler (sleeping up to 100 ms a turn), so its writes queue on one connection instead.
+        let sqlite = url.starts_with("sqlite:");
         options
-            .max_connections(32)
+            .max_connections(if sqlite { 1 } else { 32 })
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(10))
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+            });
         let db = Database::connect(options)
             .await
             .map_err(|e| StorageError::Connect(e.to_string()))?;
-        if db.get_database_backend() == DbBackend::Sqlite {
-            db.execute_unprepared("PRAGMA journal_mode=WAL")
-                .await
-                .map_err(StorageError::from)?;
-        }
         Ok(SeaStore { db })
     }
 
