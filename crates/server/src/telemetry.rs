@@ -76,6 +76,21 @@ impl<'a> MakeWriter<'a> for DailyFile {
     }
 }
 
+/// The file layer's field formatter. Span fields are formatted once per formatter *type* and
+/// cached on the span; with the same type as the (coloured) stdout layer, the file would get
+/// stdout's ANSI codes. A type of its own keeps the file plain.
+struct PlainFields(tracing_subscriber::fmt::format::DefaultFields);
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        self.0.format_fields(writer, fields)
+    }
+}
+
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(log_dir: PathBuf) -> io::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -87,6 +102,9 @@ pub fn init(log_dir: PathBuf) -> io::Result<()> {
             tracing_subscriber::fmt::layer()
                 .with_target(false)
                 .with_ansi(false)
+                .fmt_fields(PlainFields(
+                    tracing_subscriber::fmt::format::DefaultFields::new(),
+                ))
                 .with_writer(file),
         )
         .try_init()

@@ -148,4 +148,15 @@ fn without_configuration_it_runs_on_sqlite_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "exit status {status}");
+    // The log file is plain text: request lines (with their span fields) carry no colour codes.
+    let log_name = logs
+        .iter()
+        .find(|n| n.starts_with("tollgate-"))
+        .expect("log file");
+    let text = std::fs::read_to_string(dir.join("logs").join(log_name)).expect("log text");
+    assert!(text.contains("request_id="), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escapes in the log file: {text}"
+    );
 }
