@@ -3,7 +3,9 @@
 
 use crate::auth::Admin;
 use crate::clock::now;
-use crate::dto::{ChannelRequest, ChannelTestView, ChannelView, Envelope, PriceRequest, PriceView};
+use crate::dto::{
+    ChannelRequest, ChannelTestView, ChannelView, Envelope, ModelPriceView, PriceRequest, PriceView,
+};
 use crate::error::ApiError;
 use actix_web::{HttpResponse, web};
 use std::collections::BTreeMap;
@@ -174,8 +176,5 @@ async fn put_price(
         .put_price(&model, body.into_inner().into(), now())
         .await?;
     refreshed(&gateway).await?;
-    let mut data =
-        serde_json::to_value(PriceView::from(&price)).map_err(|e| ApiError::internal(&e))?;
-    data["model"] = serde_json::Value::String(name.as_str().to_owned());
-    Ok(ok("价格已更新", data))
+    Ok(ok("价格已更新", ModelPriceView::new(name.as_str(), &price)))
 }
