@@ -678,6 +678,12 @@ async fn failing_channels_are_disabled_and_the_probe_brings_them_back() {
             )
             .await;
         let key = app.funded_key("pr1", "1").await;
+        // Three attempts on the one channel count as one failed request.
+        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 502);
+        let shown = app
+            .admin(Method::GET, &format!("/channels/{id}"), None)
+            .await;
+        assert_eq!(shown.data()["status"], "enabled", "{}", app.backend);
         assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 502);
         let shown = app
             .admin(Method::GET, &format!("/channels/{id}"), None)
@@ -687,7 +693,7 @@ async fn failing_channels_are_disabled_and_the_probe_brings_them_back() {
             shown.data()["disabled_reason"]
                 .as_str()
                 .expect("reason")
-                .contains("consecutive failures")
+                .contains("consecutive failed requests")
         );
         let r = app.chat(&key, &ask("qwen-turbo")).await;
         assert_eq!(r.body["error"]["code"], "no_available_channel");

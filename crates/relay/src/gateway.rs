@@ -46,7 +46,7 @@ pub struct GatewayConfig {
     pub default_max_tokens: u64,
     /// How long an unsettled hold lives before the sweeper releases it.
     pub hold_ttl: Duration,
-    /// Consecutive failures after which a channel is disabled automatically.
+    /// Consecutive failed client requests after which a channel is disabled automatically.
     pub failure_threshold: u32,
     /// Largest non-stream answer accepted from upstream.
     pub max_answer_bytes: usize,
@@ -438,6 +438,9 @@ impl Gateway {
         let mut tries = 0u32;
         let mut next = 0usize;
         let mut last = RelayError::Upstream("no channel could take the call".into());
+        // A channel's failure counts once per client request, however often it was retried:
+        // the threshold is about failed requests, not about the retry setting.
+        let mut failed: Vec<ChannelId> = Vec::new();
         while tries < budget && !candidates.is_empty() {
             let channel = candidates[next.min(candidates.len() - 1)];
             let body = req.upstream_body(channel.upstream_model(req.model.as_str()));
@@ -445,13 +448,13 @@ impl Gateway {
             match self.client.send(channel, body).await {
                 Err(AttemptError::Timeout) => {
                     tracing::warn!(channel = %channel.id, "upstream timed out before answering");
-                    self.note_failure(channel).await;
+                    self.note_failure(channel, &mut failed).await;
                     last = RelayError::UpstreamTimeout;
                     next += 1;
                 }
                 Err(AttemptError::Connect(e) | AttemptError::Misconfigured(e)) => {
                     tracing::warn!(channel = %channel.id, error = %e, "upstream connection failed");
-                    self.note_failure(channel).await;
+                    self.note_failure(channel, &mut failed).await;
                     last = RelayError::Upstream("无法连接上游服务".into());
                     next += 1;
                 }
@@ -473,7 +476,7 @@ impl Gateway {
                 }
                 Ok(reply) if reply.status == 429 || reply.status >= 500 => {
                     tracing::warn!(channel = %channel.id, status = reply.status, "upstream failed");
-                    self.note_failure(channel).await;
+                    self.note_failure(channel, &mut failed).await;
                     last = RelayError::Upstream(format!("上游服务返回 {}", reply.status));
                     next += 1;
                 }
@@ -500,7 +503,11 @@ impl Gateway {
             .remove(&id);
     }
 
-    async fn note_failure(&self, channel: &Channel) {
+    async fn note_failure(&self, channel: &Channel, failed_in_this_request: &mut Vec<ChannelId>) {
+        if failed_in_this_request.contains(&channel.id) {
+            return;
+        }
+        failed_in_this_request.push(channel.id);
         let count = {
             let mut f = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
             let n = f.entry(channel.id).or_insert(0);
@@ -508,7 +515,7 @@ impl Gateway {
             *n
         };
         if self.config.failure_threshold > 0 && count >= self.config.failure_threshold {
-            self.auto_disable(channel, &format!("{count} consecutive failures"))
+            self.auto_disable(channel, &format!("{count} consecutive failed requests"))
                 .await;
         }
     }

@@ -21,8 +21,8 @@ pub struct RelaySettings {
     pub default_max_tokens: u64,
     /// `TOLLGATE_HOLD_TTL_SECS`: life of an unsettled hold (default 3600).
     pub hold_ttl_secs: u64,
-    /// `TOLLGATE_CHANNEL_FAILURE_THRESHOLD`: consecutive failures that disable a channel
-    /// (default 5; 0 never).
+    /// `TOLLGATE_CHANNEL_FAILURE_THRESHOLD`: consecutive failed requests that disable a
+    /// channel (default 5; 0 never).
     pub failure_threshold: u32,
     /// `TOLLGATE_CHANNEL_PROBE_SECS`: how often automatically disabled channels are tested
     /// (default 60).
