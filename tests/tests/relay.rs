@@ -595,7 +595,16 @@ async fn a_graceful_stop_finishes_and_settles_streams_in_flight() {
             .expect("sent");
         res.text().await.expect("whole stream")
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop only once the stream is under way (the upstream has the call).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while mock.calls() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     app.stop().await;
     let raw = reader.await.expect("join");
     assert_eq!(
