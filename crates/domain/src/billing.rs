@@ -13,14 +13,18 @@ use crate::time::UnixTime;
 /// Completion tokens assumed for the hold when the request sets no `max_tokens`.
 pub const DEFAULT_HOLD_COMPLETION_TOKENS: u64 = 4096;
 
-/// The quota to hold for a call: its price at the estimated prompt and the completion limit.
+/// The quota to hold for a call: its price at the estimated prompt and the completion limit,
+/// and never less than 1 — every call reserves something, so a hold is always a real change
+/// of `held_quota` (MySQL reports an UPDATE that changes nothing as affecting no row).
 #[must_use]
 pub fn hold_amount(
     price: &Price,
     estimated_prompt_tokens: u64,
     max_completion_tokens: u64,
 ) -> Quota {
-    price.quota_for(&Usage::new(estimated_prompt_tokens, max_completion_tokens))
+    price
+        .quota_for(&Usage::new(estimated_prompt_tokens, max_completion_tokens))
+        .max(Quota::new(1))
 }
 
 /// A hold to take.
@@ -124,6 +128,7 @@ mod tests {
             Price::new(Decimal::new(2, 0), Decimal::new(6, 0), Decimal::new(1, 0)).expect("price");
         // 4000 completion tokens at $6/1M alone need 12,000 quota.
         assert!(hold_amount(&p, 0, 4000) >= Quota::new(12_000));
+        assert_eq!(hold_amount(&p, 0, 0), Quota::new(1), "a hold is never zero");
         let h = hold_amount(&p, 20, 100);
         for prompt in 0..=20 {
             for completion in (0..=100).step_by(7) {

@@ -32,7 +32,6 @@ use tollgate_domain::billing::{
 use tollgate_domain::channel::{Channel, ChannelStatus, Route, route};
 use tollgate_domain::ids::{ChannelId, TokenId, UserId};
 use tollgate_domain::pricing::{Price, Usage};
-use tollgate_domain::quota::Quota;
 use tollgate_domain::repository::{BillingRepository, RelayStore};
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::token::{AccessKey, Token};
@@ -348,7 +347,7 @@ impl Gateway {
                 request_id: request_id.to_owned(),
                 user_id: token.user_id,
                 token_id: token.id,
-                amount: hold_amount(&price, prompt_estimate, limit).max(Quota::new(1)),
+                amount: hold_amount(&price, prompt_estimate, limit),
                 created_at: at,
                 expires_at: UnixTime::from_secs(at.secs().saturating_add(
                     i64::try_from(self.config.hold_ttl.as_secs()).unwrap_or(i64::MAX),
