@@ -3,6 +3,7 @@
 //! algorithm), so the domain needs no clock or time-zone crate; callers pass `now` in.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds in a day.
 pub const DAY: i64 = 86_400;
@@ -22,6 +23,14 @@ impl UnixTime {
     #[must_use]
     pub const fn secs(self) -> i64 {
         self.0
+    }
+
+    /// A system time as whole unix seconds (times before the epoch count as the epoch). The
+    /// caller reads the clock; this only converts.
+    #[must_use]
+    pub fn from_system(t: SystemTime) -> Self {
+        let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
     }
 
     /// This instant plus `days` days (saturating).
@@ -131,6 +140,17 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn converts_system_times() {
+        use std::time::Duration;
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_999);
+        assert_eq!(UnixTime::from_system(t), UnixTime::from_secs(1_764_000_000));
+        assert_eq!(
+            UnixTime::from_system(UNIX_EPOCH - Duration::from_secs(5)),
+            UnixTime::from_secs(0)
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

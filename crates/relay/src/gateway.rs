@@ -155,10 +155,7 @@ pub struct ChannelTest {
 }
 
 fn now() -> UnixTime {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    UnixTime::from_secs(secs)
+    UnixTime::from_system(SystemTime::now())
 }
 
 /// A fast, non-cryptographic random source for load balancing (splitmix64 over a shared
