@@ -428,10 +428,10 @@ pub fn route(channels: &[Channel], model: &str, mut random: impl FnMut(u64) -> u
 
 /// The models that have at least one enabled channel, with their prices.
 #[must_use]
-pub fn served_models<'a>(
-    channels: &'a [Channel],
-    prices: &'a HashMap<String, Price>,
-) -> BTreeMap<&'a str, Price> {
+pub fn served_models(
+    channels: &[Channel],
+    prices: &HashMap<String, Price>,
+) -> BTreeMap<String, Price> {
     let mut out = BTreeMap::new();
     for c in channels
         .iter()
@@ -439,7 +439,7 @@ pub fn served_models<'a>(
     {
         for m in &c.spec.models {
             if let Some(p) = prices.get(m.as_str()) {
-                out.insert(m.as_str(), *p);
+                out.insert(m.as_str().to_owned(), *p);
             }
         }
     }

@@ -54,12 +54,12 @@ impl UserStats {
     #[must_use]
     pub fn model_capacity(
         &self,
-        served: &BTreeMap<&str, Price>,
+        served: &BTreeMap<String, Price>,
     ) -> BTreeMap<String, (Option<u64>, Option<u64>)> {
         let capacity = self.balance_capacity();
         served
             .iter()
-            .map(|(m, p)| ((*m).to_owned(), p.capacity(capacity)))
+            .map(|(m, p)| (m.clone(), p.capacity(capacity)))
             .collect()
     }
 }

@@ -2,7 +2,7 @@
 //! as one immutable snapshot swapped whole when anything changes. A request reads them without
 //! touching the database; the admin API and the external API invalidate them on every change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 use tollgate_domain::RepoError;
 use tollgate_domain::channel::{Channel, served_models};
@@ -63,26 +63,49 @@ impl KeyCache {
     }
 }
 
-/// Channels and prices as of one moment.
+/// Channels and prices as of one moment, with what derives from them computed once per
+/// change rather than per request.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    /// Every channel, by id.
-    pub channels: Vec<Channel>,
-    /// Price per model.
-    pub prices: HashMap<String, Price>,
+    channels: Vec<Channel>,
+    prices: HashMap<String, Price>,
+    served: BTreeMap<String, Price>,
 }
 
 impl Catalog {
+    /// A snapshot of these channels and prices.
+    #[must_use]
+    pub fn new(channels: Vec<Channel>, prices: HashMap<String, Price>) -> Self {
+        let served = served_models(&channels, &prices);
+        Catalog {
+            channels,
+            prices,
+            served,
+        }
+    }
+
+    /// Every channel, by id.
+    #[must_use]
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
     /// A channel by id.
     #[must_use]
     pub fn channel(&self, id: ChannelId) -> Option<&Channel> {
         self.channels.iter().find(|c| c.id == id)
     }
 
+    /// The price of a model.
+    #[must_use]
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied()
+    }
+
     /// Models served by an enabled channel, with prices, by name.
     #[must_use]
-    pub fn served(&self) -> std::collections::BTreeMap<&str, Price> {
-        served_models(&self.channels, &self.prices)
+    pub fn served(&self) -> &BTreeMap<String, Price> {
+        &self.served
     }
 }
 
@@ -103,7 +126,7 @@ impl CatalogCache {
     pub async fn reload(&self, store: &dyn RelayStore) -> Result<Arc<Catalog>, RepoError> {
         let channels = store.list_channels().await?;
         let prices = store.list_prices().await?.into_iter().collect();
-        let fresh = Arc::new(Catalog { channels, prices });
+        let fresh = Arc::new(Catalog::new(channels, prices));
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
         Ok(fresh)
     }

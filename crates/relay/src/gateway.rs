@@ -303,12 +303,7 @@ impl Gateway {
     /// `GET /v1/models`: the served models.
     pub async fn models(&self, bearer: Option<&str>) -> Result<Vec<String>, RelayError> {
         self.authenticate(bearer).await?;
-        Ok(self
-            .catalog()
-            .served()
-            .keys()
-            .map(|m| (*m).to_owned())
-            .collect())
+        Ok(self.catalog().served().keys().cloned().collect())
     }
 
     /// `POST /v1/chat/completions`.
@@ -323,14 +318,13 @@ impl Gateway {
         let req = ChatRequest::parse(raw).map_err(RelayError::InvalidRequest)?;
         let model = req.model.as_str().to_owned();
         let catalog = self.catalog();
-        let order = match route(&catalog.channels, &model, random_below) {
+        let order = match route(catalog.channels(), &model, random_below) {
             Route::UnknownModel => return Err(RelayError::ModelNotFound(model)),
             Route::NoEnabledChannel => return Err(RelayError::NoAvailableChannel(model)),
             Route::Channels(order) => order,
         };
-        let price = *catalog
-            .prices
-            .get(&model)
+        let price = catalog
+            .price(&model)
             .ok_or_else(|| RelayError::ModelNotFound(model.clone()))?;
         let prompt_estimate = tokenizer::prompt_tokens(req.body());
         // Every one of `n` choices may use the whole completion limit.
@@ -437,9 +431,20 @@ impl Gateway {
         // A channel's failure counts once per client request, however often it was retried:
         // the threshold is about failed requests, not about the retry setting.
         let mut failed: Vec<ChannelId> = Vec::new();
+        // The serialized body, kept while the upstream model name stays the same (retries, and
+        // channels without a mapping), so a large prompt is not re-encoded per attempt.
+        let mut encoded: Option<(String, Bytes)> = None;
         while tries < budget && !candidates.is_empty() {
             let channel = candidates[next.min(candidates.len() - 1)];
-            let body = req.upstream_body(channel.upstream_model(req.model.as_str()));
+            let upstream_model = channel.upstream_model(req.model.as_str());
+            let body = match &encoded {
+                Some((m, b)) if m == upstream_model => b.clone(),
+                _ => {
+                    let b = req.upstream_body(upstream_model);
+                    encoded = Some((upstream_model.to_owned(), b.clone()));
+                    b
+                }
+            };
             tries += 1;
             match self.client.send(channel, body).await {
                 Err(AttemptError::Timeout) => {
@@ -591,7 +596,7 @@ impl Gateway {
         let catalog = self.catalog();
         let mut revived = 0;
         for c in catalog
-            .channels
+            .channels()
             .iter()
             .filter(|c| c.status == ChannelStatus::AutoDisabled)
         {

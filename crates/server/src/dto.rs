@@ -391,7 +391,7 @@ pub struct StatsData {
 impl StatsData {
     /// Builds the stats view at `now`.
     #[must_use]
-    pub fn new(s: UserStats, now: UnixTime, served: &BTreeMap<&str, Price>) -> Self {
+    pub fn new(s: UserStats, now: UnixTime, served: &BTreeMap<String, Price>) -> Self {
         let balance = s.user.quota;
         let capacity = s.balance_capacity();
         let balance_capacity = usd(capacity);

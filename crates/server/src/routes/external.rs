@@ -89,7 +89,7 @@ async fn stats(
     let at = now();
     let stats = service.stats(&p, &id).await?;
     let catalog = gateway.catalog();
-    Ok(ok("", StatsData::new(stats, at, &catalog.served())))
+    Ok(ok("", StatsData::new(stats, at, catalog.served())))
 }
 
 async fn logs(
