@@ -46,21 +46,6 @@ impl KeyCache {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, t| t.id != id);
     }
-
-    /// Number of cached keys.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.by_hash
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether nothing is cached.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Channels and prices as of one moment, with what derives from them computed once per

@@ -4,6 +4,8 @@
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tollgate_relay::GatewayConfig;
+use tollgate_relay::client::Timeouts;
 
 /// Largest JSON body of the external user API (its requests are a few hundred bytes).
 pub const EXTERNAL_BODY_LIMIT: usize = 64 * 1024;
@@ -36,17 +38,20 @@ pub struct RelaySettings {
 }
 
 impl Default for RelaySettings {
+    /// The relay's own defaults, so they are written down once.
     fn default() -> Self {
+        let gateway = GatewayConfig::default();
+        let timeouts = Timeouts::default();
         RelaySettings {
             body_limit: 8 * 1024 * 1024,
-            retries: 2,
-            default_max_tokens: 4096,
-            hold_ttl_secs: 3600,
-            failure_threshold: 5,
+            retries: gateway.retries,
+            default_max_tokens: gateway.default_max_tokens,
+            hold_ttl_secs: gateway.hold_ttl.as_secs(),
+            failure_threshold: gateway.failure_threshold,
             probe_secs: 60,
-            connect_timeout_secs: 10,
-            first_byte_timeout_secs: 300,
-            idle_timeout_secs: 120,
+            connect_timeout_secs: timeouts.connect.as_secs(),
+            first_byte_timeout_secs: timeouts.first_byte.as_secs(),
+            idle_timeout_secs: timeouts.idle.as_secs(),
         }
     }
 }
