@@ -204,6 +204,18 @@ impl TestApp {
         .await
     }
 
+    /// Prices `public` at $2 / $6 per 1M tokens and serves it from a local `echo` channel.
+    pub async fn echo_model(&self, public: &str) {
+        self.price(public, "2.0", "6.0").await;
+        self.admin(
+            Method::POST,
+            "/channels",
+            Some(json!({"name": "echo", "type": "echo", "models": [public]})),
+        )
+        .await
+        .data();
+    }
+
     /// A chat-completions request with `key`, ready to send (for tests that read the answer
     /// piece by piece or give up early).
     pub fn chat_request(&self, key: &str, body: &Value) -> reqwest::RequestBuilder {

@@ -102,14 +102,7 @@ async fn every_adapter_speaks_the_same_wire_format_and_bills_the_same() {
 #[tokio::test]
 async fn the_echo_adapter_needs_no_network() {
     let app = TestApp::start(tollgate_storage::testing::sqlite_url(), "sqlite").await;
-    app.price("qwen-turbo", "2.0", "6.0").await;
-    app.admin(
-        Method::POST,
-        "/channels",
-        Some(json!({"name": "echo", "type": "echo", "models": ["qwen-turbo"]})),
-    )
-    .await
-    .data();
+    app.echo_model("qwen-turbo").await;
     let key = app.funded_key("echo", "1").await;
     let mut body = ask("qwen-turbo", true);
     body["stream_options"] = json!({"include_usage": true});

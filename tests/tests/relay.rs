@@ -496,14 +496,7 @@ async fn stats_show_capacity_and_models_list_what_is_served() {
 #[tokio::test]
 async fn the_echo_channel_runs_the_whole_flow_locally() {
     for app in TestApp::all().await {
-        app.price("qwen-turbo", "2.0", "6.0").await;
-        app.admin(
-            Method::POST,
-            "/channels",
-            Some(json!({"name": "echo", "type": "echo", "models": ["qwen-turbo"]})),
-        )
-        .await
-        .data();
+        app.echo_model("qwen-turbo").await;
         let key = app.funded_key("x1", "1").await;
         let r = app.chat(&key, &ask("qwen-turbo")).await;
         assert_eq!(r.status, 200, "{}", r.body);
