@@ -1,7 +1,7 @@
 //! The admin operations of SPEC §5 on channels and prices, each a validated command against the
 //! repositories. Callers refresh their caches after every successful change.
 
-use crate::channel::{Channel, ChannelInput, ChannelKey, ChannelKind, ChannelSpec, ChannelStatus};
+use crate::channel::{Channel, ChannelInput, ChannelKind, ChannelSpec, ChannelStatus};
 use crate::error::DomainError;
 use crate::ids::ChannelId;
 use crate::pricing::{ModelName, Price, PriceInput};
@@ -125,13 +125,13 @@ impl AdminService {
         Ok((name, price))
     }
 
-    /// Creates a channel of `kind` with `key` serving `models` unless a channel of that kind
-    /// exists (the `TOLLGATE_*_API_KEY` start-up channels). `true` when it created one.
+    /// Creates a channel of `kind` with `key` serving the kind's default models (those with a
+    /// price) unless a channel of that kind exists (the `TOLLGATE_*_API_KEY` start-up
+    /// channels). `true` when it created one.
     pub async fn ensure_provider_channel(
         &self,
         kind: ChannelKind,
         key: &str,
-        models: &[&str],
         now: UnixTime,
     ) -> Result<bool, DomainError> {
         if self
@@ -149,7 +149,7 @@ impl AdminService {
             kind: Some(kind.as_str().to_owned()),
             key: Some(key.to_owned()),
             models: Some(
-                models
+                kind.default_models()
                     .iter()
                     .filter(|m| priced.contains(**m))
                     .map(|m| (*m).to_owned())
@@ -158,7 +158,6 @@ impl AdminService {
             ..Default::default()
         }
         .into_spec(|m| priced.contains(m))?;
-        debug_assert!(spec.key != ChannelKey::default());
         self.store.insert_channel(&spec, now).await?;
         Ok(true)
     }

@@ -65,6 +65,18 @@ impl ChannelKind {
         }
     }
 
+    /// The models a channel of this kind serves when it is created from a provider key alone
+    /// (the `TOLLGATE_*_API_KEY` start-up channels).
+    #[must_use]
+    pub fn default_models(self) -> &'static [&'static str] {
+        match self {
+            ChannelKind::DashScope => &["qwen-turbo", "qwen-plus", "qwen-max"],
+            ChannelKind::DeepSeek => &["deepseek-chat", "deepseek-reasoner"],
+            ChannelKind::OpenAi => &["gpt-4o", "gpt-4o-mini"],
+            ChannelKind::OpenAiCompatible | ChannelKind::Echo => &[],
+        }
+    }
+
     /// Whether calls need an upstream key.
     #[must_use]
     pub fn needs_key(self) -> bool {

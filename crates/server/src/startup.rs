@@ -228,26 +228,14 @@ impl Application {
 async fn provider_channels(admin: &AdminService, settings: &Settings) -> Result<(), StartupError> {
     let keys = &settings.provider_keys;
     let wanted = [
-        (
-            ChannelKind::DashScope,
-            &keys.dashscope,
-            &["qwen-turbo", "qwen-plus", "qwen-max"][..],
-        ),
-        (
-            ChannelKind::DeepSeek,
-            &keys.deepseek,
-            &["deepseek-chat", "deepseek-reasoner"][..],
-        ),
-        (
-            ChannelKind::OpenAi,
-            &keys.openai,
-            &["gpt-4o", "gpt-4o-mini"][..],
-        ),
+        (ChannelKind::DashScope, &keys.dashscope),
+        (ChannelKind::DeepSeek, &keys.deepseek),
+        (ChannelKind::OpenAi, &keys.openai),
     ];
-    for (kind, key, models) in wanted {
+    for (kind, key) in wanted {
         let Some(key) = key else { continue };
         let created = admin
-            .ensure_provider_channel(kind, key.expose_secret(), models, now())
+            .ensure_provider_channel(kind, key.expose_secret(), now())
             .await
             .map_err(|e| StartupError::Catalog(format!("{kind}: {e}")))?;
         if created {
