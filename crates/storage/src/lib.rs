@@ -4,6 +4,7 @@
 
 mod billing;
 mod channels;
+mod crypto;
 mod entity;
 mod error;
 mod logs;
@@ -13,24 +14,43 @@ mod tokens;
 mod topups;
 mod users;
 
+pub use channels::KeyStatus;
+pub use crypto::{CipherError, KeyCipher, KeyError, SecretKey};
 pub use error::StorageError;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use std::sync::Arc;
 use std::time::Duration;
 use tollgate_migration::{Migrator, MigratorTrait};
+
+/// How long a statement waits for a pooled connection by default.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The least SQLite waits for its single connection.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The SeaORM-backed store; implements every repository trait of the domain.
 #[derive(Clone, Debug)]
 pub struct SeaStore {
     db: DatabaseConnection,
+    /// Encrypts channel keys on write and decrypts them on read; without it keys are stored
+    /// as given and encrypted ones cannot be read.
+    cipher: Option<Arc<KeyCipher>>,
 }
 
 impl SeaStore {
-    /// Connects to `url` (`mysql://…` or `sqlite://…`). For SQLite the file's folder is created
+    /// Connects to `url` (`mysql://…` or `sqlite://…`) with the default timeout
+    /// ([`DEFAULT_ACQUIRE_TIMEOUT`]); see [`SeaStore::connect_with`].
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        Self::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Connects to `url` (`mysql://…` or `sqlite://…`). A statement waits at most
+    /// `acquire_timeout` for a connection, so while a MySQL server is unreachable callers fail
+    /// fast (as unavailable) instead of hanging. For SQLite the file's folder is created
     /// and every connection uses WAL journalling (readers do not wait for the writer) with
     /// `synchronous=NORMAL` (in WAL mode a crash of the process loses nothing and the file
     /// cannot be corrupted; only a power cut may lose the last commits) and a 10 s busy timeout.
-    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> Result<Self, StorageError> {
         let sqlite_dir = sqlite_file(url).and_then(|p| std::path::Path::new(p).parent());
         if let Some(dir) = sqlite_dir.filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -44,8 +64,13 @@ impl SeaStore {
         options
             .max_connections(if sqlite { 1 } else { 32 })
             .min_connections(1)
-            .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(10))
+            .connect_timeout(acquire_timeout)
+            // SQLite's one connection is never unreachable, only busy: its queue may be long.
+            .acquire_timeout(if sqlite {
+                acquire_timeout.max(SQLITE_ACQUIRE_TIMEOUT)
+            } else {
+                acquire_timeout
+            })
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -56,7 +81,16 @@ impl SeaStore {
         let db = Database::connect(options)
             .await
             .map_err(|e| StorageError::Connect(e.to_string()))?;
-        Ok(SeaStore { db })
+        Ok(SeaStore { db, cipher: None })
+    }
+
+    /// This store with channel keys encrypted at rest by `cipher` (`None`: stored as given).
+    /// Call [`SeaStore::secure_channel_keys`] next, before serving, to encrypt the keys stored
+    /// as given and to check that the stored ones decrypt.
+    #[must_use]
+    pub fn with_cipher(mut self, cipher: Option<KeyCipher>) -> Self {
+        self.cipher = cipher.map(Arc::new);
+        self
     }
 
     /// Applies pending migrations.

@@ -44,6 +44,35 @@ fn sum(backend: DbBackend, expr: &str) -> Expr {
     }
 }
 
+/// Where a column is split for summing.
+const SPLIT: i64 = 1 << 32;
+
+/// The sum of a 64-bit `column` (over rows where `when` holds, if given) as two sums that
+/// cannot overflow: of `column / 2^32` and of `column % 2^32` (both truncating, on both
+/// backends), joined again by [`join`]. A plain `SUM` of large values fails on SQLite
+/// ("integer overflow") and MySQL (out of range), which would make one hostile row break a
+/// user's stats and logs for good.
+fn split_sum(backend: DbBackend, column: &str, when: Option<&str>) -> (Expr, Expr) {
+    let div = match backend {
+        DbBackend::MySql => "DIV",
+        _ => "/",
+    };
+    let part = |e: String| match when {
+        Some(c) => format!("CASE WHEN {c} THEN {e} ELSE 0 END"),
+        None => e,
+    };
+    (
+        sum(backend, &part(format!("{column} {div} {SPLIT}"))),
+        sum(backend, &part(format!("{column} % {SPLIT}"))),
+    )
+}
+
+/// `high × 2^32 + low`, saturated to 64 bits.
+fn join(high: i64, low: i64) -> i64 {
+    let v = i128::from(high) * i128::from(SPLIT) + i128::from(low);
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
 fn filter(user: UserId, q: &LogQuery) -> Condition {
     let mut c = Condition::all().add(log::Column::UserId.eq(user.get()));
     if let Some(from) = q.from {
@@ -95,18 +124,41 @@ pub(crate) async fn insert_log(
 
 #[derive(Debug, FromQueryResult)]
 struct SummaryRow {
-    total_tokens: i64,
-    consumed: i64,
-    topped_up: i64,
+    prompt_hi: i64,
+    prompt_lo: i64,
+    completion_hi: i64,
+    completion_lo: i64,
+    consumed_hi: i64,
+    consumed_lo: i64,
+    topped_up_hi: i64,
+    topped_up_lo: i64,
 }
 
 #[derive(Debug, FromQueryResult)]
 struct UsageRow {
     model: String,
     requests: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    quota: i64,
+    prompt_hi: i64,
+    prompt_lo: i64,
+    completion_hi: i64,
+    completion_lo: i64,
+    quota_hi: i64,
+    quota_lo: i64,
+}
+
+/// Adds the two halves of each of `sums` to `query` as `<alias>_hi` and `<alias>_lo`.
+fn with_sums<Q: QuerySelect>(
+    mut query: Q,
+    backend: DbBackend,
+    sums: &[(&str, &str, Option<&str>)],
+) -> Q {
+    for (alias, column, when) in sums {
+        let (hi, lo) = split_sum(backend, column, *when);
+        query = query
+            .column_as(hi, format!("{alias}_hi"))
+            .column_as(lo, format!("{alias}_lo"));
+    }
+    query
 }
 
 #[async_trait]
@@ -128,23 +180,29 @@ impl LogRepository for SeaStore {
             .count(&self.db)
             .await
             .map_err(StorageError::from)?;
-        let consume = LogKind::Consume.code();
-        let topup = LogKind::TopUp.code();
-        let summary = log::Entity::find()
-            .select_only()
-            .column_as(sum(backend, &format!("CASE WHEN kind = {consume} THEN prompt_tokens + completion_tokens ELSE 0 END")), "total_tokens")
-            .column_as(sum(backend, &format!("CASE WHEN kind = {consume} THEN quota ELSE 0 END")), "consumed")
-            .column_as(sum(backend, &format!("CASE WHEN kind = {topup} THEN quota ELSE 0 END")), "topped_up")
-            .filter(cond.clone())
-            .into_model::<SummaryRow>()
-            .one(&self.db)
-            .await
-            .map_err(StorageError::from)?
-            .map_or_else(LogSummary::default, |r| LogSummary {
-                total_tokens: r.total_tokens,
-                consumed: Quota::new(r.consumed),
-                topped_up: Quota::new(r.topped_up),
-            });
+        let consume = format!("kind = {}", LogKind::Consume.code());
+        let topup = format!("kind = {}", LogKind::TopUp.code());
+        let summary = with_sums(
+            log::Entity::find().select_only(),
+            backend,
+            &[
+                ("prompt", "prompt_tokens", Some(&consume)),
+                ("completion", "completion_tokens", Some(&consume)),
+                ("consumed", "quota", Some(&consume)),
+                ("topped_up", "quota", Some(&topup)),
+            ],
+        )
+        .filter(cond.clone())
+        .into_model::<SummaryRow>()
+        .one(&self.db)
+        .await
+        .map_err(StorageError::from)?
+        .map_or_else(LogSummary::default, |r| LogSummary {
+            total_tokens: join(r.prompt_hi, r.prompt_lo)
+                .saturating_add(join(r.completion_hi, r.completion_lo)),
+            consumed: Quota::new(join(r.consumed_hi, r.consumed_lo)),
+            topped_up: Quota::new(join(r.topped_up_hi, r.topped_up_lo)),
+        });
         let rows = log::Entity::find()
             .filter(cond)
             .order_by_desc(log::Column::CreatedAt)
@@ -184,30 +242,62 @@ impl LogRepository for SeaStore {
         user: UserId,
     ) -> std::result::Result<Vec<ModelUsage>, RepoError> {
         let backend = self.db.get_database_backend();
-        let rows = log::Entity::find()
+        let query = log::Entity::find()
             .select_only()
             .column(log::Column::Model)
-            .column_as(Expr::cust("COUNT(*)"), "requests")
-            .column_as(sum(backend, "prompt_tokens"), "prompt_tokens")
-            .column_as(sum(backend, "completion_tokens"), "completion_tokens")
-            .column_as(sum(backend, "quota"), "quota")
-            .filter(log::Column::UserId.eq(user.get()))
-            .filter(log::Column::Kind.eq(LogKind::Consume.code()))
-            .group_by(log::Column::Model)
-            .order_by_asc(log::Column::Model)
-            .into_model::<UsageRow>()
-            .all(&self.db)
-            .await
-            .map_err(StorageError::from)?;
+            .column_as(Expr::cust("COUNT(*)"), "requests");
+        let rows = with_sums(
+            query,
+            backend,
+            &[
+                ("prompt", "prompt_tokens", None),
+                ("completion", "completion_tokens", None),
+                ("quota", "quota", None),
+            ],
+        )
+        .filter(log::Column::UserId.eq(user.get()))
+        .filter(log::Column::Kind.eq(LogKind::Consume.code()))
+        .group_by(log::Column::Model)
+        .order_by_asc(log::Column::Model)
+        .into_model::<UsageRow>()
+        .all(&self.db)
+        .await
+        .map_err(StorageError::from)?;
         Ok(rows
             .into_iter()
             .map(|r| ModelUsage {
                 model: r.model,
                 requests: r.requests,
-                prompt_tokens: r.prompt_tokens,
-                completion_tokens: r.completion_tokens,
-                quota: Quota::new(r.quota),
+                prompt_tokens: join(r.prompt_hi, r.prompt_lo),
+                completion_tokens: join(r.completion_hi, r.completion_lo),
+                quota: Quota::new(join(r.quota_hi, r.quota_lo)),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SPLIT, join};
+
+    #[test]
+    fn split_sums_join_exactly_and_saturate() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            SPLIT - 1,
+            SPLIT,
+            i64::MAX,
+            i64::MIN,
+            -SPLIT - 5,
+        ] {
+            // What both backends compute: truncating division and remainder.
+            assert_eq!(join(v / SPLIT, v % SPLIT), v, "{v}");
+        }
+        // Two rows of i64::MAX: the halves fit, the total saturates.
+        let (hi, lo) = (i64::MAX / SPLIT, i64::MAX % SPLIT);
+        assert_eq!(join(2 * hi, 2 * lo), i64::MAX);
+        assert_eq!(join(-2 * hi, -2 * lo), i64::MIN);
     }
 }

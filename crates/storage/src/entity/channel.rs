@@ -1,4 +1,5 @@
-//! `channels` rows. The upstream key is stored as given: Tollgate must present it upstream.
+//! `channels` rows. The upstream key is kept in plain text, or as `enc:v1:…` when
+//! `TOLLGATE_SECRET_KEY` encrypts keys at rest: Tollgate must present it upstream.
 
 use sea_orm::entity::prelude::*;
 
