@@ -7,6 +7,7 @@
 )]
 
 pub mod mock;
+pub mod proxy;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -70,7 +71,12 @@ impl Reply {
     }
 }
 
-fn settings(database_url: String, overrides: &[(&str, &str)]) -> Settings {
+/// The settings of a test server on `database_url`, with extra `TOLLGATE_*` settings.
+///
+/// # Panics
+/// When the settings are invalid.
+#[must_use]
+pub fn settings(database_url: String, overrides: &[(&str, &str)]) -> Settings {
     let mut env = vec![
         ("TOLLGATE_LISTEN", "127.0.0.1:0".to_owned()),
         ("TOLLGATE_DATABASE_URL", database_url),
@@ -121,6 +127,16 @@ impl TestApp {
             client: Client::new(),
             handle,
         }
+    }
+
+    /// The port of the server.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("base URL ends with the port")
     }
 
     /// One server per configured backend.
@@ -301,6 +317,21 @@ impl TestApp {
                 return info;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stats once no hold is left (`balance_capacity` equals the balance; releases and
+    /// settlements are asynchronous, SPEC allows 1 s), or after 5 s.
+    pub async fn no_hold_left(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let info = self.user_info(id).await;
+            if info["balance_capacity"] == info["current_balance"]
+                || std::time::Instant::now() > deadline
+            {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

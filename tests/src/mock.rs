@@ -11,7 +11,10 @@
 //! |---|---|
 //! | `fail-500`, `fail-429`, `fail-401`, `fail-403` | that status with an OpenAI error |
 //! | `fail-400` | 400 whose message echoes the `Authorization` header it got (a leaky provider) |
-//! | `slow` | waits [`SLOW_MS`] before answering |
+//! | `slow` | waits [`SLOW_MS`] before answering; a client that hangs up meanwhile is counted in [`MockProvider::cancelled`] |
+//! | `obey-max` | reports as many completion tokens as `max_tokens` allows (as DeepSeek and DashScope honour it) |
+//! | `tools` | streams only `tool_calls` arguments ([`TOOL_ARGUMENT_CHUNKS`] pieces of 25 characters, 5 ms apart), usage [`TOOL_COMPLETION_TOKENS`] |
+//! | `usage-max`, `usage-negative`, `usage-huge` | reports `prompt_tokens` 2^63−1; negative counts; 10^15 completion tokens |
 //! | `stall` | streams two chunks, then sends nothing more |
 //! | `close` | streams two chunks, then drops the connection (no `[DONE]`, no usage) |
 //! | `nousage` | answers without any `usage` |
@@ -19,6 +22,7 @@
 //! | anything else | success: [`PROMPT_TOKENS`] + [`COMPLETION_TOKENS`] tokens |
 
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -34,6 +38,10 @@ pub const REPLY: &str = "你好！很高兴见到你！今天过得怎么样？�
 pub const SLOW_MS: u64 = 2_000;
 /// Chunks of the `long` model.
 pub const LONG_CHUNKS: usize = 40;
+/// Argument pieces of the `tools` model.
+pub const TOOL_ARGUMENT_CHUNKS: usize = 60;
+/// Completion tokens the `tools` model reports at the end of its stream.
+pub const TOOL_COMPLETION_TOKENS: u64 = 300;
 
 /// One request the mock received.
 #[derive(Debug, Clone)]
@@ -63,6 +71,7 @@ pub struct MockProvider {
     /// `http://127.0.0.1:<port>/v1`.
     pub base_url: String,
     seen: Arc<Mutex<Vec<Recorded>>>,
+    cancelled: Arc<AtomicUsize>,
 }
 
 impl MockProvider {
@@ -71,20 +80,24 @@ impl MockProvider {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let cancelled = Arc::new(AtomicUsize::new(0));
         let log = Arc::clone(&seen);
+        let gone = Arc::clone(&cancelled);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 // Head and body go out as separate writes: without this, delayed ACKs add 40 ms.
                 let _ = socket.set_nodelay(true);
                 let log = Arc::clone(&log);
+                let gone = Arc::clone(&gone);
                 tokio::spawn(async move {
-                    let _ = serve(socket, log).await;
+                    let _ = serve(socket, log, gone).await;
                 });
             }
         });
         MockProvider {
             base_url: format!("http://127.0.0.1:{port}/v1"),
             seen,
+            cancelled,
         }
     }
 
@@ -111,9 +124,19 @@ impl MockProvider {
     pub fn calls(&self) -> usize {
         self.requests().len()
     }
+
+    /// How many `slow` calls the caller hung up on before the answer was sent.
+    #[must_use]
+    pub fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
+    }
 }
 
-async fn serve(socket: TcpStream, log: Arc<Mutex<Vec<Recorded>>>) -> std::io::Result<()> {
+async fn serve(
+    socket: TcpStream,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    cancelled: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(socket);
     'requests: loop {
         // Head.
@@ -185,12 +208,27 @@ async fn serve(socket: TcpStream, log: Arc<Mutex<Vec<Recorded>>>) -> std::io::Re
             continue;
         }
         if model.contains("slow") {
-            tokio::time::sleep(Duration::from_millis(SLOW_MS)).await;
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(SLOW_MS)) => {}
+                read = socket.read(&mut probe) => {
+                    if matches!(read, Ok(0) | Err(_)) {
+                        cancelled.fetch_add(1, Ordering::SeqCst);
+                        return Ok(());
+                    }
+                }
+            }
         }
         let with_usage = !model.contains("nousage");
+        let usage = usage_for(&model, &body);
         if body["stream"] == Value::Bool(true) {
             let wants = body["stream_options"]["include_usage"] == Value::Bool(true);
-            stream(socket, &model, wants && with_usage).await?;
+            let usage = (wants && with_usage).then_some(usage);
+            if model.contains("tools") {
+                tool_stream(socket, &model, usage).await?;
+            } else {
+                stream(socket, &model, usage).await?;
+            }
             return Ok(());
         }
         let mut answer = json!({
@@ -199,7 +237,7 @@ async fn serve(socket: TcpStream, log: Arc<Mutex<Vec<Recorded>>>) -> std::io::Re
             "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop", "logprobs": null}],
         });
         if with_usage {
-            answer["usage"] = usage();
+            answer["usage"] = usage;
         }
         write_json(socket, 200, &answer).await?;
     }
@@ -208,6 +246,26 @@ async fn serve(socket: TcpStream, log: Arc<Mutex<Vec<Recorded>>>) -> std::io::Re
 fn usage() -> Value {
     json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS, "prompt_tokens_details": {"cached_tokens": 0}})
+}
+
+/// The usage a model reports: the normal one, or one of the hostile or rule-following ones.
+fn usage_for(model: &str, body: &Value) -> Value {
+    let mut u = usage();
+    if model.contains("obey-max") {
+        let allowed = body["max_tokens"].as_u64().unwrap_or(COMPLETION_TOKENS);
+        u["completion_tokens"] = json!(allowed);
+        u["total_tokens"] = json!(PROMPT_TOKENS + allowed);
+    } else if model.contains("tools") {
+        u["completion_tokens"] = json!(TOOL_COMPLETION_TOKENS);
+    } else if model.contains("usage-max") {
+        u["prompt_tokens"] = json!(i64::MAX);
+    } else if model.contains("usage-negative") {
+        u["prompt_tokens"] = json!(-5);
+        u["completion_tokens"] = json!(-7);
+    } else if model.contains("usage-huge") {
+        u["completion_tokens"] = json!(1_000_000_000_000_000_u64);
+    }
+    u
 }
 
 async fn write_json(socket: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<()> {
@@ -233,10 +291,46 @@ fn event(model: &str, delta: &Value, finish: Value) -> String {
     format!("data: {c}\n\n")
 }
 
-async fn stream(socket: &mut TcpStream, model: &str, include_usage: bool) -> std::io::Result<()> {
-    socket
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-        .await?;
+const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+
+/// The end of a stream: the usage chunk when asked, `[DONE]` and the last chunk.
+async fn end_stream(
+    socket: &mut TcpStream,
+    model: &str,
+    usage: Option<Value>,
+) -> std::io::Result<()> {
+    if let Some(usage) = usage {
+        let c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_753_902_335, "model": model,
+                       "choices": [], "usage": usage});
+        chunk(socket, &format!("data: {c}\n\n")).await?;
+    }
+    chunk(socket, "data: [DONE]\n\n").await?;
+    socket.write_all(b"0\r\n\r\n").await?;
+    socket.flush().await
+}
+
+/// A stream whose answer is only a tool call: no `content`, just function arguments.
+async fn tool_stream(
+    socket: &mut TcpStream,
+    model: &str,
+    usage: Option<Value>,
+) -> std::io::Result<()> {
+    socket.write_all(STREAM_HEAD).await?;
+    let first = json!({"role": "assistant", "content": null, "tool_calls": [
+        {"index": 0, "id": "call_mock", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]});
+    chunk(socket, &event(model, &first, Value::Null)).await?;
+    for i in 0..TOOL_ARGUMENT_CHUNKS {
+        let piece = format!("{{\"city_{i:03}\": \"Hangzhou\", \"d\": 1}},");
+        let delta = json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]});
+        chunk(socket, &event(model, &delta, Value::Null)).await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    chunk(socket, &event(model, &json!({}), json!("tool_calls"))).await?;
+    end_stream(socket, model, usage).await
+}
+
+async fn stream(socket: &mut TcpStream, model: &str, usage: Option<Value>) -> std::io::Result<()> {
+    socket.write_all(STREAM_HEAD).await?;
     let chars: Vec<char> = REPLY.chars().collect();
     let pieces: Vec<String> = if model.contains("long") {
         (0..LONG_CHUNKS).map(|i| format!("第{i}段")).collect()
@@ -264,12 +358,5 @@ async fn stream(socket: &mut TcpStream, model: &str, include_usage: bool) -> std
         .await;
     }
     chunk(socket, &event(model, &json!({}), json!("stop"))).await?;
-    if include_usage {
-        let c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_753_902_335, "model": model,
-                       "choices": [], "usage": usage()});
-        chunk(socket, &format!("data: {c}\n\n")).await?;
-    }
-    chunk(socket, "data: [DONE]\n\n").await?;
-    socket.write_all(b"0\r\n\r\n").await?;
-    socket.flush().await
+    end_stream(socket, model, usage).await
 }

@@ -13,6 +13,18 @@ use crate::time::UnixTime;
 /// Completion tokens assumed for the hold when the request sets no `max_tokens`.
 pub const DEFAULT_HOLD_COMPLETION_TOKENS: u64 = 4096;
 
+/// Completion tokens one choice may plausibly report when the request set no limit: above the
+/// longest output of any model served today, far below what would overflow a sum.
+pub const UNLIMITED_COMPLETION_TOKENS: u64 = 1_000_000;
+
+/// Prompt tokens a provider may add around the request's own text (system framing, tool
+/// formatting, chat templates).
+pub const PROMPT_FRAMING_TOKENS: u64 = 10_000;
+
+/// Prompt tokens one media part (an image, audio or video given by URL, whose bytes are not in
+/// the request) may plausibly cost.
+pub const MEDIA_PART_TOKENS: u64 = 200_000;
+
 /// The quota to hold for a call: its price at the estimated prompt and the completion limit,
 /// and never less than 1 — every call reserves something, so a hold is always a real change
 /// of `held_quota` (MySQL reports an UPDATE that changes nothing as affecting no row).
@@ -25,6 +37,157 @@ pub fn hold_amount(
     price
         .quota_for(&Usage::new(estimated_prompt_tokens, max_completion_tokens))
         .max(Quota::new(1))
+}
+
+/// A usage count as a provider reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reported {
+    /// The field was not there.
+    #[default]
+    Absent,
+    /// A whole, non-negative number that fits 64 bits.
+    Count(u64),
+    /// Negative, fractional, too large for 64 bits, or not a number.
+    Invalid,
+}
+
+/// `usage` of an answer as the provider reported it, before any check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReportedUsage {
+    /// Prompt tokens (cached ones included).
+    pub prompt: Reported,
+    /// Completion tokens.
+    pub completion: Reported,
+    /// Cached prompt tokens.
+    pub cached: Reported,
+}
+
+impl ReportedUsage {
+    /// A well-formed report.
+    #[must_use]
+    pub const fn counts(prompt: u64, completion: u64, cached: u64) -> Self {
+        ReportedUsage {
+            prompt: Reported::Count(prompt),
+            completion: Reported::Count(completion),
+            cached: Reported::Count(cached),
+        }
+    }
+}
+
+/// Which reported fields could not be believed (an upstream fault, logged by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageFault {
+    /// The prompt count was invalid or beyond its bound.
+    pub prompt: bool,
+    /// The completion count was invalid or beyond its bound.
+    pub completion: bool,
+    /// The cached count was invalid or beyond the prompt.
+    pub cached: bool,
+}
+
+impl UsageFault {
+    /// Whether any field was at fault.
+    #[must_use]
+    pub const fn any(&self) -> bool {
+        self.prompt || self.completion || self.cached
+    }
+}
+
+/// The most a call can plausibly use, from what the request itself allows: the upstream can
+/// neither read more prompt tokens than the request carries nor write more completion tokens
+/// than its limit. A report beyond these bounds is an upstream fault, never a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageBounds {
+    max_prompt: u64,
+    max_completion: u64,
+}
+
+impl UsageBounds {
+    /// Bounds for a request of `body_bytes` bytes with `media_parts` media parts (images,
+    /// audio, video by URL), whose completion limit is `completion_limit` per choice (`None`
+    /// when the client set none) for `choices` choices.
+    ///
+    /// A byte-level BPE token covers at least one byte of text, so the request's bytes bound its
+    /// text tokens; each media part and the provider's framing get a fixed allowance.
+    #[must_use]
+    pub fn for_request(
+        body_bytes: u64,
+        media_parts: u64,
+        completion_limit: Option<u64>,
+        choices: u64,
+    ) -> Self {
+        let max_prompt = body_bytes
+            .saturating_add(PROMPT_FRAMING_TOKENS)
+            .saturating_add(media_parts.saturating_mul(MEDIA_PART_TOKENS));
+        let per_choice = completion_limit.unwrap_or(UNLIMITED_COMPLETION_TOKENS);
+        UsageBounds {
+            max_prompt,
+            max_completion: per_choice.saturating_mul(choices.max(1)),
+        }
+    }
+
+    /// The most prompt tokens believed.
+    #[must_use]
+    pub const fn max_prompt(&self) -> u64 {
+        self.max_prompt
+    }
+
+    /// The most completion tokens believed.
+    #[must_use]
+    pub const fn max_completion(&self) -> u64 {
+        self.max_completion
+    }
+
+    /// The usage to bill: each reported field that is well formed and within its bound is
+    /// taken as reported; an absent one is replaced by Tollgate's own count (`counted`, only
+    /// computed when needed), and so is an invalid or out-of-bound one, which is also reported
+    /// as a fault. Tollgate's own counts are capped by the same bounds, and cached tokens never
+    /// exceed the prompt.
+    pub fn settle_usage(
+        &self,
+        reported: &ReportedUsage,
+        counted: impl FnOnce() -> Usage,
+    ) -> (Usage, UsageFault) {
+        let mut fault = UsageFault::default();
+        let mut own: Option<Usage> = None;
+        let mut counted = Some(counted);
+        let mut own_count = |pick: fn(&Usage) -> u64| -> u64 {
+            if own.is_none() {
+                own = counted.take().map(|f| f());
+            }
+            own.as_ref().map_or(0, pick)
+        };
+        let prompt = match reported.prompt {
+            Reported::Count(n) if n <= self.max_prompt => n,
+            r => {
+                fault.prompt = r != Reported::Absent;
+                own_count(|u| u.prompt_tokens).min(self.max_prompt)
+            }
+        };
+        let completion = match reported.completion {
+            Reported::Count(n) if n <= self.max_completion => n,
+            r => {
+                fault.completion = r != Reported::Absent;
+                own_count(|u| u.completion_tokens).min(self.max_completion)
+            }
+        };
+        let cached = match reported.cached {
+            Reported::Count(n) if n <= prompt => n,
+            Reported::Absent => 0,
+            _ => {
+                fault.cached = true;
+                0
+            }
+        };
+        (
+            Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                cached_tokens: cached,
+            },
+            fault,
+        )
+    }
 }
 
 /// A hold to take.
@@ -129,11 +292,97 @@ mod tests {
         // 4000 completion tokens at $6/1M alone need 12,000 quota.
         assert!(hold_amount(&p, 0, 4000) >= Quota::new(12_000));
         assert_eq!(hold_amount(&p, 0, 0), Quota::new(1), "a hold is never zero");
+        assert_eq!(hold_amount(&p, 0, 4000), Quota::new(12_000));
         let h = hold_amount(&p, 20, 100);
         for prompt in 0..=20 {
             for completion in (0..=100).step_by(7) {
                 assert!(p.quota_for(&Usage::new(prompt, completion)) <= h);
             }
         }
+    }
+
+    fn bounds() -> UsageBounds {
+        // 1,000 bytes, one image, 50 completion tokens per choice, 2 choices.
+        UsageBounds::for_request(1_000, 1, Some(50), 2)
+    }
+
+    #[test]
+    fn bounds_follow_the_request() {
+        let b = bounds();
+        assert_eq!(b.max_prompt(), 1_000 + 10_000 + 200_000);
+        assert_eq!(b.max_completion(), 100);
+        let open = UsageBounds::for_request(10, 0, None, 3);
+        assert_eq!(open.max_prompt(), 10_010);
+        assert_eq!(open.max_completion(), 3_000_000);
+        let huge = UsageBounds::for_request(u64::MAX, u64::MAX, Some(u64::MAX), u64::MAX);
+        assert_eq!(
+            (huge.max_prompt(), huge.max_completion()),
+            (u64::MAX, u64::MAX)
+        );
+        assert_eq!(
+            UsageBounds::for_request(0, 0, Some(7), 0).max_completion(),
+            7,
+            "n = 0 counts as one choice"
+        );
+    }
+
+    #[test]
+    fn plausible_reports_are_billed_as_reported_without_counting() {
+        let (u, fault) = bounds().settle_usage(&ReportedUsage::counts(211_000, 100, 7), || {
+            panic!("no count needed")
+        });
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 211_000,
+                completion_tokens: 100,
+                cached_tokens: 7
+            }
+        );
+        assert!(!fault.any());
+    }
+
+    #[test]
+    fn hostile_reports_fall_back_to_our_own_count() {
+        let counted = || Usage::new(30, 40);
+        // Beyond the bounds by one.
+        let (u, fault) = bounds().settle_usage(&ReportedUsage::counts(211_001, 101, 0), counted);
+        assert_eq!(u, Usage::new(30, 40));
+        assert!(fault.prompt && fault.completion && !fault.cached);
+        // Negative or not numbers.
+        let r = ReportedUsage {
+            prompt: Reported::Invalid,
+            completion: Reported::Count(5),
+            cached: Reported::Invalid,
+        };
+        let (u, fault) = bounds().settle_usage(&r, counted);
+        assert_eq!(u, Usage::new(30, 5));
+        assert_eq!(
+            fault,
+            UsageFault {
+                prompt: true,
+                completion: false,
+                cached: true
+            }
+        );
+        // Cached above the prompt.
+        let (u, fault) = bounds().settle_usage(&ReportedUsage::counts(10, 5, 11), counted);
+        assert_eq!((u.cached_tokens, fault.cached), (0, true));
+        // Our own count is capped too.
+        let (u, _) =
+            bounds().settle_usage(&ReportedUsage::default(), || Usage::new(u64::MAX, u64::MAX));
+        assert_eq!(u, Usage::new(211_000, 100));
+    }
+
+    #[test]
+    fn absent_fields_are_counted_but_not_faults() {
+        let mut calls = 0;
+        let (u, fault) = bounds().settle_usage(&ReportedUsage::default(), || {
+            calls += 1;
+            Usage::new(12, 34)
+        });
+        assert_eq!(u, Usage::new(12, 34));
+        assert!(!fault.any());
+        assert_eq!(calls, 1, "counted once for both fields");
     }
 }

@@ -42,6 +42,10 @@ pub enum RelayError {
         /// Upstream error body (JSON).
         body: Bytes,
     },
+    /// Tollgate cannot take calls right now (its settlement backlog is full, say); nothing was
+    /// held or sent.
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// Storage failed.
     #[error("服务暂时不可用")]
     Repo(#[from] RepoError),

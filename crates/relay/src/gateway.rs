@@ -15,7 +15,7 @@ use crate::RelayError;
 use crate::cache::{Catalog, CatalogCache, KeyCache};
 use crate::client::{AttemptError, ChunkError, UpstreamClient, UpstreamReply, read_all};
 use crate::provider::{self, Provider};
-use crate::settle::Settler;
+use crate::settle::{Delivered, Settler, Ticket, now};
 use crate::stream::{self, ClientStream, SettleGuard};
 use crate::tokenizer;
 use crate::wire::{AnswerView, ChatRequest};
@@ -27,11 +27,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollgate_domain::RepoError;
 use tollgate_domain::billing::{
-    DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal, Settlement, hold_amount,
+    DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal, UsageBounds, hold_amount,
 };
 use tollgate_domain::channel::{Channel, ChannelStatus, Route, route};
-use tollgate_domain::ids::{ChannelId, TokenId, UserId};
-use tollgate_domain::pricing::{Price, Usage};
+use tollgate_domain::ids::ChannelId;
 use tollgate_domain::repository::{BillingRepository, RelayStore};
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::token::{AccessKey, Token};
@@ -49,6 +48,9 @@ pub struct GatewayConfig {
     pub failure_threshold: u32,
     /// Largest non-stream answer accepted from upstream.
     pub max_answer_bytes: usize,
+    /// Settlement jobs waiting (for a database that is down, say) at which new calls are
+    /// refused before their hold, so the backlog's memory stays bounded.
+    pub settlement_backlog: usize,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +61,7 @@ impl Default for GatewayConfig {
             hold_ttl: Duration::from_secs(3600),
             failure_threshold: 5,
             max_answer_bytes: 64 * 1024 * 1024,
+            settlement_backlog: 100_000,
         }
     }
 }
@@ -85,37 +88,6 @@ impl std::fmt::Debug for ChatReply {
                 .field("bytes", &body.len())
                 .finish(),
             ChatReply::Stream(_) => f.write_str("Stream"),
-        }
-    }
-}
-
-/// Everything needed to settle a call once it is over.
-#[derive(Debug, Clone)]
-pub(crate) struct Ticket {
-    request_id: String,
-    user_id: UserId,
-    token_id: TokenId,
-    token_name: String,
-    model: String,
-    price: Price,
-    pub(crate) prompt_estimate: u64,
-    is_stream: bool,
-    started: Instant,
-}
-
-impl Ticket {
-    pub(crate) fn settlement(self, usage: Usage) -> Settlement {
-        Settlement {
-            quota: self.price.quota_for(&usage),
-            request_id: self.request_id,
-            user_id: self.user_id,
-            token_id: self.token_id,
-            token_name: self.token_name,
-            model: self.model,
-            usage,
-            is_stream: self.is_stream,
-            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
-            at: now(),
         }
     }
 }
@@ -152,10 +124,6 @@ pub struct ChannelTest {
     pub latency_ms: u64,
     /// What happened, for the admin.
     pub message: String,
-}
-
-fn now() -> UnixTime {
-    UnixTime::from_system(SystemTime::now())
 }
 
 /// A fast, non-cryptographic random source for load balancing (splitmix64 over a shared
@@ -204,6 +172,27 @@ fn sanitize_error(body: &[u8], key: &str, status: u16) -> Bytes {
     }
 }
 
+/// Bodies up to this size are parsed and counted on the async worker; larger ones on the
+/// blocking pool, so a few huge prompts cannot stall every other request.
+const INLINE_PARSE_BYTES: usize = 16 * 1024;
+
+/// Parses the request and estimates its prompt tokens (the tokenizer's work is bounded per
+/// request; see [`tokenizer::TOKENIZE_BUDGET_BYTES`]).
+async fn parse_and_estimate(raw: Bytes) -> Result<(ChatRequest, u64), RelayError> {
+    let small = raw.len() <= INLINE_PARSE_BYTES;
+    let work = move || {
+        let req = ChatRequest::parse(&raw).map_err(RelayError::InvalidRequest)?;
+        let estimate = tokenizer::prompt_tokens(req.body());
+        Ok((req, estimate))
+    };
+    if small {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| RelayError::Unavailable("请求处理失败，请重试"))?
+}
+
 /// The relay.
 pub struct Gateway {
     store: Arc<dyn RelayStore>,
@@ -236,7 +225,7 @@ impl Gateway {
         let billing: Arc<dyn BillingRepository> = store.clone();
         tokenizer::warm_up();
         Ok(Gateway {
-            settler: Settler::start(billing),
+            settler: Settler::start(billing, config.settlement_backlog),
             store,
             keys: KeyCache::default(),
             catalog,
@@ -267,6 +256,12 @@ impl Gateway {
     #[must_use]
     pub fn pending_settlements(&self) -> usize {
         self.settler.pending()
+    }
+
+    /// Settlement jobs failing and being retried (the database is down).
+    #[must_use]
+    pub fn failing_settlements(&self) -> usize {
+        self.settler.failing()
     }
 
     /// Waits for queued settlements (shutdown).
@@ -306,16 +301,23 @@ impl Gateway {
         Ok(self.catalog().served().keys().cloned().collect())
     }
 
-    /// `POST /v1/chat/completions`.
+    /// `POST /v1/chat/completions` for an authenticated key (see [`Gateway::authenticate`],
+    /// which callers run before reading the body).
     pub async fn chat(
         &self,
-        bearer: Option<&str>,
-        raw: &[u8],
+        token: Arc<Token>,
+        raw: Bytes,
         request_id: &str,
     ) -> Result<ChatReply, RelayError> {
         let started = Instant::now();
-        let token = self.authenticate(bearer).await?;
-        let req = ChatRequest::parse(raw).map_err(RelayError::InvalidRequest)?;
+        if self.settler.is_full() {
+            tracing::warn!(
+                pending = self.settler.pending(),
+                "settlement backlog full; refusing new calls until the database catches up"
+            );
+            return Err(RelayError::Unavailable("结算积压，请稍后重试"));
+        }
+        let (req, prompt_estimate) = parse_and_estimate(raw).await?;
         let model = req.model.as_str().to_owned();
         let catalog = self.catalog();
         let order = match route(catalog.channels(), &model, random_below) {
@@ -326,7 +328,6 @@ impl Gateway {
         let price = catalog
             .price(&model)
             .ok_or_else(|| RelayError::ModelNotFound(model.clone()))?;
-        let prompt_estimate = tokenizer::prompt_tokens(req.body());
         // Every one of `n` choices may use the whole completion limit.
         let limit = req
             .max_tokens
@@ -360,7 +361,8 @@ impl Gateway {
             Err(HoldRefusal::TokenExpired) => return Err(RelayError::TokenExpired),
         }
         // From here on, if the client goes away before the call is handed to a settlement
-        // (the handler future is dropped), the hold is released rather than left to expire.
+        // (the handler future is dropped, which also cancels the upstream request), the hold is
+        // released rather than left to expire.
         let mut unsettled = ReleaseOnDrop {
             request_id: Some(request_id.to_owned()),
             settler: &self.settler,
@@ -373,6 +375,12 @@ impl Gateway {
             model: model.clone(),
             price,
             prompt_estimate,
+            bounds: UsageBounds::for_request(
+                req.body_bytes,
+                req.media_parts,
+                req.max_tokens,
+                req.choices,
+            ),
             is_stream: req.stream,
             started,
         };
@@ -399,16 +407,13 @@ impl Gateway {
                 ChunkError::Broken(m) => RelayError::Upstream(m),
             })?;
         let view = AnswerView::parse(&body).unwrap_or_default();
-        let usage = match &view.usage {
-            Some(u) => adapter.usage(u),
-            None => {
-                let mut text = String::new();
-                view.text_into(&mut text);
-                Usage::new(prompt_estimate, tokenizer::count(&text))
-            }
-        };
+        let reported = view.usage.as_ref().map(|u| adapter.usage(u));
+        let mut text = String::new();
+        view.text_into(&mut text);
+        let mut delivered = Delivered::default();
+        delivered.push(&text);
         unsettled.disarm();
-        self.settler.settle(ticket.settlement(usage));
+        self.settler.settle(ticket.finish(reported, delivered));
         Ok(ChatReply::Json {
             status: reply.status,
             body,
@@ -448,10 +453,13 @@ impl Gateway {
             tries += 1;
             match self.client.send(channel, body).await {
                 Err(AttemptError::Timeout) => {
-                    tracing::warn!(channel = %channel.id, "upstream timed out before answering");
+                    // The upstream may still be generating (and billing) that answer: calling
+                    // it again would pay for the same answer twice. Only other channels are
+                    // tried.
+                    tracing::warn!(channel = %channel.id, "upstream timed out before answering; not retried on this channel");
                     self.note_failure(channel, &mut failed).await;
                     last = RelayError::UpstreamTimeout;
-                    next += 1;
+                    candidates.retain(|c| c.id != channel.id);
                 }
                 Err(AttemptError::Connect(e) | AttemptError::Misconfigured(e)) => {
                     tracing::warn!(channel = %channel.id, error = %e, "upstream connection failed");

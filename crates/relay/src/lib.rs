@@ -20,3 +20,4 @@ pub mod wire;
 
 pub use error::RelayError;
 pub use gateway::{ChatReply, Gateway, GatewayConfig};
+pub use settle::Settler;

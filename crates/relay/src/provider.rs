@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http_body_util::Full;
 use serde_json::{Value, json};
+use tollgate_domain::billing::{Reported, ReportedUsage};
 use tollgate_domain::channel::{Channel, ChannelKind};
-use tollgate_domain::pricing::Usage;
 
 /// One upstream provider.
 pub trait Provider: Send + Sync {
@@ -32,9 +32,10 @@ pub trait Provider: Send + Sync {
         Some(req)
     }
 
-    /// The usage in this provider's spelling.
-    fn usage(&self, wire: &WireUsage) -> Usage {
-        wire.to_usage()
+    /// The usage in this provider's spelling, as reported (checked against the request's
+    /// bounds when the call is settled).
+    fn usage(&self, wire: &WireUsage) -> ReportedUsage {
+        wire.to_reported()
     }
 }
 
@@ -47,14 +48,10 @@ impl Provider for OpenAi {
         ChannelKind::OpenAi
     }
 
-    fn usage(&self, wire: &WireUsage) -> Usage {
-        Usage {
-            cached_tokens: wire
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            ..wire.to_usage()
+    fn usage(&self, wire: &WireUsage) -> ReportedUsage {
+        ReportedUsage {
+            cached: wire.details_cached(),
+            ..wire.to_reported()
         }
     }
 }
@@ -78,16 +75,14 @@ impl Provider for DeepSeek {
         ChannelKind::DeepSeek
     }
 
-    fn usage(&self, wire: &WireUsage) -> Usage {
-        Usage {
-            cached_tokens: wire
-                .prompt_cache_hit_tokens
-                .or(wire
-                    .prompt_tokens_details
-                    .as_ref()
-                    .and_then(|d| d.cached_tokens))
-                .unwrap_or(0),
-            ..wire.to_usage()
+    fn usage(&self, wire: &WireUsage) -> ReportedUsage {
+        let cached = match wire.prompt_cache_hit_tokens.0 {
+            Reported::Absent => wire.details_cached(),
+            r => r,
+        };
+        ReportedUsage {
+            cached,
+            ..wire.to_reported()
         }
     }
 }
@@ -214,8 +209,9 @@ mod tests {
             echo_answer(br#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#);
         assert!(!stream);
         let a = AnswerView::parse(&parts[0]).expect("json");
-        let u = a.usage.expect("usage").to_usage();
-        assert!(u.prompt_tokens > 0 && u.completion_tokens > 0);
+        let u = a.usage.expect("usage").to_reported();
+        // 3 + (3 + "user" + "hello") and "Echo from Tollgate: hello".
+        assert_eq!(u, ReportedUsage::counts(8, 6, 0));
         let (stream, events) = echo_answer(
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello"}]}"#,
         );
@@ -238,8 +234,14 @@ mod tests {
             r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_cache_hit_tokens":6}"#,
         )
         .expect("json");
-        assert_eq!(DeepSeek.usage(&w).cached_tokens, 6);
-        assert_eq!(OpenAi.usage(&w).cached_tokens, 0);
+        assert_eq!(DeepSeek.usage(&w), ReportedUsage::counts(10, 2, 6));
+        assert_eq!(OpenAi.usage(&w).cached, Reported::Absent);
+        let both: WireUsage = serde_json::from_str(
+            r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_cache_hit_tokens":6,"prompt_tokens_details":{"cached_tokens":4}}"#,
+        )
+        .expect("json");
+        assert_eq!(DeepSeek.usage(&both).cached, Reported::Count(6));
+        assert_eq!(OpenAi.usage(&both).cached, Reported::Count(4));
         for kind in ChannelKind::ALL {
             assert_eq!(for_kind(kind).kind(), kind);
         }

@@ -1,26 +1,163 @@
-//! The settlement worker. Settling and releasing are sent to a background task instead of
-//! being awaited on the reply path, so a reply (or the end of a stream, or a client that went
-//! away) never waits for the database. Each job is retried with backoff; the database makes
-//! every job idempotent, so a retry after an unclear failure cannot charge twice. `drain`
-//! waits for the queue at shutdown.
+//! Settlement: turning a finished call into its charge, and the background worker that writes
+//! it. Settling and releasing are sent to a background task instead of being awaited on the
+//! reply path, so a reply (or the end of a stream, or a client that went away) never waits for
+//! the database.
+//!
+//! A settlement is never dropped while the process lives: a job that fails (the database is
+//! down, say) is retried with capped exponential backoff until it succeeds, and the backlog is
+//! logged while it lasts. The database makes every job idempotent, so a retry after an unclear
+//! failure cannot charge twice. Memory stays bounded because the gateway refuses new calls
+//! (before any hold) while the backlog is at its capacity. `drain` waits for the queue at
+//! shutdown; a job still unfinished when the process exits is logged with its request id.
 
-use std::sync::Arc;
+use crate::tokenizer;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, mpsc};
-use tollgate_domain::billing::Settlement;
+use tollgate_domain::billing::{ReportedUsage, Settlement, UsageBounds};
+use tollgate_domain::ids::{TokenId, UserId};
+use tollgate_domain::pricing::{Price, Usage};
 use tollgate_domain::repository::BillingRepository;
+use tollgate_domain::time::UnixTime;
 
-const ATTEMPTS: u32 = 8;
+/// Longest wait between two attempts of a failing job.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the backlog is logged while jobs are failing.
+const BACKLOG_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Delivered text up to this size is counted on the worker itself; more goes to the blocking
+/// pool.
+const INLINE_COUNT_BYTES: usize = 4 * 1024;
+
+/// The wall clock as unix seconds.
+pub(crate) fn now() -> UnixTime {
+    UnixTime::from_system(SystemTime::now())
+}
+
+/// Everything needed to settle a call once it is over.
+#[derive(Debug, Clone)]
+pub(crate) struct Ticket {
+    pub(crate) request_id: String,
+    pub(crate) user_id: UserId,
+    pub(crate) token_id: TokenId,
+    pub(crate) token_name: String,
+    pub(crate) model: String,
+    pub(crate) price: Price,
+    pub(crate) prompt_estimate: u64,
+    pub(crate) bounds: UsageBounds,
+    pub(crate) is_stream: bool,
+    pub(crate) started: Instant,
+}
+
+impl Ticket {
+    /// The call is over: what the upstream reported (if anything) and what reached the client.
+    pub(crate) fn finish(self, reported: Option<ReportedUsage>, delivered: Delivered) -> Finished {
+        Finished {
+            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            ended_at: now(),
+            ticket: self,
+            reported,
+            delivered,
+        }
+    }
+}
+
+/// Generated text handed to the client, kept only as far as the tokenizer would read it
+/// exactly: past [`tokenizer::TOKENIZE_BUDGET_BYTES`] only its length is kept, so a long stream
+/// costs no more memory than a short one.
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    text: String,
+    bytes: usize,
+}
+
+impl Delivered {
+    /// Adds text that reached the client.
+    pub(crate) fn push(&mut self, s: &str) {
+        self.bytes = self.bytes.saturating_add(s.len());
+        if self.bytes <= tokenizer::TOKENIZE_BUDGET_BYTES {
+            self.text.push_str(s);
+        } else if !self.text.is_empty() {
+            self.text = String::new();
+        }
+    }
+
+    /// Its tokens: counted exactly within the budget, estimated from the bytes beyond it.
+    pub(crate) fn tokens(&self) -> u64 {
+        if self.bytes > tokenizer::TOKENIZE_BUDGET_BYTES {
+            tokenizer::estimate(self.bytes)
+        } else {
+            tokenizer::count(&self.text)
+        }
+    }
+}
+
+/// A finished call, not yet priced.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    ticket: Ticket,
+    reported: Option<ReportedUsage>,
+    delivered: Delivered,
+    ended_at: UnixTime,
+    latency_ms: i64,
+}
+
+impl Finished {
+    /// The settlement: the reported usage where it is plausible, Tollgate's own count (prompt
+    /// estimate, delivered text) where it is absent or not believable.
+    pub(crate) fn into_settlement(self) -> Settlement {
+        let Finished {
+            ticket: t,
+            reported,
+            delivered,
+            ended_at,
+            latency_ms,
+        } = self;
+        let report = reported.unwrap_or_default();
+        let (usage, fault) = t.bounds.settle_usage(&report, || {
+            Usage::new(t.prompt_estimate, delivered.tokens())
+        });
+        if fault.any() {
+            tracing::warn!(
+                request_id = %t.request_id,
+                model = %t.model,
+                reported = ?report,
+                billed = ?usage,
+                max_prompt = t.bounds.max_prompt(),
+                max_completion = t.bounds.max_completion(),
+                "upstream fault: implausible usage reported; billed by Tollgate's own count"
+            );
+        }
+        Settlement {
+            quota: t.price.quota_for(&usage),
+            request_id: t.request_id,
+            user_id: t.user_id,
+            token_id: t.token_id,
+            token_name: t.token_name,
+            model: t.model,
+            usage,
+            is_stream: t.is_stream,
+            latency_ms,
+            at: ended_at,
+        }
+    }
+
+    fn counts_much(&self) -> bool {
+        self.delivered.bytes > INLINE_COUNT_BYTES
+    }
+}
 
 enum Job {
-    Settle(Settlement),
+    Settle(Box<Finished>),
     Release(String),
 }
 
 #[derive(Debug, Default)]
 struct Pending {
+    /// Jobs submitted and not finished.
     count: AtomicUsize,
+    /// Jobs that failed at least once and are still retrying.
+    failing: AtomicUsize,
     idle: Notify,
 }
 
@@ -29,20 +166,23 @@ struct Pending {
 pub struct Settler {
     tx: mpsc::UnboundedSender<Job>,
     pending: Arc<Pending>,
+    capacity: usize,
 }
 
 impl std::fmt::Debug for Settler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settler")
-            .field("pending", &self.pending.count.load(Ordering::Relaxed))
+            .field("pending", &self.pending())
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
 
 impl Settler {
-    /// Starts the worker on the current tokio runtime.
+    /// Starts the worker on the current tokio runtime; `capacity` is the backlog at which
+    /// [`Settler::is_full`] turns true.
     #[must_use]
-    pub fn start(billing: Arc<dyn BillingRepository>) -> Self {
+    pub fn start(billing: Arc<dyn BillingRepository>, capacity: usize) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let pending = Arc::new(Pending::default());
         let done = Arc::clone(&pending);
@@ -51,27 +191,36 @@ impl Settler {
                 let billing = Arc::clone(&billing);
                 let done = Arc::clone(&done);
                 tokio::spawn(async move {
-                    run(&*billing, job).await;
+                    run(&*billing, job, &done).await;
                     if done.count.fetch_sub(1, Ordering::AcqRel) == 1 {
                         done.idle.notify_waiters();
                     }
                 });
             }
         });
-        Settler { tx, pending }
+        tokio::spawn(report_backlog(Arc::downgrade(&pending)));
+        Settler {
+            tx,
+            pending,
+            capacity: capacity.max(1),
+        }
     }
 
     fn submit(&self, job: Job) {
         self.pending.count.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(job).is_err() {
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
             self.pending.count.fetch_sub(1, Ordering::AcqRel);
-            tracing::error!("settlement worker is gone; the hold will expire instead");
+            let what = match &job {
+                Job::Settle(f) => f.ticket.request_id.clone(),
+                Job::Release(id) => id.clone(),
+            };
+            tracing::error!(request_id = %what, "settlement worker is gone; the hold will expire instead");
         }
     }
 
     /// Settles a finished call (in the background).
-    pub fn settle(&self, s: Settlement) {
-        self.submit(Job::Settle(s));
+    pub(crate) fn settle(&self, finished: Finished) {
+        self.submit(Job::Settle(Box::new(finished)));
     }
 
     /// Releases the hold of a call that failed before answering (in the background).
@@ -83,6 +232,18 @@ impl Settler {
     #[must_use]
     pub fn pending(&self) -> usize {
         self.pending.count.load(Ordering::Acquire)
+    }
+
+    /// Jobs that are failing and being retried (the database is down or refusing them).
+    #[must_use]
+    pub fn failing(&self) -> usize {
+        self.pending.failing.load(Ordering::Acquire)
+    }
+
+    /// Whether the backlog has reached its capacity (new calls should wait).
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.pending() >= self.capacity
     }
 
     /// Waits until every submitted job is done, or `timeout` passes.
@@ -100,30 +261,265 @@ impl Settler {
     }
 }
 
-async fn run(billing: &dyn BillingRepository, job: Job) {
-    for attempt in 1..=ATTEMPTS {
-        let result = match &job {
-            Job::Settle(s) => billing.settle(s).await.map(|o| {
+/// Logs the backlog every few seconds while jobs are failing; ends with the settler.
+async fn report_backlog(pending: Weak<Pending>) {
+    loop {
+        tokio::time::sleep(BACKLOG_REPORT_EVERY).await;
+        let Some(p) = pending.upgrade() else { return };
+        let failing = p.failing.load(Ordering::Acquire);
+        if failing > 0 {
+            tracing::warn!(
+                failing,
+                pending = p.count.load(Ordering::Acquire),
+                "settlement backlog: jobs waiting for the database, still retrying"
+            );
+        }
+    }
+}
+
+/// Backoff before retry `attempt` (1-based): doubling from 100 ms up to [`MAX_BACKOFF`], with
+/// a little jitter from the attempt number so failing jobs do not retry in lockstep.
+#[must_use]
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(9));
+    let jitter = Duration::from_millis(u64::from(attempt.wrapping_mul(37) % 50));
+    base.min(MAX_BACKOFF).saturating_add(jitter)
+}
+
+/// Logs a job that the process gave up on by exiting (its runtime dropped it unfinished).
+struct Unfinished<'a> {
+    what: &'a str,
+    request_id: &'a str,
+    quota: i64,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::error!(
+                request_id = %self.request_id,
+                quota = self.quota,
+                what = self.what,
+                "process stopping with this job unfinished; the hold will expire unbilled"
+            );
+        }
+    }
+}
+
+async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
+    let (what, settlement, request_id) = match job {
+        Job::Settle(f) => {
+            let s = if f.counts_much() {
+                match tokio::task::spawn_blocking(move || f.into_settlement()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "counting a settlement failed");
+                        return;
+                    }
+                }
+            } else {
+                f.into_settlement()
+            };
+            let id = s.request_id.clone();
+            ("settle", Some(s), id)
+        }
+        Job::Release(id) => ("release", None, id),
+    };
+    let mut guard = Unfinished {
+        what,
+        request_id: &request_id,
+        quota: settlement.as_ref().map_or(0, |s| s.quota.get()),
+        done: false,
+    };
+    let mut attempt = 0u32;
+    loop {
+        let result = match &settlement {
+            Some(s) => billing.settle(s).await.map(|o| {
                 tracing::debug!(request_id = %s.request_id, quota = s.quota.get(), outcome = ?o, "settled");
             }),
-            Job::Release(id) => billing.release(id).await.map(|_| ()),
+            None => billing.release(&request_id).await.map(|_| ()),
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => break,
             Err(e) => {
-                tracing::warn!(attempt, error = %e, detail = e.detail(), "settlement failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * (1 << attempt.min(8)))).await;
+                attempt = attempt.saturating_add(1);
+                if attempt == 1 {
+                    pending.failing.fetch_add(1, Ordering::AcqRel);
+                }
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    tracing::warn!(
+                        request_id = %request_id,
+                        what,
+                        attempt,
+                        error = %e,
+                        detail = e.detail(),
+                        "settlement job failed; retrying until the database answers"
+                    );
+                }
+                tokio::time::sleep(backoff(attempt)).await;
             }
         }
     }
-    match job {
-        Job::Settle(s) => tracing::error!(
-            request_id = %s.request_id,
-            quota = s.quota.get(),
-            "settlement gave up; the hold will expire and the call stays unbilled"
-        ),
-        Job::Release(id) => {
-            tracing::error!(request_id = %id, "release gave up; the hold will expire")
+    if attempt > 0 {
+        pending.failing.fetch_sub(1, Ordering::AcqRel);
+        tracing::info!(request_id = %request_id, what, attempts = attempt + 1, "settlement job done after retries");
+    }
+    guard.done = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use tollgate_domain::RepoError;
+    use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome};
+    use tollgate_domain::quota::Quota;
+
+    /// A billing store that is down for its first `down_for` calls.
+    #[derive(Default)]
+    struct Flaky {
+        down_for: usize,
+        calls: AtomicUsize,
+        settled: Mutex<Vec<Settlement>>,
+        released: Mutex<Vec<String>>,
+    }
+
+    impl Flaky {
+        fn up(&self) -> Result<(), RepoError> {
+            if self.calls.fetch_add(1, Ordering::AcqRel) < self.down_for {
+                Err(RepoError::Unavailable {
+                    detail: "connection refused".into(),
+                })
+            } else {
+                Ok(())
+            }
         }
+    }
+
+    #[async_trait]
+    impl BillingRepository for Flaky {
+        async fn hold(&self, _: &Hold, _: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError> {
+            self.up().map(Ok)
+        }
+        async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
+            self.up()?;
+            self.settled.lock().expect("lock").push(s.clone());
+            Ok(SettleOutcome::Settled)
+        }
+        async fn release(&self, id: &str) -> Result<bool, RepoError> {
+            self.up()?;
+            self.released.lock().expect("lock").push(id.to_owned());
+            Ok(true)
+        }
+        async fn expire_holds(&self, _: UnixTime, _: u64) -> Result<u64, RepoError> {
+            Ok(0)
+        }
+    }
+
+    fn ticket(id: &str) -> Ticket {
+        Ticket {
+            request_id: id.into(),
+            user_id: UserId::new(1),
+            token_id: TokenId::new(2),
+            token_name: "k".into(),
+            model: "m".into(),
+            price: Price::new(2.into(), 6.into(), 1.into()).expect("price"),
+            prompt_estimate: 10,
+            bounds: UsageBounds::for_request(1_000, 0, Some(100), 1),
+            is_stream: true,
+            started: Instant::now(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_settlement_outlives_a_long_outage_and_is_written_once() {
+        // 60 failed attempts span well over ten minutes of backoff: more than any fixed retry
+        // count would wait.
+        let store = Arc::new(Flaky {
+            down_for: 60,
+            ..Flaky::default()
+        });
+        let settler = Settler::start(store.clone(), 10);
+        settler.settle(
+            ticket("r1").finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
+        );
+        assert!(!settler.drain(Duration::from_secs(60)).await, "still down");
+        assert_eq!(settler.failing(), 1);
+        assert_eq!(settler.pending(), 1);
+        assert!(
+            settler.drain(Duration::from_secs(3600)).await,
+            "written once the store is back"
+        );
+        let settled = store.settled.lock().expect("lock").clone();
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].usage, Usage::new(10, 20));
+        // (10 × 2 + 20 × 6) / 2 = 70.
+        assert_eq!(settled[0].quota, Quota::new(70));
+        assert_eq!((settler.failing(), settler.pending()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn releases_are_retried_too_and_the_backlog_has_a_capacity() {
+        let store = Arc::new(Flaky {
+            down_for: 30,
+            ..Flaky::default()
+        });
+        let settler = Settler::start(store.clone(), 2);
+        assert!(!settler.is_full());
+        settler.release("a".into());
+        settler.release("b".into());
+        assert!(settler.is_full(), "two jobs fill a backlog of two");
+        assert!(settler.drain(Duration::from_secs(3600)).await);
+        let mut released = store.released.lock().expect("lock").clone();
+        released.sort();
+        assert_eq!(released, ["a", "b"]);
+        assert!(!settler.is_full());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        assert!(
+            backoff(1) >= Duration::from_millis(200) && backoff(1) < Duration::from_millis(250)
+        );
+        assert!(
+            backoff(2) >= Duration::from_millis(400) && backoff(2) < Duration::from_millis(450)
+        );
+        for n in [9, 10, 100, u32::MAX] {
+            assert!(
+                backoff(n) >= MAX_BACKOFF && backoff(n) < MAX_BACKOFF + Duration::from_millis(50)
+            );
+        }
+    }
+
+    #[test]
+    fn delivered_text_is_kept_only_as_far_as_it_is_counted() {
+        let mut d = Delivered::default();
+        d.push("hello ");
+        d.push("world");
+        assert_eq!(d.tokens(), 2);
+        let big = "a".repeat(tokenizer::TOKENIZE_BUDGET_BYTES);
+        d.push(&big);
+        assert!(d.text.is_empty(), "past the budget only the length is kept");
+        assert_eq!(
+            d.tokens(),
+            tokenizer::estimate(11 + tokenizer::TOKENIZE_BUDGET_BYTES)
+        );
+    }
+
+    #[test]
+    fn implausible_reports_are_billed_by_our_own_count() {
+        let mut d = Delivered::default();
+        d.push("hello world");
+        let hostile = ReportedUsage::counts(u64::MAX, 1_000_000_000_000_000, 0);
+        let s = ticket("r").finish(Some(hostile), d).into_settlement();
+        // Prompt estimate 10, "hello world" 2 tokens: (10 × 2 + 2 × 6) / 2 = 16.
+        assert_eq!(s.usage, Usage::new(10, 2));
+        assert_eq!(s.quota, Quota::new(16));
+        let none = ticket("r")
+            .finish(None, Delivered::default())
+            .into_settlement();
+        assert_eq!(none.usage, Usage::new(10, 0));
     }
 }

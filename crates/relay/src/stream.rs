@@ -5,16 +5,14 @@
 //! away first, when the stream is dropped — for the prompt and what was delivered.
 
 use crate::client::{ByteStream, next_chunk};
-use crate::gateway::Ticket;
 use crate::provider::Provider;
-use crate::settle::Settler;
-use crate::tokenizer;
+use crate::settle::{Delivered, Settler, Ticket};
 use crate::wire::{AnswerView, SseSplitter, event_data};
 use bytes::Bytes;
 use futures_util::{Stream, stream};
 use std::collections::VecDeque;
 use std::time::Duration;
-use tollgate_domain::pricing::Usage;
+use tollgate_domain::billing::ReportedUsage;
 
 /// The stream handed to the server: bytes for the client.
 pub type ClientStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -24,9 +22,10 @@ pub(crate) struct SettleGuard {
     ticket: Option<Ticket>,
     settler: Settler,
     /// Usage reported by the upstream, once seen.
-    pub(crate) usage: Option<Usage>,
-    /// Text already handed to the client (for counting when the upstream gave no usage).
-    pub(crate) delivered: String,
+    pub(crate) usage: Option<ReportedUsage>,
+    /// Generated text already handed to the client (for counting when the upstream gave no
+    /// believable usage).
+    pub(crate) delivered: Delivered,
 }
 
 impl SettleGuard {
@@ -35,17 +34,15 @@ impl SettleGuard {
             ticket: Some(ticket),
             settler,
             usage: None,
-            delivered: String::new(),
+            delivered: Delivered::default(),
         }
     }
 
     /// Settles now (a second call does nothing).
     pub(crate) fn finish(&mut self) {
         if let Some(t) = self.ticket.take() {
-            let usage = self.usage.unwrap_or_else(|| {
-                Usage::new(t.prompt_estimate, tokenizer::count(&self.delivered))
-            });
-            self.settler.settle(t.settlement(usage));
+            let delivered = std::mem::take(&mut self.delivered);
+            self.settler.settle(t.finish(self.usage, delivered));
         }
     }
 }
@@ -124,7 +121,7 @@ pub(crate) fn relay(
     Box::pin(stream::unfold(state, |mut st| async move {
         loop {
             if let Some((bytes, text)) = st.pending.pop_front() {
-                st.guard.delivered.push_str(&text);
+                st.guard.delivered.push(&text);
                 return Some((Ok(bytes), st));
             }
             if st.ended {

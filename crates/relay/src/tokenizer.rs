@@ -2,24 +2,50 @@
 //! size holds from the prompt and, when an upstream ends without `usage`, to bill what it
 //! delivered. Provider tokenizers differ a little; holds are estimates and settlements prefer
 //! the upstream's own count whenever there is one.
+//!
+//! Tokenizing costs CPU in proportion to the text, so the work per request is bounded: the
+//! first [`TOKENIZE_BUDGET_BYTES`] bytes of a request's texts are counted exactly, the rest is
+//! estimated from its byte length. Callers run large counts on the blocking pool.
 
 use serde_json::Value;
 use tiktoken_rs::cl100k_base_singleton;
 
-/// Texts longer than this are estimated from their byte length instead of tokenized, so one
-/// huge prompt cannot stall a worker; 3 bytes per token over-estimates English and matches CJK.
-pub const TOKENIZE_LIMIT_BYTES: usize = 64 * 1024;
+/// Bytes of text counted exactly per request (a prompt, or one answer); beyond them texts are
+/// estimated from their byte length, so one huge request cannot stall a CPU. 3 bytes per token
+/// over-estimates English and matches CJK.
+pub const TOKENIZE_BUDGET_BYTES: usize = 64 * 1024;
 
-/// Tokens in `text`.
+/// The byte-length estimate used past the budget.
+#[must_use]
+pub fn estimate(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(3)
+}
+
+/// The exact-counting budget of one request.
+struct Budget(usize);
+
+impl Budget {
+    fn new() -> Self {
+        Budget(TOKENIZE_BUDGET_BYTES)
+    }
+
+    fn count(&mut self, text: &str) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        if text.len() > self.0 {
+            self.0 = 0;
+            return estimate(text.len());
+        }
+        self.0 -= text.len();
+        cl100k_base_singleton().encode_ordinary(text).len() as u64
+    }
+}
+
+/// Tokens in `text` (exact up to [`TOKENIZE_BUDGET_BYTES`], estimated beyond).
 #[must_use]
 pub fn count(text: &str) -> u64 {
-    if text.is_empty() {
-        return 0;
-    }
-    if text.len() > TOKENIZE_LIMIT_BYTES {
-        return (text.len() as u64).div_ceil(3);
-    }
-    cl100k_base_singleton().encode_ordinary(text).len() as u64
+    Budget::new().count(text)
 }
 
 /// Loads the tokenizer tables now rather than on the first request.
@@ -31,31 +57,36 @@ pub fn warm_up() {
 /// prime the reply; tools and response formats are counted as their JSON text.
 #[must_use]
 pub fn prompt_tokens(body: &serde_json::Map<String, Value>) -> u64 {
+    let mut budget = Budget::new();
+    let mut count = |s: &str| budget.count(s);
     let mut total = 3u64;
     if let Some(Value::Array(messages)) = body.get("messages") {
         for m in messages {
-            total += 3;
+            total = total.saturating_add(3);
             let Value::Object(m) = m else { continue };
             for (field, value) in m {
-                total += match (field.as_str(), value) {
+                let tokens = match (field.as_str(), value) {
                     (_, Value::String(s)) => count(s),
-                    ("content", Value::Array(parts)) => parts.iter().map(part_tokens).sum(),
+                    ("content", Value::Array(parts)) => {
+                        parts.iter().map(|p| part_tokens(p, &mut count)).sum()
+                    }
                     (_, Value::Null) => 0,
                     (_, other) => count(&other.to_string()),
                 };
+                total = total.saturating_add(tokens);
             }
         }
     }
     for extra in ["tools", "functions", "response_format"] {
         if let Some(v) = body.get(extra) {
-            total += count(&v.to_string());
+            total = total.saturating_add(count(&v.to_string()));
         }
     }
     total
 }
 
 /// A content part: its text, or a flat 85 tokens for an image (OpenAI's low-detail cost).
-fn part_tokens(part: &Value) -> u64 {
+fn part_tokens(part: &Value, count: &mut impl FnMut(&str) -> u64) -> u64 {
     match part {
         Value::Object(p) => match p.get("text") {
             Some(Value::String(t)) => count(t),
@@ -76,8 +107,8 @@ mod tests {
         assert_eq!(count(""), 0);
         assert_eq!(count("hello world"), 2);
         assert!(count("你好！很高兴见到你！") >= 5);
-        let big = "a".repeat(TOKENIZE_LIMIT_BYTES + 3);
-        assert_eq!(count(&big), (TOKENIZE_LIMIT_BYTES as u64 + 3).div_ceil(3));
+        let big = "a".repeat(TOKENIZE_BUDGET_BYTES + 3);
+        assert_eq!(count(&big), 21_847, "(65,536 + 3) / 3, rounded up");
     }
 
     #[test]
@@ -93,5 +124,23 @@ mod tests {
         )
         .expect("json");
         assert_eq!(prompt_tokens(&parts), 3 + 3 + 1 + 2 + 85);
+    }
+
+    #[test]
+    fn a_request_tokenizes_at_most_its_budget() {
+        let message = serde_json::json!({"role": "user", "content": "a".repeat(10_240)});
+        let body = |n: usize| -> serde_json::Map<String, Value> {
+            let mut m = serde_json::Map::new();
+            m.insert("messages".into(), Value::Array(vec![message.clone(); n]));
+            m
+        };
+        // Six messages fit the 64 KiB budget; the hundredth is estimated from its bytes:
+        // 3 + "user" (4 bytes → 2) + 10,240 bytes → 3,414.
+        assert_eq!(
+            prompt_tokens(&body(100)) - prompt_tokens(&body(99)),
+            3 + 2 + 3_414
+        );
+        // The first one was counted exactly: 'a' × 10,240 is far fewer than 3,414 tokens.
+        assert!(prompt_tokens(&body(1)) < 3 + 1 + 2_000);
     }
 }

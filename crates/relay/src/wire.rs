@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tollgate_domain::pricing::{ModelName, Usage};
+use tollgate_domain::billing::{Reported, ReportedUsage};
+use tollgate_domain::pricing::ModelName;
 
 /// A client's chat-completions request.
 #[derive(Debug, Clone)]
@@ -17,11 +18,27 @@ pub struct ChatRequest {
     pub stream: bool,
     /// Whether the client asked to see the usage chunk.
     pub include_usage: bool,
-    /// `max_completion_tokens` or `max_tokens`, when set.
+    /// The largest completion limit the request sets under any spelling a provider honours
+    /// ([`LIMIT_FIELDS`]), when it sets one.
     pub max_tokens: Option<u64>,
     /// `n`: how many choices to generate (1 when absent); each may use the token limit.
     pub choices: u64,
+    /// Size of the request body in bytes.
+    pub body_bytes: u64,
+    /// Content parts that are not text (images, audio, video, files), whose tokens the body's
+    /// bytes do not bound.
+    pub media_parts: u64,
 }
+
+/// Completion limits as providers spell them. Providers differ in which one they honour
+/// (OpenAI `max_completion_tokens`; DeepSeek, DashScope and most compatible servers
+/// `max_tokens`; some `max_output_tokens` or `max_new_tokens`), so the hold takes the largest.
+pub const LIMIT_FIELDS: [&str; 4] = [
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "max_new_tokens",
+];
 
 fn bad(msg: impl Into<String>) -> String {
     msg.into()
@@ -67,11 +84,12 @@ impl ChatRequest {
             Some(_) => return Err(bad("stream_options must be an object")),
         };
         let mut max_tokens = None;
-        for field in ["max_tokens", "max_completion_tokens"] {
+        for field in LIMIT_FIELDS {
             match body.get(field) {
                 None | Some(Value::Null) => {}
                 Some(Value::Number(n)) => match n.as_u64() {
-                    Some(v) => max_tokens = Some(max_tokens.map_or(v, |m: u64| m.min(v))),
+                    // The upstream may honour any one of them: the hold covers the largest.
+                    Some(v) => max_tokens = Some(max_tokens.map_or(v, |m: u64| m.max(v))),
                     None => return Err(format!("{field} must be a non-negative integer")),
                 },
                 Some(_) => return Err(format!("{field} must be an integer")),
@@ -85,6 +103,7 @@ impl ChatRequest {
                 .ok_or_else(|| bad("n must be an integer from 1 to 128"))?,
             Some(_) => return Err(bad("n must be an integer")),
         };
+        let media_parts = media_parts(&body);
         Ok(ChatRequest {
             body,
             model,
@@ -92,6 +111,8 @@ impl ChatRequest {
             include_usage,
             max_tokens,
             choices,
+            body_bytes: raw.len() as u64,
+            media_parts,
         })
     }
 
@@ -120,22 +141,54 @@ impl ChatRequest {
     }
 }
 
+/// Non-text content parts of the messages (`image_url`, `input_audio`, `video_url`, `file`,
+/// …): each may cost many tokens that the request's bytes do not show.
+fn media_parts(body: &Map<String, Value>) -> u64 {
+    let Some(Value::Array(messages)) = body.get("messages") else {
+        return 0;
+    };
+    messages
+        .iter()
+        .filter_map(|m| match m.get("content") {
+            Some(Value::Array(parts)) => Some(parts),
+            _ => None,
+        })
+        .flatten()
+        .filter(|p| !matches!(p.get("type"), Some(Value::String(t)) if t == "text"))
+        .count() as u64
+}
+
+/// A usage count as sent: read leniently, so a hostile value (negative, fractional, beyond 64
+/// bits, a string) is seen as invalid instead of hiding the rest of the answer from billing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireCount(pub Reported);
+
+impl<'de> Deserialize<'de> for WireCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(WireCount(match Value::deserialize(d)? {
+            Value::Null => Reported::Absent,
+            Value::Number(n) => n.as_u64().map_or(Reported::Invalid, Reported::Count),
+            _ => Reported::Invalid,
+        }))
+    }
+}
+
 /// `usage` as providers send it (OpenAI, DashScope and DeepSeek spell cached tokens
 /// differently).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WireUsage {
     /// Prompt tokens.
     #[serde(default)]
-    pub prompt_tokens: Option<u64>,
+    pub prompt_tokens: WireCount,
     /// Completion tokens.
     #[serde(default)]
-    pub completion_tokens: Option<u64>,
+    pub completion_tokens: WireCount,
     /// OpenAI/DashScope cached tokens.
     #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
     /// DeepSeek cached tokens.
     #[serde(default)]
-    pub prompt_cache_hit_tokens: Option<u64>,
+    pub prompt_cache_hit_tokens: WireCount,
 }
 
 /// `usage.prompt_tokens_details`.
@@ -143,44 +196,94 @@ pub struct WireUsage {
 pub struct PromptDetails {
     /// Cached prompt tokens.
     #[serde(default)]
-    pub cached_tokens: Option<u64>,
+    pub cached_tokens: WireCount,
 }
 
 impl WireUsage {
-    /// As a domain usage, with the cached count from either spelling.
+    /// OpenAI's spelling of the cached count.
     #[must_use]
-    pub fn to_usage(&self) -> Usage {
-        let cached = self
-            .prompt_tokens_details
+    pub fn details_cached(&self) -> Reported {
+        self.prompt_tokens_details
             .as_ref()
-            .and_then(|d| d.cached_tokens)
-            .or(self.prompt_cache_hit_tokens)
-            .unwrap_or(0);
-        Usage {
-            prompt_tokens: self.prompt_tokens.unwrap_or(0),
-            completion_tokens: self.completion_tokens.unwrap_or(0),
-            cached_tokens: cached,
+            .map_or(Reported::Absent, |d| d.cached_tokens.0)
+    }
+
+    /// As reported, with the cached count from either spelling (OpenAI's first).
+    #[must_use]
+    pub fn to_reported(&self) -> ReportedUsage {
+        let cached = match self.details_cached() {
+            Reported::Absent => self.prompt_cache_hit_tokens.0,
+            r => r,
+        };
+        ReportedUsage {
+            prompt: self.prompt_tokens.0,
+            completion: self.completion_tokens.0,
+            cached,
         }
     }
 }
 
+/// A tool call in a message or a delta: its name and arguments are generated text.
+#[derive(Debug, Default, Deserialize)]
+struct ToolCallView {
+    #[serde(default)]
+    function: Option<FunctionView>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FunctionView {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+impl FunctionView {
+    fn push_to(&self, out: &mut String) {
+        for part in [&self.name, &self.arguments].into_iter().flatten() {
+            out.push_str(part);
+        }
+    }
+}
+
+/// Everything a message or delta carries that the model generated: content, reasoning (both
+/// spellings), refusals, tool calls and legacy function calls. All of it is billed when counted.
 #[derive(Debug, Default, Deserialize)]
 struct TextView {
     #[serde(default)]
     content: Option<Value>,
     #[serde(default)]
     reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallView>>,
+    #[serde(default)]
+    function_call: Option<FunctionView>,
 }
 
 impl TextView {
     fn push_to(&self, out: &mut String) {
-        if let Some(r) = &self.reasoning_content {
-            out.push_str(r);
+        for text in [&self.reasoning_content, &self.reasoning, &self.refusal]
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(text);
         }
         match &self.content {
             Some(Value::String(s)) => out.push_str(s),
             Some(Value::Null) | None => {}
             Some(other) => out.push_str(&other.to_string()),
+        }
+        for call in self.tool_calls.iter().flatten() {
+            if let Some(f) = &call.function {
+                f.push_to(out);
+            }
+        }
+        if let Some(f) = &self.function_call {
+            f.push_to(out);
         }
     }
 }
@@ -357,16 +460,16 @@ mod tests {
     fn reads_usage_in_every_spelling() {
         let a = AnswerView::parse(br#"{"choices":[],"usage":{"prompt_tokens":14,"completion_tokens":18,"prompt_tokens_details":{"cached_tokens":4}}}"#).expect("json");
         assert!(a.is_usage_only());
-        let u = a.usage.expect("usage").to_usage();
-        assert_eq!(
-            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
-            (14, 18, 4)
-        );
+        let u = a.usage.expect("usage").to_reported();
+        assert_eq!(u, ReportedUsage::counts(14, 18, 4));
         let d = AnswerView::parse(
             br#"{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_cache_hit_tokens":7}}"#,
         )
         .expect("json");
-        assert_eq!(d.usage.expect("usage").to_usage().cached_tokens, 7);
+        assert_eq!(
+            d.usage.expect("usage").to_reported().cached,
+            Reported::Count(7)
+        );
         let c = AnswerView::parse(
             r#"{"choices":[{"delta":{"content":"你好","reasoning_content":"想"}}]}"#.as_bytes(),
         )
@@ -391,5 +494,82 @@ mod tests {
         assert_eq!(s.take_rest(), b": comment");
         assert_eq!(event_data(b": keep-alive\n\n"), None);
         assert_eq!(event_data(b"data:x\ndata:y\n\n").as_deref(), Some("x\ny"));
+    }
+
+    #[test]
+    fn the_hold_limit_is_the_largest_spelling() {
+        let r = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":100000,"max_completion_tokens":1}"#,
+        )
+        .expect("valid");
+        assert_eq!(r.max_tokens, Some(100_000));
+        let r = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":7,"max_output_tokens":9,"max_new_tokens":8}"#,
+        )
+        .expect("valid");
+        assert_eq!(r.max_tokens, Some(9));
+        let r = ChatRequest::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
+            .expect("valid");
+        assert_eq!(r.max_tokens, None);
+        assert!(
+            ChatRequest::parse(
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_new_tokens":-3}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn counts_bytes_and_media_parts_for_the_usage_bounds() {
+        let raw = br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"input_audio","input_audio":{}}]},{"role":"user","content":"plain"}]}"#;
+        let r = ChatRequest::parse(raw).expect("valid");
+        assert_eq!(r.body_bytes, raw.len() as u64);
+        assert_eq!(r.media_parts, 2);
+    }
+
+    #[test]
+    fn hostile_usage_numbers_are_invalid_not_hidden() {
+        let a = AnswerView::parse(
+            br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":-5,"completion_tokens":1e15,"prompt_tokens_details":{"cached_tokens":"3"}}}"#,
+        )
+        .expect("the answer still parses");
+        let u = a.usage.as_ref().expect("usage").to_reported();
+        assert_eq!(
+            u,
+            ReportedUsage {
+                prompt: Reported::Invalid,
+                completion: Reported::Invalid,
+                cached: Reported::Invalid
+            }
+        );
+        let mut text = String::new();
+        a.text_into(&mut text);
+        assert_eq!(text, "hi");
+        let big = AnswerView::parse(
+            br#"{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":100000000000000000000}}"#,
+        )
+        .expect("json");
+        let u = big.usage.expect("usage").to_reported();
+        assert_eq!(u.prompt, Reported::Count(9_223_372_036_854_775_807));
+        assert_eq!(u.completion, Reported::Invalid);
+        assert_eq!(u.cached, Reported::Absent);
+    }
+
+    #[test]
+    fn tool_calls_refusals_and_reasoning_count_as_generated_text() {
+        let c = AnswerView::parse(
+            br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":"}}]}}]}"#,
+        )
+        .expect("json");
+        let mut text = String::new();
+        c.text_into(&mut text);
+        assert_eq!(text, "get_weather{\"city\":");
+        let m = AnswerView::parse(
+            br#"{"choices":[{"message":{"content":null,"refusal":"no","reasoning":"why","function_call":{"name":"f","arguments":"{}"}}}]}"#,
+        )
+        .expect("json");
+        let mut text = String::new();
+        m.text_into(&mut text);
+        assert_eq!(text, "whynof{}");
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tollgate_relay::GatewayConfig;
 use tollgate_relay::client::Timeouts;
+use tollgate_storage::SecretKey;
 
 /// Largest JSON body of the external user API (its requests are a few hundred bytes).
 pub const EXTERNAL_BODY_LIMIT: usize = 64 * 1024;
@@ -35,6 +36,11 @@ pub struct RelaySettings {
     pub first_byte_timeout_secs: u64,
     /// `TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECS`: longest pause between chunks (default 120).
     pub idle_timeout_secs: u64,
+    /// `TOLLGATE_RELAY_BODY_TIMEOUT_SECS`: longest time to receive a request body (default 30).
+    pub body_timeout_secs: u64,
+    /// `TOLLGATE_SETTLEMENT_BACKLOG`: settlements waiting for the database at which new calls
+    /// are refused with 503 (default 100,000).
+    pub settlement_backlog: u64,
 }
 
 impl Default for RelaySettings {
@@ -52,6 +58,8 @@ impl Default for RelaySettings {
             connect_timeout_secs: timeouts.connect.as_secs(),
             first_byte_timeout_secs: timeouts.first_byte.as_secs(),
             idle_timeout_secs: timeouts.idle.as_secs(),
+            body_timeout_secs: 30,
+            settlement_backlog: gateway.settlement_backlog as u64,
         }
     }
 }
@@ -86,6 +94,14 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// Start-up provider channels.
     pub provider_keys: ProviderKeys,
+    /// `TOLLGATE_SECRET_KEY`: 32 bytes in base64 that encrypt channel keys at rest.
+    pub secret_key: Option<SecretKey>,
+    /// `TOLLGATE_DATABASE_TIMEOUT_SECS`: how long a request waits for a database connection
+    /// before it fails with 503 (default 3).
+    pub database_timeout_secs: u64,
+    /// `TOLLGATE_SHUTDOWN_GRACE_SECS`: after SIGTERM, how long in-flight requests (streams
+    /// included) may run, and then how long their settlements may take (default 30 each).
+    pub shutdown_grace_secs: u64,
 }
 
 /// A configuration value that cannot be used.
@@ -230,7 +246,25 @@ impl Settings {
                 1,
                 3600,
             )?,
+            body_timeout_secs: number(
+                "TOLLGATE_RELAY_BODY_TIMEOUT_SECS",
+                d.body_timeout_secs,
+                1,
+                3600,
+            )?,
+            settlement_backlog: number(
+                "TOLLGATE_SETTLEMENT_BACKLOG",
+                d.settlement_backlog,
+                1,
+                10_000_000,
+            )?,
         };
+        let secret_key = get("TOLLGATE_SECRET_KEY")
+            .map(|v| SecretKey::from_base64(&v))
+            .transpose()
+            .map_err(|e| err("TOLLGATE_SECRET_KEY", e.to_string()))?;
+        let database_timeout_secs = number("TOLLGATE_DATABASE_TIMEOUT_SECS", 3, 1, 300)?;
+        let shutdown_grace_secs = number("TOLLGATE_SHUTDOWN_GRACE_SECS", 30, 0, 3600)?;
         let secret = |name: &str| get(name).map(|k| SecretString::from(k.trim().to_owned()));
         let provider_keys = ProviderKeys {
             dashscope: secret("TOLLGATE_DASHSCOPE_API_KEY"),
@@ -247,6 +281,9 @@ impl Settings {
             log_dir,
             relay,
             provider_keys,
+            secret_key,
+            database_timeout_secs,
+            shutdown_grace_secs,
         })
     }
 }
@@ -270,8 +307,25 @@ mod tests {
         assert_eq!(s.listen.to_string(), "0.0.0.0:3000");
         assert_eq!(s.database_url, "sqlite://./data/tollgate.db?mode=rwc");
         assert!(s.external_api_keys.is_empty() && s.admin_key.is_none() && s.redis_url.is_none());
-        assert_eq!(s.relay, RelaySettings::default());
-        assert_eq!(s.relay.body_limit, 8 * 1024 * 1024);
+        // The documented defaults, written out (README's configuration table).
+        assert_eq!(
+            s.relay,
+            RelaySettings {
+                body_limit: 8_388_608,
+                retries: 2,
+                default_max_tokens: 4096,
+                hold_ttl_secs: 3600,
+                failure_threshold: 5,
+                probe_secs: 60,
+                connect_timeout_secs: 10,
+                first_byte_timeout_secs: 300,
+                idle_timeout_secs: 120,
+                body_timeout_secs: 30,
+                settlement_backlog: 100_000,
+            }
+        );
+        assert_eq!((s.database_timeout_secs, s.shutdown_grace_secs), (3, 30));
+        assert!(s.secret_key.is_none());
     }
 
     #[test]
@@ -286,6 +340,25 @@ mod tests {
         assert!(e.to_string().starts_with("TOLLGATE_RELAY_RETRIES: "), "{e}");
         let e = load(&[("TOLLGATE_HOLD_TTL_SECS", "5")]).expect_err("ttl too short");
         assert!(e.to_string().starts_with("TOLLGATE_HOLD_TTL_SECS: "), "{e}");
+        let e = load(&[("TOLLGATE_SECRET_KEY", "c2hvcnQ=")]).expect_err("5 bytes");
+        assert_eq!(
+            e.to_string(),
+            "TOLLGATE_SECRET_KEY: must be 32 bytes encoded in base64 (it decodes to 5 bytes)"
+        );
+        let e = load(&[("TOLLGATE_SHUTDOWN_GRACE_SECS", "-1")]).expect_err("negative");
+        assert_eq!(
+            e.to_string(),
+            "TOLLGATE_SHUTDOWN_GRACE_SECS: must be a whole number from 0 to 3600"
+        );
+        let e = load(&[("TOLLGATE_RELAY_BODY_TIMEOUT_SECS", "0")]).expect_err("zero");
+        assert!(
+            e.to_string()
+                .starts_with("TOLLGATE_RELAY_BODY_TIMEOUT_SECS: "),
+            "{e}"
+        );
+        let s = load(&[("TOLLGATE_SECRET_KEY", &"A".repeat(43))]).expect("32 zero-ish bytes");
+        assert!(s.secret_key.is_some());
+        assert!(!format!("{s:?}").contains(&"A".repeat(43)));
         let e = load(&[(
             "TOLLGATE_EXTERNAL_API_KEYS",
             "long-enough-key,,other-long-key",

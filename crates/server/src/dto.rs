@@ -328,7 +328,7 @@ impl From<LogEntry> for LogView {
             id: e.id.get(),
             time: e.created_at.to_string(),
             kind: e.kind.name(),
-            tokens: e.prompt_tokens + e.completion_tokens,
+            tokens: e.prompt_tokens.saturating_add(e.completion_tokens),
             prompt_tokens: e.prompt_tokens,
             completion_tokens: e.completion_tokens,
             quota: e.quota.get(),

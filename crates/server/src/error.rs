@@ -6,7 +6,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
-use tollgate_domain::DomainError;
+use tollgate_domain::{DomainError, RepoError};
+
+/// What a client sees while the database cannot be reached.
+pub const UNAVAILABLE_MESSAGE: &str = "服务暂时不可用：数据库无法访问，请稍后重试";
 use tollgate_domain::validation::PREFIX;
 use tollgate_relay::RelayError;
 
@@ -75,6 +78,17 @@ impl ApiError {
         }
     }
 
+    /// 503 `service_unavailable` while the database cannot be reached; the cause goes to the
+    /// log only.
+    pub fn unavailable(cause: &dyn fmt::Display) -> Self {
+        tracing::error!(error = %cause, "database unavailable");
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "service_unavailable",
+            message: UNAVAILABLE_MESSAGE.into(),
+        }
+    }
+
     /// 500 `internal_error`; the cause goes to the log only.
     pub fn internal(cause: &dyn fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -138,6 +152,9 @@ impl From<DomainError> for ApiError {
                 "payment_id_conflict",
                 "该支付ID已处理，请勿重复提交".to_owned(),
             ),
+            DomainError::Repo(r @ RepoError::Unavailable { .. }) => {
+                return ApiError::unavailable(&r.detail());
+            }
             DomainError::Repo(r) => return ApiError::internal(&r.detail()),
         };
         ApiError {
@@ -208,6 +225,17 @@ impl OpenAiError {
         )
     }
 
+    /// 408 for a body that did not arrive in time.
+    #[must_use]
+    pub fn body_timeout(deadline: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!("请求体未在 {} 秒内发送完毕", deadline.as_secs()),
+        )
+    }
+
     /// 400 for a body that could not be read.
     #[must_use]
     pub fn bad_body(detail: impl fmt::Display) -> Self {
@@ -275,6 +303,20 @@ impl From<RelayError> for OpenAiError {
                     message,
                     raw: Some(body),
                 };
+            }
+            RelayError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "service_unavailable",
+            ),
+            RelayError::Repo(r @ RepoError::Unavailable { .. }) => {
+                tracing::error!(error = %r, detail = r.detail(), "database unavailable");
+                return OpenAiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "service_unavailable",
+                    UNAVAILABLE_MESSAGE.into(),
+                );
             }
             RelayError::Repo(r) => {
                 tracing::error!(error = %r, detail = r.detail(), "relay storage failure");

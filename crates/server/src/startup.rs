@@ -22,7 +22,7 @@ use tollgate_domain::ids::hex;
 use tollgate_domain::service::{Entropy, ExternalUserService};
 use tollgate_relay::client::{Timeouts, UpstreamClient};
 use tollgate_relay::{Gateway, GatewayConfig};
-use tollgate_storage::{SeaStore, StorageError};
+use tollgate_storage::{KeyCipher, SeaStore, StorageError};
 use tracing::Instrument;
 
 /// Random bytes from the operating system.
@@ -46,6 +46,9 @@ pub enum StartupError {
     /// Binding the listen address.
     #[error("TOLLGATE_LISTEN: {0}")]
     Listen(#[from] std::io::Error),
+    /// Stored channel keys that cannot be read with the configured `TOLLGATE_SECRET_KEY`.
+    #[error("{0}")]
+    ChannelKeys(StorageError),
     /// Loading channels and prices, or creating the start-up channels.
     #[error("start-up channels: {0}")]
     Catalog(String),
@@ -57,11 +60,15 @@ impl From<RepoError> for StartupError {
     }
 }
 
+/// Platform secrets shorter than this are warned about at start-up.
+pub const WEAK_PLATFORM_SECRET_CHARS: usize = 16;
+
 /// A built, not yet running, application.
 pub struct Application {
     port: u16,
     server: Server,
     gateway: web::Data<Gateway>,
+    grace: Duration,
 }
 
 /// The id of the current request (also its `X-Request-Id` and its hold's key).
@@ -106,9 +113,40 @@ async fn request_context(
 impl Application {
     /// Connects and migrates the database, binds the listener and prepares the server.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
-        let store = SeaStore::connect(&settings.database_url).await?;
+        let store = SeaStore::connect_with(
+            &settings.database_url,
+            Duration::from_secs(settings.database_timeout_secs),
+        )
+        .await?
+        .with_cipher(settings.secret_key.as_ref().map(KeyCipher::new));
         store.migrate().await?;
         tracing::info!(database = store.backend_name(), "database ready");
+        let keys = store
+            .secure_channel_keys()
+            .await
+            .map_err(StartupError::ChannelKeys)?;
+        if settings.secret_key.is_none() {
+            tracing::warn!(
+                plain = keys.plain,
+                "TOLLGATE_SECRET_KEY is unset: channel keys are stored in plain text; set it (32 random bytes, base64) to encrypt them at rest"
+            );
+        } else if keys.encrypted_now > 0 {
+            tracing::info!(
+                encrypted = keys.encrypted_now,
+                "channel keys stored in plain text were encrypted with TOLLGATE_SECRET_KEY"
+            );
+        }
+        let weak = settings
+            .external_api_keys
+            .iter()
+            .filter(|k| k.expose_secret().chars().count() < WEAK_PLATFORM_SECRET_CHARS)
+            .count();
+        if weak > 0 {
+            tracing::warn!(
+                weak,
+                "TOLLGATE_EXTERNAL_API_KEYS: {weak} platform secret(s) shorter than {WEAK_PLATFORM_SECRET_CHARS} characters; a database dump lets an attacker guess short secrets offline — use 32 random characters"
+            );
+        }
         if settings.external_api_keys.is_empty() {
             tracing::warn!(
                 "TOLLGATE_EXTERNAL_API_KEYS is unset: the external user API answers 401 to everyone"
@@ -139,6 +177,7 @@ impl Application {
                     default_max_tokens: r.default_max_tokens,
                     hold_ttl: Duration::from_secs(r.hold_ttl_secs),
                     failure_threshold: r.failure_threshold,
+                    settlement_backlog: usize::try_from(r.settlement_backlog).unwrap_or(usize::MAX),
                     ..GatewayConfig::default()
                 },
             )
@@ -151,7 +190,10 @@ impl Application {
         if settings.admin_key.is_none() {
             tracing::warn!("TOLLGATE_ADMIN_KEY is unset: the admin API answers 401 to everyone");
         }
-        let body_limit = web::Data::new(relay::BodyLimit(r.body_limit));
+        let body_limit = web::Data::new(relay::BodyLimit {
+            bytes: r.body_limit,
+            deadline: Duration::from_secs(r.body_timeout_secs),
+        });
         let store = web::Data::new(store);
         let app_gateway = gateway.clone();
 
@@ -186,14 +228,19 @@ impl Application {
                     Err::<actix_web::HttpResponse, _>(ApiError::route_not_found())
                 }))
         })
+        // A client that closes its connection cancels its call (the handler future is dropped,
+        // which cancels the upstream request and releases the hold) instead of leaving it to
+        // run for nobody.
+        .h1_allow_half_closed(false)
         .listen(listener)?
-        .shutdown_timeout(30)
+        .shutdown_timeout(settings.shutdown_grace_secs)
         .run();
         tracing::info!(address = %settings.listen, port, "listening");
         Ok(Application {
             port,
             server,
             gateway,
+            grace: Duration::from_secs(settings.shutdown_grace_secs),
         })
     }
 
@@ -213,10 +260,11 @@ impl Application {
     /// streams finish, then their settlements are written before this returns).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
-        if !self.gateway.drain(Duration::from_secs(30)).await {
+        if !self.gateway.drain(self.grace).await {
             tracing::error!(
                 pending = self.gateway.pending_settlements(),
-                "settlements still pending at exit; their holds will expire"
+                failing = self.gateway.failing_settlements(),
+                "settlements still pending at exit (TOLLGATE_SHUTDOWN_GRACE_SECS passed); their holds will expire"
             );
         }
         served

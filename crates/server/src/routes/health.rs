@@ -1,8 +1,13 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers too).
+//! `/healthz` (the process answers) and `/readyz` (the database answers too, within a second:
+//! a load balancer must learn of an outage quickly, not after a connection timeout).
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
+use std::time::Duration;
 use tollgate_storage::SeaStore;
+
+/// Longest wait for the database's answer in `/readyz`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `GET /healthz`.
 pub async fn healthz() -> HttpResponse {
@@ -11,7 +16,12 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`.
 pub async fn readyz(store: web::Data<SeaStore>) -> HttpResponse {
-    match store.ping().await {
+    let answered = tokio::time::timeout(READY_TIMEOUT, store.ping()).await;
+    match answered.unwrap_or_else(|_| {
+        Err(tollgate_storage::StorageError::Connect(
+            "no answer within 1 s".into(),
+        ))
+    }) {
         Ok(()) => {
             HttpResponse::Ok().json(json!({"status": "ready", "database": store.backend_name()}))
         }

@@ -1,6 +1,10 @@
 //! The OpenAI-compatible relay API (SPEC §4): `POST /v1/chat/completions` and
-//! `GET /v1/models`. Handlers read the body (with the relay's own size limit), hand it to the
-//! gateway and turn its answer into a JSON or SSE response; errors are OpenAI-shaped.
+//! `GET /v1/models`. Handlers check the key first, then read the body (with the relay's own size
+//! limit and deadline), hand it to the gateway and turn its answer into a JSON or SSE response;
+//! errors are OpenAI-shaped.
+//!
+//! The key comes before the body so that a stranger cannot make Tollgate buffer megabytes: an
+//! unknown key is answered (and the connection closed) without reading a byte of the body.
 
 use crate::auth::bearer;
 use crate::error::OpenAiError;
@@ -11,9 +15,19 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tollgate_relay::{ChatReply, Gateway};
 
-/// Largest relay request body, from `TOLLGATE_RELAY_BODY_LIMIT`.
+/// How relay request bodies are read: `TOLLGATE_RELAY_BODY_LIMIT` and
+/// `TOLLGATE_RELAY_BODY_TIMEOUT_SECS`.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    /// Largest body in bytes.
+    pub bytes: usize,
+    /// Longest time to receive it.
+    pub deadline: std::time::Duration,
+}
+
+/// Memory reserved up front for a body, whatever length it declares: the rest grows as bytes
+/// actually arrive.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
 /// Registers the routes (under `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -21,29 +35,38 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/models", web::get().to(models));
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit`.
+/// Reads the whole body within the deadline, refusing it as soon as it passes the limit (or
+/// at once when its declared length does).
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
+    limit: BodyLimit,
 ) -> Result<web::Bytes, OpenAiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(OpenAiError::payload_too_large(limit));
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.bytes as u64) {
+        return Err(OpenAiError::payload_too_large(limit.bytes));
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(OpenAiError::bad_body)?;
-        if body.len() + chunk.len() > limit {
-            return Err(OpenAiError::payload_too_large(limit));
+    let capacity = declared
+        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        .min(INITIAL_BODY_CAPACITY);
+    let read = async {
+        let mut body = web::BytesMut::with_capacity(capacity);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(OpenAiError::bad_body)?;
+            if body.len() + chunk.len() > limit.bytes {
+                return Err(OpenAiError::payload_too_large(limit.bytes));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(limit.deadline, read)
+        .await
+        .map_err(|_| OpenAiError::body_timeout(limit.deadline))?
 }
 
 async fn chat(
@@ -52,13 +75,14 @@ async fn chat(
     gateway: web::Data<Gateway>,
     limit: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, OpenAiError> {
-    let body = read_body(&req, payload, limit.0).await?;
+    let token = gateway.authenticate(bearer(&req)).await?;
+    let body = read_body(&req, payload, *limit.get_ref()).await?;
     let request_id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    match gateway.chat(bearer(&req), &body, &request_id).await? {
+    match gateway.chat(token, body, &request_id).await? {
         ChatReply::Json { status, body } => Ok(HttpResponse::build(
             actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::OK),
