@@ -1,5 +1,5 @@
 # Developer shortcuts; CI runs .ci/run.
-.PHONY: run test test-all lint acceptance dev-db dev-db-down start-backend
+.PHONY: run test test-all lint acceptance dev-db dev-db-down start-backend cluster cluster-docker
 
 # Run with no other service: SQLite at ./data/tollgate.db, port 3000.
 run:
@@ -33,3 +33,12 @@ start-backend:
 	TOLLGATE_DATABASE_URL=$${TOLLGATE_DATABASE_URL:-mysql://root:dev123456@127.0.0.1:3307/tollgate} \
 	TOLLGATE_REDIS_URL=$${TOLLGATE_REDIS_URL:-redis://127.0.0.1:6379} \
 	cargo run --bin tollgate
+
+# N instances (default 2) on the local MariaDB and Redis behind nginx on :8080 (scripts/cluster.sh).
+cluster:
+	cargo build --bin tollgate
+	bash scripts/cluster.sh $${N:-2}
+
+# The same shape in Docker: two instances and nginx on :8080, on `make dev-db`'s MySQL and Redis.
+cluster-docker:
+	docker compose -f deploy/docker-compose.yml --profile cluster up -d --build --wait

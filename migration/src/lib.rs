@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_ledger;
 mod m20261126_000002_relay;
+mod m20261203_000003_cluster;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_ledger::Migration),
             Box::new(m20261126_000002_relay::Migration),
+            Box::new(m20261203_000003_cluster::Migration),
         ]
     }
 }

@@ -1,7 +1,9 @@
 //! The admin operations of SPEC §5 on channels and prices, each a validated command against the
-//! repositories. Callers refresh their caches after every successful change.
+//! repositories. Every successful change is published on the change feed, which updates this
+//! instance's caches before the call returns and every other instance's within a second.
 
 use crate::channel::{Channel, ChannelInput, ChannelKind, ChannelSpec, ChannelStatus};
+use crate::cluster::{CacheChange, ChangeFeed};
 use crate::error::DomainError;
 use crate::ids::ChannelId;
 use crate::pricing::{ModelName, Price, PriceInput};
@@ -15,12 +17,13 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AdminService {
     store: Arc<dyn RelayStore>,
+    feed: Arc<dyn ChangeFeed>,
 }
 
 impl AdminService {
-    /// Builds the service over a store.
-    pub fn new(store: Arc<dyn RelayStore>) -> Self {
-        AdminService { store }
+    /// Builds the service over a store and the feed its changes go to.
+    pub fn new(store: Arc<dyn RelayStore>, feed: Arc<dyn ChangeFeed>) -> Self {
+        AdminService { store, feed }
     }
 
     async fn priced_models(&self) -> Result<HashSet<String>, DomainError> {
@@ -56,7 +59,9 @@ impl AdminService {
     ) -> Result<Channel, DomainError> {
         let priced = self.priced_models().await?;
         let spec = input.into_spec(|m| priced.contains(m))?;
-        Ok(self.store.insert_channel(&spec, now).await?)
+        let channel = self.store.insert_channel(&spec, now).await?;
+        self.feed.publish(CacheChange::Channels).await;
+        Ok(channel)
     }
 
     /// `PUT /channels/{id}`: absent fields keep their value.
@@ -69,15 +74,19 @@ impl AdminService {
         let current = self.channel(id).await?;
         let priced = self.priced_models().await?;
         let spec = input.merge(Some(&current.spec), |m| priced.contains(m))?;
-        self.store
+        let channel = self
+            .store
             .update_channel(id, &spec, now)
             .await?
-            .ok_or(DomainError::ChannelNotFound)
+            .ok_or(DomainError::ChannelNotFound)?;
+        self.feed.publish(CacheChange::Channels).await;
+        Ok(channel)
     }
 
     /// `DELETE /channels/{id}`.
     pub async fn delete_channel(&self, id: ChannelId) -> Result<(), DomainError> {
         if self.store.delete_channel(id).await? {
+            self.feed.publish(CacheChange::Channels).await;
             Ok(())
         } else {
             Err(DomainError::ChannelNotFound)
@@ -103,6 +112,7 @@ impl AdminService {
         {
             return Err(DomainError::ChannelNotFound);
         }
+        self.feed.publish(CacheChange::Channels).await;
         self.channel(id).await
     }
 
@@ -122,6 +132,7 @@ impl AdminService {
             .ok_or_else(|| ValidationErrors::single("PriceRequest", "Model", "max"))?;
         let price = input.into_price()?;
         self.store.put_price(name.as_str(), &price, now).await?;
+        self.feed.publish(CacheChange::Prices).await;
         Ok((name, price))
     }
 
@@ -159,6 +170,7 @@ impl AdminService {
         }
         .into_spec(|m| priced.contains(m))?;
         self.store.insert_channel(&spec, now).await?;
+        self.feed.publish(CacheChange::Channels).await;
         Ok(true)
     }
 }

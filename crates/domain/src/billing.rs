@@ -4,6 +4,7 @@
 //! by request id) or released in full. A hold whose process died expires and is released;
 //! settling it later still charges, exactly once.
 
+use crate::cluster::InstanceId;
 use crate::ids::{TokenId, UserId};
 use crate::logs::{LogKind, NewLogEntry};
 use crate::pricing::{Price, Usage};
@@ -205,6 +206,8 @@ pub struct Hold {
     pub created_at: UnixTime,
     /// When it is released if never settled.
     pub expires_at: UnixTime,
+    /// The instance that took it (whose death releases it).
+    pub instance: InstanceId,
 }
 
 /// Why a hold was not taken.

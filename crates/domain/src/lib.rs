@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod billing;
 pub mod channel;
+pub mod cluster;
 pub mod error;
 pub mod ids;
 pub mod logs;

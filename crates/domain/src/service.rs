@@ -1,6 +1,7 @@
 //! The external user service: the operations of SPEC §3, each a validated command against the
 //! repositories. Handlers call one method and map its result; nothing here knows HTTP.
 
+use crate::cluster::{CacheChange, ChangeFeed};
 use crate::error::DomainError;
 use crate::ids::{ExternalUserId, PlatformId, TokenId};
 use crate::logs::{LogEntry, LogPage, LogQuery, LogQueryInput, ModelUsage};
@@ -78,12 +79,22 @@ pub struct UserLogs {
 pub struct ExternalUserService {
     store: Arc<dyn Store>,
     entropy: Arc<dyn Entropy>,
+    feed: Arc<dyn ChangeFeed>,
 }
 
 impl ExternalUserService {
-    /// Builds the service over a store and a random source.
-    pub fn new(store: Arc<dyn Store>, entropy: Arc<dyn Entropy>) -> Self {
-        ExternalUserService { store, entropy }
+    /// Builds the service over a store, a random source and the feed that key changes go to
+    /// (so every instance's key cache drops a deleted key).
+    pub fn new(
+        store: Arc<dyn Store>,
+        entropy: Arc<dyn Entropy>,
+        feed: Arc<dyn ChangeFeed>,
+    ) -> Self {
+        ExternalUserService {
+            store,
+            entropy,
+            feed,
+        }
     }
 
     async fn user(&self, platform: &PlatformId, id: &ExternalUserId) -> Result<User, DomainError> {
@@ -149,6 +160,7 @@ impl ExternalUserService {
             quota_limit: cmd.quota_limit,
         };
         let token = self.store.insert_token(&record).await?;
+        self.feed.publish(CacheChange::Token(token.id)).await;
         let remain_quota = token.remain_quota(user.spendable());
         Ok(IssuedToken {
             token,
@@ -174,6 +186,7 @@ impl ExternalUserService {
             None => return Err(DomainError::TokenNotFound),
         };
         if self.store.delete_token(user.id, cmd.token_id).await? {
+            self.feed.publish(CacheChange::Token(cmd.token_id)).await;
             Ok((cmd.external_user_id, cmd.token_id))
         } else {
             Err(DomainError::TokenNotFound)

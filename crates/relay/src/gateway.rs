@@ -12,8 +12,10 @@
 //!    background; a failure before the first byte releases the hold instead.
 
 use crate::RelayError;
-use crate::cache::{Catalog, CatalogCache, KeyCache};
+use crate::cache::Catalog;
 use crate::client::{AttemptError, ChunkError, UpstreamClient, UpstreamReply, read_all};
+use crate::feed::Caches;
+use crate::metrics::{self, Outcome};
 use crate::provider::{self, Provider};
 use crate::settle::{Delivered, Settler, Ticket, now};
 use crate::stream::{self, ClientStream, SettleGuard};
@@ -30,6 +32,7 @@ use tollgate_domain::billing::{
     DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal, UsageBounds, hold_amount,
 };
 use tollgate_domain::channel::{Channel, ChannelStatus, Route, route};
+use tollgate_domain::cluster::{CacheChange, ChangeFeed, InstanceId};
 use tollgate_domain::ids::ChannelId;
 use tollgate_domain::repository::{BillingRepository, RelayStore};
 use tollgate_domain::time::UnixTime;
@@ -196,8 +199,9 @@ async fn parse_and_estimate(raw: Bytes) -> Result<(ChatRequest, u64), RelayError
 /// The relay.
 pub struct Gateway {
     store: Arc<dyn RelayStore>,
-    keys: KeyCache,
-    catalog: CatalogCache,
+    caches: Arc<Caches>,
+    feed: Arc<dyn ChangeFeed>,
+    instance: InstanceId,
     client: UpstreamClient,
     settler: Settler,
     config: GatewayConfig,
@@ -213,43 +217,35 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway, loads the catalog and starts the settlement worker (on the current
-    /// tokio runtime).
-    pub async fn new(
+    /// Builds the gateway over the shared caches, publishing its own changes (channels it
+    /// disables or revives) on `feed`, and starts the settlement worker (on the current tokio
+    /// runtime). Its holds carry `instance`.
+    pub fn new(
         store: Arc<dyn RelayStore>,
+        caches: Arc<Caches>,
+        feed: Arc<dyn ChangeFeed>,
+        instance: InstanceId,
         client: UpstreamClient,
         config: GatewayConfig,
-    ) -> Result<Self, RepoError> {
-        let catalog = CatalogCache::default();
-        catalog.reload(&*store).await?;
+    ) -> Self {
         let billing: Arc<dyn BillingRepository> = store.clone();
         tokenizer::warm_up();
-        Ok(Gateway {
+        Gateway {
             settler: Settler::start(billing, config.settlement_backlog),
             store,
-            keys: KeyCache::default(),
-            catalog,
+            caches,
+            feed,
+            instance,
             client,
             config,
             failures: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// The key cache (the external API forgets deleted keys here).
-    #[must_use]
-    pub fn keys(&self) -> &KeyCache {
-        &self.keys
+        }
     }
 
     /// The catalog in force.
     #[must_use]
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.snapshot()
-    }
-
-    /// Re-reads channels and prices (after any change to them).
-    pub async fn reload_catalog(&self) -> Result<Arc<Catalog>, RepoError> {
-        self.catalog.reload(&*self.store).await
+        self.caches.catalog.snapshot()
     }
 
     /// Settlement jobs not finished yet.
@@ -275,7 +271,7 @@ impl Gateway {
             .and_then(AccessKey::parse)
             .ok_or(RelayError::InvalidKey)?;
         let hash = key.hash();
-        let token = match self.keys.get(&hash) {
+        let token = match self.caches.keys.get(&hash) {
             Some(t) => t,
             None => {
                 let t = self
@@ -283,7 +279,7 @@ impl Gateway {
                     .find_token_by_hash(&hash)
                     .await?
                     .ok_or(RelayError::InvalidKey)?;
-                self.keys.put(&hash, t)
+                self.caches.keys.put(&hash, t)
             }
         };
         if token.disabled {
@@ -344,9 +340,10 @@ impl Gateway {
                 expires_at: UnixTime::from_secs(at.secs().saturating_add(
                     i64::try_from(self.config.hold_ttl.as_secs()).unwrap_or(i64::MAX),
                 )),
+                instance: self.instance.clone(),
             };
         match self.store.hold(&hold, at).await? {
-            Ok(()) => {}
+            Ok(()) => metrics::holds(1.0),
             Err(HoldRefusal::InsufficientUserQuota) => {
                 return Err(RelayError::InsufficientQuota("用户额度不足"));
             }
@@ -354,7 +351,7 @@ impl Gateway {
                 return Err(RelayError::InsufficientQuota("令牌额度不足"));
             }
             Err(HoldRefusal::TokenNotFound) => {
-                self.keys.forget(token.id);
+                self.caches.keys.forget(token.id);
                 return Err(RelayError::InvalidKey);
             }
             Err(HoldRefusal::TokenDisabled) => return Err(RelayError::TokenDisabled),
@@ -384,10 +381,13 @@ impl Gateway {
             is_stream: req.stream,
             started,
         };
+        let upstream_started = Instant::now();
         let (channel, mut reply) = self.attempt(&req, &order, &catalog).await?;
+        let mut upstream_time = upstream_started.elapsed();
         let adapter: &'static dyn Provider = provider::for_kind(channel.spec.kind);
         let idle = self.client.timeouts().idle;
         if req.stream {
+            metrics::overhead(started.elapsed().saturating_sub(upstream_time));
             unsettled.disarm();
             let guard = SettleGuard::new(ticket, self.settler.clone());
             return Ok(ChatReply::Stream(stream::relay(
@@ -400,12 +400,14 @@ impl Gateway {
         }
         // If this fails, nothing reached the client: the call is not billed (the guard
         // releases the hold).
+        let body_started = Instant::now();
         let body = read_all(&mut reply.body, idle, self.config.max_answer_bytes)
             .await
             .map_err(|e| match e {
                 ChunkError::Idle => RelayError::UpstreamTimeout,
                 ChunkError::Broken(m) => RelayError::Upstream(m),
             })?;
+        upstream_time += body_started.elapsed();
         let view = AnswerView::parse(&body).unwrap_or_default();
         let reported = view.usage.as_ref().map(|u| adapter.usage(u));
         let mut text = String::new();
@@ -414,6 +416,7 @@ impl Gateway {
         delivered.push(&text);
         unsettled.disarm();
         self.settler.settle(ticket.finish(reported, delivered));
+        metrics::overhead(started.elapsed().saturating_sub(upstream_time));
         Ok(ChatReply::Json {
             status: reply.status,
             body,
@@ -453,6 +456,7 @@ impl Gateway {
             tries += 1;
             match self.client.send(channel, body).await {
                 Err(AttemptError::Timeout) => {
+                    metrics::upstream(channel.id, Outcome::Timeout);
                     // The upstream may still be generating (and billing) that answer: calling
                     // it again would pay for the same answer twice. Only other channels are
                     // tried.
@@ -462,16 +466,19 @@ impl Gateway {
                     candidates.retain(|c| c.id != channel.id);
                 }
                 Err(AttemptError::Connect(e) | AttemptError::Misconfigured(e)) => {
+                    metrics::upstream(channel.id, Outcome::ConnectError);
                     tracing::warn!(channel = %channel.id, error = %e, "upstream connection failed");
                     self.note_failure(channel, &mut failed).await;
                     last = RelayError::Upstream("无法连接上游服务".into());
                     next += 1;
                 }
                 Ok(reply) if (200..300).contains(&reply.status) => {
+                    metrics::upstream(channel.id, Outcome::Ok);
                     self.note_success(channel.id);
                     return Ok((channel.clone(), reply));
                 }
                 Ok(reply) if matches!(reply.status, 401 | 403) => {
+                    metrics::upstream(channel.id, Outcome::KeyRejected);
                     tracing::warn!(channel = %channel.id, status = reply.status, "upstream rejected the channel key; disabling the channel");
                     self.auto_disable(
                         channel,
@@ -484,12 +491,19 @@ impl Gateway {
                     tries -= 1;
                 }
                 Ok(reply) if reply.status == 429 || reply.status >= 500 => {
+                    let outcome = if reply.status == 429 {
+                        Outcome::RateLimited
+                    } else {
+                        Outcome::ServerError
+                    };
+                    metrics::upstream(channel.id, outcome);
                     tracing::warn!(channel = %channel.id, status = reply.status, "upstream failed");
                     self.note_failure(channel, &mut failed).await;
                     last = RelayError::Upstream(format!("上游服务返回 {}", reply.status));
                     next += 1;
                 }
                 Ok(mut reply) => {
+                    metrics::upstream(channel.id, Outcome::ClientError);
                     // The client's request is at fault: give the upstream's answer back.
                     let idle = self.client.timeouts().idle;
                     let body = read_all(&mut reply.body, idle, 1024 * 1024)
@@ -541,12 +555,12 @@ impl Gateway {
                 Some(ChannelStatus::Enabled),
             )
             .await;
-        if let Err(e) = result {
-            tracing::error!(channel = %channel.id, error = %e, detail = e.detail(), "could not disable channel");
-            return;
-        }
-        if let Err(e) = self.reload_catalog().await {
-            tracing::error!(error = %e, detail = e.detail(), "could not reload channels");
+        match result {
+            Ok(true) => self.feed.publish(CacheChange::Channels).await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(channel = %channel.id, error = %e, detail = e.detail(), "could not disable channel");
+            }
         }
     }
 
@@ -625,7 +639,7 @@ impl Gateway {
             }
         }
         if revived > 0 {
-            self.reload_catalog().await?;
+            self.feed.publish(CacheChange::Channels).await;
         }
         Ok(revived)
     }

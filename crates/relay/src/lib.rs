@@ -3,7 +3,9 @@
 //! views that parse only what billing and routing need ([`wire`]), the tokenizer fallback
 //! ([`tokenizer`]), the in-memory caches of keys, channels and prices ([`cache`]), the
 //! background settlement worker ([`settle`]) and the [`Gateway`] that ties them to the hold and
-//! settle statements of the domain's `BillingRepository`.
+//! settle statements of the domain's `BillingRepository`. Across instances: the change feed that
+//! keeps every cache current ([`feed`]), this instance's registry membership ([`membership`]),
+//! and the Prometheus series ([`metrics`]).
 //!
 //! No HTTP status codes are decided here: failures are [`RelayError`] values that the server
 //! maps to statuses.
@@ -11,7 +13,10 @@
 pub mod cache;
 pub mod client;
 mod error;
+pub mod feed;
 pub mod gateway;
+pub mod membership;
+pub mod metrics;
 pub mod provider;
 pub mod settle;
 mod stream;

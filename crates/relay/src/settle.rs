@@ -10,12 +10,13 @@
 //! (before any hold) while the backlog is at its capacity. `drain` waits for the queue at
 //! shutdown; a job still unfinished when the process exits is logged with its request id.
 
+use crate::metrics;
 use crate::tokenizer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, mpsc};
-use tollgate_domain::billing::{ReportedUsage, Settlement, UsageBounds};
+use tollgate_domain::billing::{ReportedUsage, SettleOutcome, Settlement, UsageBounds};
 use tollgate_domain::ids::{TokenId, UserId};
 use tollgate_domain::pricing::{Price, Usage};
 use tollgate_domain::repository::BillingRepository;
@@ -192,7 +193,9 @@ impl Settler {
                 let done = Arc::clone(&done);
                 tokio::spawn(async move {
                     run(&*billing, job, &done).await;
-                    if done.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let left = done.count.fetch_sub(1, Ordering::AcqRel) - 1;
+                    metrics::settlements(left, done.failing.load(Ordering::Acquire));
+                    if left == 0 {
                         done.idle.notify_waiters();
                     }
                 });
@@ -208,6 +211,7 @@ impl Settler {
 
     fn submit(&self, job: Job) {
         self.pending.count.fetch_add(1, Ordering::AcqRel);
+        metrics::settlements(self.pending(), self.failing());
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
             self.pending.count.fetch_sub(1, Ordering::AcqRel);
             let what = match &job {
@@ -337,6 +341,9 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
         let result = match &settlement {
             Some(s) => billing.settle(s).await.map(|o| {
                 tracing::debug!(request_id = %s.request_id, quota = s.quota.get(), outcome = ?o, "settled");
+                if o != SettleOutcome::AlreadyFinished {
+                    metrics::charged(&s.model, s.quota.get());
+                }
             }),
             None => billing.release(&request_id).await.map(|_| ()),
         };
@@ -361,6 +368,7 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
             }
         }
     }
+    metrics::holds(-1.0);
     if attempt > 0 {
         pending.failing.fetch_sub(1, Ordering::AcqRel);
         tracing::info!(request_id = %request_id, what, attempts = attempt + 1, "settlement job done after retries");
@@ -374,7 +382,7 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::Mutex;
     use tollgate_domain::RepoError;
-    use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome};
+    use tollgate_domain::billing::{Hold, HoldRefusal};
     use tollgate_domain::quota::Quota;
 
     /// A billing store that is down for its first `down_for` calls.

@@ -102,6 +102,13 @@ pub struct Settings {
     /// `TOLLGATE_SHUTDOWN_GRACE_SECS`: after SIGTERM, how long in-flight requests (streams
     /// included) may run, and then how long their settlements may take (default 30 each).
     pub shutdown_grace_secs: u64,
+    /// `TOLLGATE_INSTANCE_NAME`: this instance's stable name among those sharing the database
+    /// (unset: the host name and the bound port, see [`host_name`]). A restart under the same
+    /// name releases the holds its previous start left.
+    pub instance_name: Option<String>,
+    /// `TOLLGATE_INSTANCE_TIMEOUT_SECS`: an instance silent for this long is dead and its holds
+    /// are released by the others (default 30).
+    pub instance_timeout_secs: u64,
 }
 
 /// A configuration value that cannot be used.
@@ -119,6 +126,17 @@ fn err(variable: &'static str, problem: impl Into<String>) -> ConfigError {
         variable,
         problem: problem.into(),
     }
+}
+
+/// This machine's name (the kernel's host name; `localhost` when it cannot be read).
+#[must_use]
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 impl Settings {
@@ -265,6 +283,17 @@ impl Settings {
             .map_err(|e| err("TOLLGATE_SECRET_KEY", e.to_string()))?;
         let database_timeout_secs = number("TOLLGATE_DATABASE_TIMEOUT_SECS", 3, 1, 300)?;
         let shutdown_grace_secs = number("TOLLGATE_SHUTDOWN_GRACE_SECS", 30, 0, 3600)?;
+        let instance_timeout_secs = number("TOLLGATE_INSTANCE_TIMEOUT_SECS", 30, 3, 3600)?;
+        let instance_name = match get("TOLLGATE_INSTANCE_NAME") {
+            Some(n) if n.trim().chars().count() > 200 => {
+                return Err(err(
+                    "TOLLGATE_INSTANCE_NAME",
+                    "must be at most 200 characters",
+                ));
+            }
+            Some(n) => Some(n.trim().to_owned()),
+            None => None,
+        };
         let secret = |name: &str| get(name).map(|k| SecretString::from(k.trim().to_owned()));
         let provider_keys = ProviderKeys {
             dashscope: secret("TOLLGATE_DASHSCOPE_API_KEY"),
@@ -284,6 +313,8 @@ impl Settings {
             secret_key,
             database_timeout_secs,
             shutdown_grace_secs,
+            instance_name,
+            instance_timeout_secs,
         })
     }
 }
@@ -326,6 +357,11 @@ mod tests {
         );
         assert_eq!((s.database_timeout_secs, s.shutdown_grace_secs), (3, 30));
         assert!(s.secret_key.is_none());
+        assert_eq!(s.instance_timeout_secs, 30);
+        assert_eq!(s.instance_name, None);
+        let named = load(&[("TOLLGATE_INSTANCE_NAME", " gw-1 ")]).expect("named");
+        assert_eq!(named.instance_name.as_deref(), Some("gw-1"));
+        assert!(!host_name().is_empty());
     }
 
     #[test]

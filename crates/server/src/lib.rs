@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod dto;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -3,8 +3,9 @@
 
 use crate::auth::{AdminKey, Platforms};
 use crate::clock::now;
-use crate::config::{ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, Settings};
+use crate::config::{self, ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, Settings};
 use crate::error::{ApiError, OpenAiError};
+use crate::metrics;
 use crate::routes::{self, admin, external, health, relay};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
@@ -18,11 +19,14 @@ use std::time::{Duration, Instant};
 use tollgate_domain::RepoError;
 use tollgate_domain::admin::AdminService;
 use tollgate_domain::channel::ChannelKind;
+use tollgate_domain::cluster::{Doorbell, Instance, InstanceId};
 use tollgate_domain::ids::hex;
 use tollgate_domain::service::{Entropy, ExternalUserService};
 use tollgate_relay::client::{Timeouts, UpstreamClient};
+use tollgate_relay::feed::{Caches, Feed};
+use tollgate_relay::membership::Membership;
 use tollgate_relay::{Gateway, GatewayConfig};
-use tollgate_storage::{KeyCipher, SeaStore, StorageError};
+use tollgate_storage::{KeyCipher, RedisBus, SeaStore, StorageError};
 use tracing::Instrument;
 
 /// Random bytes from the operating system.
@@ -68,7 +72,17 @@ pub struct Application {
     port: u16,
     server: Server,
     gateway: web::Data<Gateway>,
+    membership: Arc<Membership>,
     grace: Duration,
+}
+
+/// This instance among those sharing the database, for `/readyz`.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The change feed (and its Redis, when configured).
+    pub feed: Arc<Feed>,
+    /// This instance.
+    pub instance: Instance,
 }
 
 /// The id of the current request (also its `X-Request-Id` and its hold's key).
@@ -99,6 +113,12 @@ async fn request_context(
         if let Ok(v) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(REQUEST_ID, v);
         }
+        // The route pattern, never the path: paths carry user ids.
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        metrics::http(&route, res.status().as_u16(), started.elapsed());
         tracing::info!(
             status = res.status().as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -113,6 +133,7 @@ async fn request_context(
 impl Application {
     /// Connects and migrates the database, binds the listener and prepares the server.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        metrics::recorder();
         let store = SeaStore::connect_with(
             &settings.database_url,
             Duration::from_secs(settings.database_timeout_secs),
@@ -156,11 +177,42 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(store.clone());
+
+        // One instance among those sharing the database: registered (releasing what a previous
+        // start under the same name left held) before it takes any call.
+        let mut id = [0u8; 12];
+        OsEntropy.fill(&mut id);
+        let name = settings
+            .instance_name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{port}", config::host_name()));
+        let membership = Arc::new(Membership::new(
+            Instance::new(InstanceId::from_random(id), &name),
+            shared.clone(),
+            Duration::from_secs(settings.instance_timeout_secs),
+        ));
+        membership.join().await?;
+
+        // The caches and the one feed through which every write that they depend on reaches
+        // them, here and on every other instance.
+        let bell: Option<Arc<dyn Doorbell>> = match &settings.redis_url {
+            Some(url) => Some(Arc::new(RedisBus::new(url)?)),
+            None => None,
+        };
+        let caches = Arc::new(Caches::load(shared.clone()).await?);
+        let feed = Feed::new(
+            membership.me().id.clone(),
+            shared.clone(),
+            bell,
+            caches.clone(),
+        )
+        .await?;
         let service = web::Data::new(ExternalUserService::new(
             shared.clone(),
             Arc::new(OsEntropy),
+            feed.clone(),
         ));
-        let admin_service = AdminService::new(shared.clone());
+        let admin_service = AdminService::new(shared.clone(), feed.clone());
         provider_channels(&admin_service, settings).await?;
         let r = &settings.relay;
         let client = UpstreamClient::new(Timeouts {
@@ -168,22 +220,28 @@ impl Application {
             first_byte: Duration::from_secs(r.first_byte_timeout_secs),
             idle: Duration::from_secs(r.idle_timeout_secs),
         });
-        let gateway = web::Data::new(
-            Gateway::new(
-                shared,
-                client,
-                GatewayConfig {
-                    retries: r.retries,
-                    default_max_tokens: r.default_max_tokens,
-                    hold_ttl: Duration::from_secs(r.hold_ttl_secs),
-                    failure_threshold: r.failure_threshold,
-                    settlement_backlog: usize::try_from(r.settlement_backlog).unwrap_or(usize::MAX),
-                    ..GatewayConfig::default()
-                },
-            )
-            .await?,
-        );
+        let gateway = web::Data::new(Gateway::new(
+            shared,
+            caches,
+            feed.clone(),
+            membership.me().id.clone(),
+            client,
+            GatewayConfig {
+                retries: r.retries,
+                default_max_tokens: r.default_max_tokens,
+                hold_ttl: Duration::from_secs(r.hold_ttl_secs),
+                failure_threshold: r.failure_threshold,
+                settlement_backlog: usize::try_from(r.settlement_backlog).unwrap_or(usize::MAX),
+                ..GatewayConfig::default()
+            },
+        ));
         background_tasks(&gateway, Duration::from_secs(r.probe_secs));
+        feed.listen();
+        membership.run();
+        let cluster = web::Data::new(Cluster {
+            feed: feed.clone(),
+            instance: membership.me().clone(),
+        });
         let admin_service = web::Data::new(admin_service);
         let platforms = web::Data::new(Platforms::new(&settings.external_api_keys));
         let admin_key = web::Data::new(AdminKey::new(settings.admin_key.as_ref()));
@@ -203,6 +261,7 @@ impl Application {
                 .app_data(service.clone())
                 .app_data(platforms.clone())
                 .app_data(store.clone())
+                .app_data(cluster.clone())
                 .app_data(app_gateway.clone())
                 .app_data(admin_service.clone())
                 .app_data(admin_key.clone())
@@ -211,6 +270,7 @@ impl Application {
                 .app_data(routes::query_config())
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
+                .route("/metrics", web::get().to(metrics::scrape))
                 .service(web::scope("/api/user/external").configure(external::configure))
                 .service(
                     web::scope("/api/admin")
@@ -235,11 +295,12 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(settings.shutdown_grace_secs)
         .run();
-        tracing::info!(address = %settings.listen, port, "listening");
+        tracing::info!(address = %settings.listen, port, instance = %membership.me().id, name = %membership.me().name, redis = feed.has_redis(), "listening");
         Ok(Application {
             port,
             server,
             gateway,
+            membership,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
         })
     }
@@ -266,6 +327,9 @@ impl Application {
                 failing = self.gateway.failing_settlements(),
                 "settlements still pending at exit (TOLLGATE_SHUTDOWN_GRACE_SECS passed); their holds will expire"
             );
+        } else {
+            // Everything settled: nothing of this instance's is left for the others to reap.
+            self.membership.leave().await;
         }
         served
     }

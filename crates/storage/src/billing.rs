@@ -23,7 +23,7 @@ use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
 use tollgate_domain::repository::BillingRepository;
 use tollgate_domain::time::UnixTime;
 
-const HELD: i16 = 0;
+pub(crate) const HELD: i16 = 0;
 const EXPIRED: i16 = 3;
 
 /// Runs `op` until it succeeds or fails for a reason other than a lock conflict.
@@ -172,6 +172,7 @@ impl SeaStore {
             state: Set(HELD),
             created_at: Set(h.created_at.secs()),
             expires_at: Set(h.expires_at.secs()),
+            instance_id: Set(h.instance.as_str().to_owned()),
             ..Default::default()
         })
         .exec(&txn)
@@ -238,7 +239,11 @@ impl SeaStore {
     }
 
     /// Releases (`expiring == false`) or expires a hold in flight.
-    async fn finish_once(&self, request_id: &str, expiring: bool) -> Result<bool, DbErr> {
+    pub(crate) async fn finish_once(
+        &self,
+        request_id: &str,
+        expiring: bool,
+    ) -> Result<bool, DbErr> {
         let txn = self.db.begin().await?;
         let row = if expiring {
             expire(&txn, request_id).await?

@@ -3,7 +3,9 @@
 //! one transaction; no quota is read, changed in Rust and written back.
 
 mod billing;
+mod bus;
 mod channels;
+mod cluster;
 mod crypto;
 mod entity;
 mod error;
@@ -14,6 +16,7 @@ mod tokens;
 mod topups;
 mod users;
 
+pub use bus::RedisBus;
 pub use channels::KeyStatus;
 pub use crypto::{CipherError, KeyCipher, KeyError, SecretKey};
 pub use error::StorageError;

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use tollgate_domain::Quota;
 use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
+use tollgate_domain::cluster::InstanceId;
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
 use tollgate_domain::logs::LogQueryInput;
 use tollgate_domain::pricing::Usage;
@@ -83,6 +84,7 @@ fn hold(request: &str, user: UserId, token: TokenId, amount: i64) -> Hold {
         amount: Quota::new(amount),
         created_at: NOW,
         expires_at: UnixTime::from_secs(NOW.secs() + 600),
+        instance: InstanceId::parse("test-instance").expect("id"),
     }
 }
 

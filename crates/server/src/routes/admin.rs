@@ -1,5 +1,6 @@
-//! The admin API (SPEC §5), under `/api/admin`: channels and prices. Every change refreshes the
-//! gateway's catalog before answering, so the next request on this instance sees it.
+//! The admin API (SPEC §5), under `/api/admin`: channels and prices. Every change goes through
+//! the admin service, which publishes it on the change feed: this instance's catalog is
+//! refreshed before the answer, every other instance's within a second.
 
 use crate::auth::Admin;
 use crate::clock::now;
@@ -43,14 +44,6 @@ fn channel_id(raw: &str) -> Result<ChannelId, ApiError> {
         .ok_or_else(|| tollgate_domain::DomainError::ChannelNotFound.into())
 }
 
-async fn refreshed(gateway: &Gateway) -> Result<(), ApiError> {
-    gateway
-        .reload_catalog()
-        .await
-        .map(|_| ())
-        .map_err(|e| ApiError::internal(&e.detail()))
-}
-
 async fn list_channels(_: Admin, service: Service) -> Result<HttpResponse, ApiError> {
     let channels: Vec<ChannelView> = service
         .channels()
@@ -73,69 +66,59 @@ async fn get_channel(
 async fn create_channel(
     _: Admin,
     service: Service,
-    gateway: Relay,
     body: web::Json<ChannelRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let channel = service
         .create_channel(body.into_inner().into(), now())
         .await?;
-    refreshed(&gateway).await?;
     Ok(ok("渠道创建成功", ChannelView::from(channel)))
 }
 
 async fn update_channel(
     _: Admin,
     service: Service,
-    gateway: Relay,
     id: web::Path<String>,
     body: web::Json<ChannelRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let channel = service
         .update_channel(channel_id(&id)?, body.into_inner().into(), now())
         .await?;
-    refreshed(&gateway).await?;
     Ok(ok("渠道更新成功", ChannelView::from(channel)))
 }
 
 async fn delete_channel(
     _: Admin,
     service: Service,
-    gateway: Relay,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = channel_id(&id)?;
     service.delete_channel(id).await?;
-    refreshed(&gateway).await?;
     Ok(ok("渠道删除成功", serde_json::json!({ "id": id.get() })))
 }
 
 async fn enable_channel(
     admin: Admin,
     service: Service,
-    gateway: Relay,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    switch(admin, service, gateway, id, true).await
+    switch(admin, service, id, true).await
 }
 
 async fn disable_channel(
     admin: Admin,
     service: Service,
-    gateway: Relay,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    switch(admin, service, gateway, id, false).await
+    switch(admin, service, id, false).await
 }
 
 async fn switch(
     _: Admin,
     service: Service,
-    gateway: Relay,
     id: web::Path<String>,
     on: bool,
 ) -> Result<HttpResponse, ApiError> {
     let channel = service.set_enabled(channel_id(&id)?, on, now()).await?;
-    refreshed(&gateway).await?;
     let message = if on {
         "渠道已启用"
     } else {
@@ -168,13 +151,11 @@ async fn prices(_: Admin, service: Service) -> Result<HttpResponse, ApiError> {
 async fn put_price(
     _: Admin,
     service: Service,
-    gateway: Relay,
     model: web::Path<String>,
     body: web::Json<PriceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, price) = service
         .put_price(&model, body.into_inner().into(), now())
         .await?;
-    refreshed(&gateway).await?;
     Ok(ok("价格已更新", ModelPriceView::new(name.as_str(), &price)))
 }

@@ -64,13 +64,11 @@ async fn create_token(
 
 async fn delete_token(
     service: Service,
-    gateway: web::Data<Gateway>,
     Platform(p): Platform,
     body: web::Json<DeleteTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    // The service publishes the deletion: every instance's key cache drops the key.
     let (user, token) = service.delete_token(&p, body.into_inner().into()).await?;
-    // The relay must refuse the key from the next request on.
-    gateway.keys().forget(token);
     Ok(ok(
         "Token删除成功",
         DeletedTokenData {

@@ -1,6 +1,8 @@
 //! `/healthz` (the process answers) and `/readyz` (the database answers too, within a second:
-//! a load balancer must learn of an outage quickly, not after a connection timeout).
+//! a load balancer must learn of an outage quickly, not after a connection timeout; Redis is
+//! shown as a field).
 
+use crate::startup::Cluster;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 use std::time::Duration;
@@ -14,21 +16,32 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`.
-pub async fn readyz(store: web::Data<SeaStore>) -> HttpResponse {
-    let answered = tokio::time::timeout(READY_TIMEOUT, store.ping()).await;
-    match answered.unwrap_or_else(|_| {
-        Err(tollgate_storage::StorageError::Connect(
-            "no answer within 1 s".into(),
-        ))
-    }) {
-        Ok(()) => {
-            HttpResponse::Ok().json(json!({"status": "ready", "database": store.backend_name()}))
-        }
-        Err(e) => {
+/// `GET /readyz`: ready while the database answers. Redis is reported as a field (`up`,
+/// `down`, or `off` when not configured) and never makes the instance unready: without it,
+/// changes reach this instance by polling the database.
+pub async fn readyz(store: web::Data<SeaStore>, cluster: web::Data<Cluster>) -> HttpResponse {
+    let (database, redis) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, store.ping()),
+        tokio::time::timeout(READY_TIMEOUT, cluster.feed.redis_up()),
+    );
+    let redis = match redis {
+        Ok(None) => "off",
+        Ok(Some(true)) => "up",
+        Ok(Some(false)) | Err(_) => "down",
+    };
+    let body = |status: &str| {
+        json!({"status": status, "database": store.backend_name(), "redis": redis,
+               "instance": cluster.instance.name})
+    };
+    match database {
+        Ok(Ok(())) => HttpResponse::Ok().json(body("ready")),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "unavailable", "database": store.backend_name()}))
+            HttpResponse::ServiceUnavailable().json(body("unavailable"))
+        }
+        Err(_) => {
+            tracing::warn!("readiness check failed: the database did not answer within 1 s");
+            HttpResponse::ServiceUnavailable().json(body("unavailable"))
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct Model {
     pub state: i16,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The instance that took it (empty for holds older than the instance registry).
+    pub instance_id: String,
 }
 
 /// No navigated relations.

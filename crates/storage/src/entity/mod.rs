@@ -1,7 +1,9 @@
 //! SeaORM entities. They never leave this crate: repositories convert them to domain types.
 
+pub mod cache_change;
 pub mod channel;
 pub mod hold;
+pub mod instance;
 pub mod log;
 pub mod price;
 pub mod token;
