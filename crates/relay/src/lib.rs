@@ -10,6 +10,7 @@
 //! No HTTP status codes are decided here: failures are [`RelayError`] values that the server
 //! maps to statuses.
 
+pub mod anthropic;
 pub mod cache;
 pub mod client;
 mod error;
