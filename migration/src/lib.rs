@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_ledger;
 mod m20261126_000002_relay;
 mod m20261203_000003_cluster;
+mod m20261203_000005_more_prices;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_ledger::Migration),
             Box::new(m20261126_000002_relay::Migration),
             Box::new(m20261203_000003_cluster::Migration),
+            Box::new(m20261203_000005_more_prices::Migration),
         ]
     }
 }

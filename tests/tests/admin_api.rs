@@ -126,6 +126,11 @@ async fn bad_channels_and_prices_are_400() {
             "deepseek-reasoner",
             "gpt-4o",
             "gpt-4o-mini",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "gemini-2.5-flash",
+            "text-embedding-3-small",
+            "text-embedding-3-large",
         ] {
             assert!(
                 p[m]["input"].is_number() && p[m]["output"].is_number(),
@@ -135,6 +140,14 @@ async fn bad_channels_and_prices_are_400() {
         assert_eq!(
             p["gpt-4o"],
             json!({"input": 2.5, "output": 10, "cached_input": 1.25})
+        );
+        assert_eq!(
+            p["claude-haiku-4-5"],
+            json!({"input": 1, "output": 5, "cached_input": 0.1})
+        );
+        assert_eq!(
+            p["gemini-2.5-flash"],
+            json!({"input": 0.3, "output": 2.5, "cached_input": 0.075})
         );
         let put = app
             .admin(

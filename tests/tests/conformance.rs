@@ -1,7 +1,8 @@
 //! The adapter conformance suite: every HTTP provider adapter (`openai`, `dashscope`,
-//! `deepseek`, `openai_compatible`) runs the same checks against the mock provider — request
-//! path and authentication, JSON and SSE answers, usage billing, usage hidden from clients that
-//! did not ask, upstream errors. The `echo` adapter runs the wire-format checks locally.
+//! `deepseek`, `openai_compatible`, `gemini`, and `anthropic` through the chat ⇄ Messages
+//! conversion) runs the same checks against the mock provider — request path and
+//! authentication, JSON and SSE answers, usage billing, usage hidden from clients that did not
+//! ask, upstream errors. The `echo` adapter runs the wire-format checks locally.
 #![allow(
     clippy::expect_used,
     reason = "test helpers fail the calling test by panicking"
@@ -12,7 +13,14 @@ use serde_json::{Value, json};
 use tollgate_tests::TestApp;
 use tollgate_tests::mock::{MockProvider, REPLY};
 
-const KINDS: [&str; 4] = ["openai", "dashscope", "deepseek", "openai_compatible"];
+const KINDS: [&str; 6] = [
+    "openai",
+    "dashscope",
+    "deepseek",
+    "openai_compatible",
+    "gemini",
+    "anthropic",
+];
 
 fn ask(model: &str, stream: bool) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "你好！"}], "stream": stream})
@@ -52,12 +60,17 @@ async fn every_adapter_speaks_the_same_wire_format_and_bills_the_same() {
         assert_eq!(r.status, 200, "{kind}: {}", r.body);
         assert_eq!(r.body["choices"][0]["message"]["content"], REPLY, "{kind}");
         let seen = mock.requests();
-        assert_eq!(seen[0].path, "/v1/chat/completions", "{kind}");
-        assert_eq!(
-            seen[0].header("authorization"),
-            Some("Bearer sk-upstream-secret"),
-            "{kind}"
-        );
+        let (path, auth, credential) = if kind == "anthropic" {
+            ("/v1/messages", "x-api-key", "sk-upstream-secret")
+        } else {
+            (
+                "/v1/chat/completions",
+                "authorization",
+                "Bearer sk-upstream-secret",
+            )
+        };
+        assert_eq!(seen[0].path, path, "{kind}");
+        assert_eq!(seen[0].header(auth), Some(credential), "{kind}");
         assert_eq!(
             seen[0].header("content-type"),
             Some("application/json"),

@@ -560,7 +560,7 @@ async fn unknown_relay_paths_answer_in_openai_shape() {
     let r = app
         .send(
             Method::POST,
-            "/v1/embeddings",
+            "/v1/audio/speech",
             Some("sk-x"),
             Some(b"{}".to_vec()),
             Some("application/json"),
@@ -632,18 +632,50 @@ async fn provider_keys_in_the_environment_create_their_channels_once() {
         let app = TestApp::start_with(
             url.clone(),
             "sqlite",
-            &[("TOLLGATE_DEEPSEEK_API_KEY", "sk-deepseek-from-env")],
+            &[
+                ("TOLLGATE_DEEPSEEK_API_KEY", "sk-deepseek-from-env"),
+                ("TOLLGATE_ANTHROPIC_API_KEY", "sk-ant-from-env"),
+                ("TOLLGATE_GEMINI_API_KEY", "gemini-from-env"),
+            ],
         )
         .await;
         let list = app.admin(Method::GET, "/channels", None).await;
-        let channels = list.data().as_array().expect("list").clone();
-        assert_eq!(channels.len(), 1, "{channels:?}");
-        assert_eq!(channels[0]["type"], "deepseek");
+        let mut channels = list.data().as_array().expect("list").clone();
+        channels.sort_by_key(|c| c["type"].as_str().unwrap_or_default().to_owned());
+        let summary: Vec<(Value, Value, Value)> = channels
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].clone(),
+                    c["base_url"].clone(),
+                    c["models"].clone(),
+                )
+            })
+            .collect();
         assert_eq!(
-            channels[0]["models"],
-            json!(["deepseek-chat", "deepseek-reasoner"])
+            summary,
+            [
+                (
+                    json!("anthropic"),
+                    json!("https://api.anthropic.com/v1"),
+                    json!(["claude-sonnet-4-5", "claude-haiku-4-5"])
+                ),
+                (
+                    json!("deepseek"),
+                    json!("https://api.deepseek.com/v1"),
+                    json!(["deepseek-chat", "deepseek-reasoner"])
+                ),
+                (
+                    json!("gemini"),
+                    json!("https://generativelanguage.googleapis.com/v1beta/openai"),
+                    json!(["gemini-2.5-flash"])
+                ),
+            ]
         );
-        assert!(!list.body.to_string().contains("sk-deepseek-from-env"));
+        let text = list.body.to_string();
+        for secret in ["sk-deepseek-from-env", "sk-ant-from-env", "gemini-from-env"] {
+            assert!(!text.contains(secret), "{secret} leaked");
+        }
         app.stop().await;
     }
 }

@@ -9,7 +9,55 @@ use crate::validation::ValidationErrors;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-/// The kind of upstream; all speak the OpenAI chat-completions wire format.
+/// The API an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// OpenAI's chat completions (and embeddings and legacy completions).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// What a client asked for: one of the relayed APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/messages` (Anthropic).
+    Messages,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/completions` (legacy text completions).
+    Completions,
+}
+
+impl Api {
+    /// The upstream path (after the base URL) of this API on an upstream speaking `wire`:
+    /// chat and messages convert into each other, the others exist only on OpenAI's wire.
+    #[must_use]
+    pub fn path(self, wire: Wire) -> &'static str {
+        match (self, wire) {
+            (Api::Chat | Api::Messages, Wire::OpenAi) => "/chat/completions",
+            (Api::Chat | Api::Messages, Wire::Anthropic) => "/messages",
+            (Api::Embeddings, _) => "/embeddings",
+            (Api::Completions, _) => "/completions",
+        }
+    }
+
+    /// Whether a channel of `kind` can answer this API (natively or converted).
+    #[must_use]
+    pub fn served_by(self, kind: ChannelKind) -> bool {
+        match self {
+            Api::Chat | Api::Messages => true,
+            // No conversion exists for these; the local echo channel answers chat only.
+            Api::Embeddings | Api::Completions => {
+                kind.wire() == Wire::OpenAi && kind != ChannelKind::Echo
+            }
+        }
+    }
+}
+
+/// The kind of upstream: its default base URL, its authentication and the API it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChannelKind {
     /// OpenAI.
@@ -22,17 +70,32 @@ pub enum ChannelKind {
     OpenAiCompatible,
     /// Answers locally, for trying the whole flow without a provider account.
     Echo,
+    /// Anthropic's Messages API (`x-api-key`, `anthropic-version`).
+    Anthropic,
+    /// Google Gemini through its OpenAI-compatible endpoint.
+    Gemini,
 }
 
 impl ChannelKind {
     /// Every kind.
-    pub const ALL: [ChannelKind; 5] = [
+    pub const ALL: [ChannelKind; 7] = [
         ChannelKind::OpenAi,
         ChannelKind::DashScope,
         ChannelKind::DeepSeek,
         ChannelKind::OpenAiCompatible,
         ChannelKind::Echo,
+        ChannelKind::Anthropic,
+        ChannelKind::Gemini,
     ];
+
+    /// The API it speaks.
+    #[must_use]
+    pub fn wire(self) -> Wire {
+        match self {
+            ChannelKind::Anthropic => Wire::Anthropic,
+            _ => Wire::OpenAi,
+        }
+    }
 
     /// The name used in the API and the database.
     #[must_use]
@@ -43,6 +106,8 @@ impl ChannelKind {
             ChannelKind::DeepSeek => "deepseek",
             ChannelKind::OpenAiCompatible => "openai_compatible",
             ChannelKind::Echo => "echo",
+            ChannelKind::Anthropic => "anthropic",
+            ChannelKind::Gemini => "gemini",
         }
     }
 
@@ -62,6 +127,8 @@ impl ChannelKind {
             ChannelKind::DeepSeek => Some("https://api.deepseek.com/v1"),
             ChannelKind::OpenAiCompatible => None,
             ChannelKind::Echo => Some("local://echo"),
+            ChannelKind::Anthropic => Some("https://api.anthropic.com/v1"),
+            ChannelKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta/openai"),
         }
     }
 
@@ -73,6 +140,8 @@ impl ChannelKind {
             ChannelKind::DashScope => &["qwen-turbo", "qwen-plus", "qwen-max"],
             ChannelKind::DeepSeek => &["deepseek-chat", "deepseek-reasoner"],
             ChannelKind::OpenAi => &["gpt-4o", "gpt-4o-mini"],
+            ChannelKind::Anthropic => &["claude-sonnet-4-5", "claude-haiku-4-5"],
+            ChannelKind::Gemini => &["gemini-2.5-flash"],
             ChannelKind::OpenAiCompatible | ChannelKind::Echo => &[],
         }
     }
@@ -221,13 +290,10 @@ impl Channel {
             .map_or(model, String::as_str)
     }
 
-    /// `base_url` + `/chat/completions`.
+    /// `base_url` + `path` (e.g. `/chat/completions`).
     #[must_use]
-    pub fn chat_url(&self) -> String {
-        format!(
-            "{}/chat/completions",
-            self.spec.base_url.trim_end_matches('/')
-        )
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.spec.base_url.trim_end_matches('/'))
     }
 }
 
@@ -387,11 +453,19 @@ pub enum Route {
     Channels(Vec<ChannelId>),
 }
 
-/// Orders the enabled channels serving `model`: priority groups from the highest down, and
-/// within a group a weighted random permutation (each pick proportional to weight; weight 0
-/// only after the weighted ones). `random(n)` must return a value in `0..n`.
-pub fn route(channels: &[Channel], model: &str, mut random: impl FnMut(u64) -> u64) -> Route {
-    let serving: Vec<&Channel> = channels.iter().filter(|c| c.serves(model)).collect();
+/// Orders the enabled channels serving `model` through `api`: priority groups from the highest
+/// down, and within a group a weighted random permutation (each pick proportional to weight;
+/// weight 0 only after the weighted ones). `random(n)` must return a value in `0..n`.
+pub fn route(
+    channels: &[Channel],
+    model: &str,
+    api: Api,
+    mut random: impl FnMut(u64) -> u64,
+) -> Route {
+    let serving: Vec<&Channel> = channels
+        .iter()
+        .filter(|c| c.serves(model) && api.served_by(c.spec.kind))
+        .collect();
     if serving.is_empty() {
         return Route::UnknownModel;
     }
@@ -486,10 +560,54 @@ mod tests {
     #[test]
     fn unknown_and_disabled_models_are_told_apart() {
         let cs = vec![channel(1, 0, 1, ChannelStatus::Disabled)];
-        assert_eq!(route(&cs, "other", |_| 0), Route::UnknownModel);
-        assert_eq!(route(&cs, "m", |_| 0), Route::NoEnabledChannel);
+        assert_eq!(route(&cs, "other", Api::Chat, |_| 0), Route::UnknownModel);
+        assert_eq!(
+            route(&cs, "m", Api::Embeddings, |_| 0),
+            Route::NoEnabledChannel
+        );
+        assert_eq!(route(&cs, "m", Api::Chat, |_| 0), Route::NoEnabledChannel);
         let auto = vec![channel(1, 0, 1, ChannelStatus::AutoDisabled)];
-        assert_eq!(route(&auto, "m", |_| 0), Route::NoEnabledChannel);
+        assert_eq!(route(&auto, "m", Api::Chat, |_| 0), Route::NoEnabledChannel);
+    }
+
+    #[test]
+    fn apis_route_only_to_channels_that_can_answer_them() {
+        let mut claude = channel(7, 0, 1, ChannelStatus::Enabled);
+        claude.spec.kind = ChannelKind::Anthropic;
+        let cs = vec![claude];
+        for api in [Api::Chat, Api::Messages] {
+            assert_eq!(
+                route(&cs, "m", api, |_| 0),
+                Route::Channels(vec![ChannelId::new(7)])
+            );
+        }
+        for api in [Api::Embeddings, Api::Completions] {
+            assert_eq!(route(&cs, "m", api, |_| 0), Route::UnknownModel, "{api:?}");
+        }
+        assert!(Api::Embeddings.served_by(ChannelKind::Gemini));
+        assert!(!Api::Completions.served_by(ChannelKind::Echo));
+        assert!(Api::Messages.served_by(ChannelKind::Echo));
+        assert_eq!(Api::Chat.path(Wire::OpenAi), "/chat/completions");
+        assert_eq!(Api::Chat.path(Wire::Anthropic), "/messages");
+        assert_eq!(Api::Messages.path(Wire::OpenAi), "/chat/completions");
+        assert_eq!(Api::Messages.path(Wire::Anthropic), "/messages");
+        assert_eq!(Api::Embeddings.path(Wire::OpenAi), "/embeddings");
+        assert_eq!(Api::Completions.path(Wire::OpenAi), "/completions");
+        assert_eq!(ChannelKind::Anthropic.wire(), Wire::Anthropic);
+        assert_eq!(ChannelKind::Gemini.wire(), Wire::OpenAi);
+        assert_eq!(
+            ChannelKind::Anthropic.default_base_url(),
+            Some("https://api.anthropic.com/v1")
+        );
+        assert_eq!(
+            ChannelKind::Gemini.default_base_url(),
+            Some("https://generativelanguage.googleapis.com/v1beta/openai")
+        );
+        assert_eq!(
+            ChannelKind::parse("anthropic"),
+            Some(ChannelKind::Anthropic)
+        );
+        assert_eq!(ChannelKind::parse("gemini"), Some(ChannelKind::Gemini));
     }
 
     #[test]
@@ -500,12 +618,15 @@ mod tests {
             channel(3, 5, 1, ChannelStatus::Disabled),
         ];
         assert_eq!(
-            route(&cs, "m", |_| 0),
+            route(&cs, "m", Api::Chat, |_| 0),
             Route::Channels(vec![ChannelId::new(2), ChannelId::new(1)])
         );
         assert_eq!(cs[0].upstream_model("m"), "upstream-m");
         assert_eq!(cs[0].upstream_model("x"), "x");
-        assert_eq!(cs[0].chat_url(), "http://127.0.0.1:1/v1/chat/completions");
+        assert_eq!(
+            cs[0].url("/chat/completions"),
+            "http://127.0.0.1:1/v1/chat/completions"
+        );
     }
 
     #[test]
@@ -516,7 +637,7 @@ mod tests {
         ];
         let mut firsts = [0u32; 3];
         for r in 0..4 {
-            if let Route::Channels(o) = route(&cs, "m", |n| r % n) {
+            if let Route::Channels(o) = route(&cs, "m", Api::Chat, |n| r % n) {
                 firsts[usize::try_from(o[0].get()).expect("id")] += 1;
             }
         }
@@ -584,7 +705,7 @@ mod tests {
                 channel(i as i64, *p, *w, if *on { ChannelStatus::Enabled } else { ChannelStatus::Disabled })
             }).collect();
             let mut s = seed;
-            let r = route(&cs, "m", |n| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); (s >> 33) % n });
+            let r = route(&cs, "m", Api::Chat, |n| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); (s >> 33) % n });
             let enabled: Vec<_> = cs.iter().filter(|c| c.status == ChannelStatus::Enabled).collect();
             match r {
                 Route::Channels(order) => {

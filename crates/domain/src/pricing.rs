@@ -224,6 +224,11 @@ pub fn default_prices() -> Vec<(&'static str, Price)> {
         ("deepseek-reasoner", p(55, 2, 219, 2, 14, 2)),
         ("gpt-4o", p(25, 1, 10, 0, 125, 2)),
         ("gpt-4o-mini", p(15, 2, 6, 1, 75, 3)),
+        ("claude-sonnet-4-5", p(3, 0, 15, 0, 3, 1)),
+        ("claude-haiku-4-5", p(1, 0, 5, 0, 1, 1)),
+        ("gemini-2.5-flash", p(3, 1, 25, 1, 75, 3)),
+        ("text-embedding-3-small", p(2, 2, 0, 0, 2, 2)),
+        ("text-embedding-3-large", p(13, 2, 0, 0, 13, 2)),
     ]
 }
 
@@ -320,6 +325,11 @@ mod tests {
             "deepseek-reasoner",
             "gpt-4o",
             "gpt-4o-mini",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "gemini-2.5-flash",
+            "text-embedding-3-small",
+            "text-embedding-3-large",
         ] {
             assert!(names.contains(&m), "{m}");
         }

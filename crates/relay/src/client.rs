@@ -103,10 +103,12 @@ impl UpstreamClient {
         self.timeouts
     }
 
-    /// Sends `body` to `channel` and waits for the answer head.
+    /// Sends `body` to `path` (e.g. `/chat/completions`) on `channel` and waits for the
+    /// answer head.
     pub async fn send(
         &self,
         channel: &Channel,
+        path: &str,
         body: Bytes,
     ) -> Result<UpstreamReply, AttemptError> {
         if channel.spec.kind == ChannelKind::Echo {
@@ -118,7 +120,7 @@ impl UpstreamClient {
         }
         let adapter: &dyn Provider = provider::for_kind(channel.spec.kind);
         let req = adapter
-            .request(channel, body)
+            .request(channel, path, body)
             .ok_or_else(|| AttemptError::Misconfigured("invalid base_url or key".into()))?;
         let res = tokio::time::timeout(self.timeouts.first_byte, self.http.request(req))
             .await

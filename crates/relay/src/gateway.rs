@@ -12,15 +12,17 @@
 //!    background; a failure before the first byte releases the hold instead.
 
 use crate::RelayError;
+use crate::anthropic;
 use crate::cache::Catalog;
+use crate::call::{Call, Codec};
 use crate::client::{AttemptError, ChunkError, UpstreamClient, UpstreamReply, read_all};
+use crate::codec;
 use crate::feed::Caches;
 use crate::metrics::{self, Outcome};
 use crate::provider::{self, Provider};
 use crate::settle::{Delivered, Settler, Ticket, now};
 use crate::stream::{self, ClientStream, SettleGuard};
 use crate::tokenizer;
-use crate::wire::{AnswerView, ChatRequest};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -28,10 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollgate_domain::RepoError;
-use tollgate_domain::billing::{
-    DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal, UsageBounds, hold_amount,
-};
-use tollgate_domain::channel::{Channel, ChannelStatus, Route, route};
+use tollgate_domain::billing::{DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal, hold_amount};
+use tollgate_domain::channel::{Api, Channel, ChannelStatus, Route, Wire, route};
 use tollgate_domain::cluster::{CacheChange, ChangeFeed, InstanceId};
 use tollgate_domain::ids::ChannelId;
 use tollgate_domain::repository::{BillingRepository, RelayStore};
@@ -158,6 +158,7 @@ fn sanitize_error(body: &[u8], key: &str, status: u16) -> Bytes {
         }
     };
     match serde_json::from_str::<Value>(&text) {
+        // OpenAI's `{"error":{…}}` and Anthropic's `{"type":"error","error":{…}}` alike.
         Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_object) => {
             Bytes::from(scrub(&Value::Object(o).to_string()))
         }
@@ -181,19 +182,32 @@ const INLINE_PARSE_BYTES: usize = 16 * 1024;
 
 /// Parses the request and estimates its prompt tokens (the tokenizer's work is bounded per
 /// request; see [`tokenizer::TOKENIZE_BUDGET_BYTES`]).
-async fn parse_and_estimate(raw: Bytes) -> Result<(ChatRequest, u64), RelayError> {
+async fn parse_and_estimate(api: Api, raw: Bytes) -> Result<Call, RelayError> {
     let small = raw.len() <= INLINE_PARSE_BYTES;
-    let work = move || {
-        let req = ChatRequest::parse(&raw).map_err(RelayError::InvalidRequest)?;
-        let estimate = tokenizer::prompt_tokens(req.body());
-        Ok((req, estimate))
-    };
+    let work = move || Call::parse(api, &raw).map_err(RelayError::InvalidRequest);
     if small {
         return work();
     }
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|_| RelayError::Unavailable("请求处理失败，请重试"))?
+}
+
+/// An upstream error body (already scrubbed, OpenAI- or Anthropic-shaped) in the shape of the
+/// client's API: Anthropic's for `/v1/messages`, OpenAI's for the others.
+fn in_client_shape(api: Api, status: u16, body: Bytes) -> Bytes {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let anthropic_shaped = v.get("type").and_then(Value::as_str) == Some("error");
+    match (api, anthropic_shaped) {
+        (Api::Messages, false) => {
+            Bytes::from(anthropic::openai_error_to_anthropic(status, &v).to_string())
+        }
+        (Api::Messages, true) => body,
+        (_, true) => Bytes::from(anthropic::anthropic_error_to_openai(status, &v).to_string()),
+        (_, false) => body,
+    }
 }
 
 /// The relay.
@@ -297,10 +311,12 @@ impl Gateway {
         Ok(self.catalog().served().keys().cloned().collect())
     }
 
-    /// `POST /v1/chat/completions` for an authenticated key (see [`Gateway::authenticate`],
-    /// which callers run before reading the body).
-    pub async fn chat(
+    /// One relayed call of `api` (`POST /v1/chat/completions`, `/v1/messages`,
+    /// `/v1/embeddings`, `/v1/completions`) for an authenticated key (see
+    /// [`Gateway::authenticate`], which callers run before reading the body).
+    pub async fn call(
         &self,
+        api: Api,
         token: Arc<Token>,
         raw: Bytes,
         request_id: &str,
@@ -313,10 +329,11 @@ impl Gateway {
             );
             return Err(RelayError::Unavailable("结算积压，请稍后重试"));
         }
-        let (req, prompt_estimate) = parse_and_estimate(raw).await?;
+        let req = parse_and_estimate(api, raw).await?;
+        let prompt_estimate = req.prompt_estimate;
         let model = req.model.as_str().to_owned();
         let catalog = self.catalog();
-        let order = match route(catalog.channels(), &model, random_below) {
+        let order = match route(catalog.channels(), &model, api, random_below) {
             Route::UnknownModel => return Err(RelayError::ModelNotFound(model)),
             Route::NoEnabledChannel => return Err(RelayError::NoAvailableChannel(model)),
             Route::Channels(order) => order,
@@ -324,11 +341,8 @@ impl Gateway {
         let price = catalog
             .price(&model)
             .ok_or_else(|| RelayError::ModelNotFound(model.clone()))?;
-        // Every one of `n` choices may use the whole completion limit.
-        let limit = req
-            .max_tokens
-            .unwrap_or(self.config.default_max_tokens)
-            .saturating_mul(req.choices);
+        // Every one of the choices may use the whole completion limit.
+        let limit = req.hold_completion(self.config.default_max_tokens);
         let at = now();
         let hold =
             Hold {
@@ -372,17 +386,12 @@ impl Gateway {
             model: model.clone(),
             price,
             prompt_estimate,
-            bounds: UsageBounds::for_request(
-                req.body_bytes,
-                req.media_parts,
-                req.max_tokens,
-                req.choices,
-            ),
+            bounds: req.bounds(),
             is_stream: req.stream,
             started,
         };
         let upstream_started = Instant::now();
-        let (channel, mut reply) = self.attempt(&req, &order, &catalog).await?;
+        let (channel, codec, mut reply) = self.attempt(&req, &order, &catalog).await?;
         let mut upstream_time = upstream_started.elapsed();
         let adapter: &'static dyn Provider = provider::for_kind(channel.spec.kind);
         let idle = self.client.timeouts().idle;
@@ -393,8 +402,7 @@ impl Gateway {
             return Ok(ChatReply::Stream(stream::relay(
                 reply.body,
                 idle,
-                req.include_usage,
-                adapter,
+                codec::transcoder(codec, adapter, req.include_usage),
                 guard,
             )));
         }
@@ -408,28 +416,38 @@ impl Gateway {
                 ChunkError::Broken(m) => RelayError::Upstream(m),
             })?;
         upstream_time += body_started.elapsed();
-        let view = AnswerView::parse(&body).unwrap_or_default();
-        let reported = view.usage.as_ref().map(|u| adapter.usage(u));
-        let mut text = String::new();
-        view.text_into(&mut text);
+        let answer = codec::answer(codec, adapter, body);
         let mut delivered = Delivered::default();
-        delivered.push(&text);
+        delivered.push(&answer.text);
         unsettled.disarm();
-        self.settler.settle(ticket.finish(reported, delivered));
+        self.settler
+            .settle(ticket.finish(answer.reported, delivered));
         metrics::overhead(started.elapsed().saturating_sub(upstream_time));
         Ok(ChatReply::Json {
             status: reply.status,
-            body,
+            body: answer.body,
         })
     }
 
-    /// Tries the channels in order until one answers 2xx.
+    /// `POST /v1/messages/count_tokens`: the prompt tokens of a Messages request, as estimated
+    /// for holds. `max_tokens` may be absent here, unlike in a real call.
+    pub async fn count_tokens(&self, raw: Bytes) -> Result<u64, RelayError> {
+        let mut body = crate::wire::object_of(&raw).map_err(RelayError::InvalidRequest)?;
+        body.entry("max_tokens").or_insert(Value::from(1));
+        let raw = Bytes::from(Value::Object(body).to_string());
+        Ok(parse_and_estimate(Api::Messages, raw)
+            .await?
+            .prompt_estimate)
+    }
+
+    /// Tries the channels in order until one answers 2xx; the channel, how to read its answer,
+    /// and the answer.
     async fn attempt(
         &self,
-        req: &ChatRequest,
+        req: &Call,
         order: &[ChannelId],
         catalog: &Catalog,
-    ) -> Result<(Channel, UpstreamReply), RelayError> {
+    ) -> Result<(Channel, Codec, UpstreamReply), RelayError> {
         let mut candidates: Vec<&Channel> =
             order.iter().filter_map(|id| catalog.channel(*id)).collect();
         let budget = self.config.retries.saturating_add(1);
@@ -439,22 +457,33 @@ impl Gateway {
         // A channel's failure counts once per client request, however often it was retried:
         // the threshold is about failed requests, not about the retry setting.
         let mut failed: Vec<ChannelId> = Vec::new();
-        // The serialized body, kept while the upstream model name stays the same (retries, and
-        // channels without a mapping), so a large prompt is not re-encoded per attempt.
-        let mut encoded: Option<(String, Bytes)> = None;
+        // The serialized body, kept while the upstream model name and wire stay the same
+        // (retries, and channels without a mapping), so a large prompt is not re-encoded per
+        // attempt.
+        type Encoded = (String, Wire, &'static str, Bytes, Codec);
+        let mut encoded: Option<Encoded> = None;
         while tries < budget && !candidates.is_empty() {
             let channel = candidates[next.min(candidates.len() - 1)];
             let upstream_model = channel.upstream_model(req.model.as_str());
-            let body = match &encoded {
-                Some((m, b)) if m == upstream_model => b.clone(),
+            let wire = channel.spec.kind.wire();
+            let (path, body, codec) = match &encoded {
+                Some((m, w, path, b, codec)) if m == upstream_model && *w == wire => {
+                    (*path, b.clone(), *codec)
+                }
                 _ => {
-                    let b = req.upstream_body(upstream_model);
-                    encoded = Some((upstream_model.to_owned(), b.clone()));
-                    b
+                    let (path, b, codec) = req
+                        .upstream(
+                            channel.spec.kind,
+                            upstream_model,
+                            self.config.default_max_tokens,
+                        )
+                        .map_err(RelayError::InvalidRequest)?;
+                    encoded = Some((upstream_model.to_owned(), wire, path, b.clone(), codec));
+                    (path, b, codec)
                 }
             };
             tries += 1;
-            match self.client.send(channel, body).await {
+            match self.client.send(channel, path, body).await {
                 Err(AttemptError::Timeout) => {
                     metrics::upstream(channel.id, Outcome::Timeout);
                     // The upstream may still be generating (and billing) that answer: calling
@@ -475,7 +504,7 @@ impl Gateway {
                 Ok(reply) if (200..300).contains(&reply.status) => {
                     metrics::upstream(channel.id, Outcome::Ok);
                     self.note_success(channel.id);
-                    return Ok((channel.clone(), reply));
+                    return Ok((channel.clone(), codec, reply));
                 }
                 Ok(reply) if matches!(reply.status, 401 | 403) => {
                     metrics::upstream(channel.id, Outcome::KeyRejected);
@@ -509,9 +538,10 @@ impl Gateway {
                     let body = read_all(&mut reply.body, idle, 1024 * 1024)
                         .await
                         .unwrap_or_default();
+                    let clean = sanitize_error(&body, channel.spec.key.expose(), reply.status);
                     return Err(RelayError::UpstreamRejected {
                         status: reply.status,
-                        body: sanitize_error(&body, channel.spec.key.expose(), reply.status),
+                        body: in_client_shape(req.api, reply.status, clean),
                     });
                 }
             }
@@ -574,15 +604,22 @@ impl Gateway {
                 message: "channel lists no model".into(),
             };
         };
-        let body = json!({
-            "model": channel.upstream_model(model.as_str()),
-            "messages": [{"role": "user", "content": "ping"}],
-            "max_tokens": 1,
-        });
+        let upstream = channel.upstream_model(model.as_str());
+        // One token of chat (valid for OpenAI's and Anthropic's APIs alike), or one embedding
+        // for an embedding model, which answers nothing else.
+        let (api, body) = if model.as_str().contains("embedding") {
+            (Api::Embeddings, json!({"model": upstream, "input": "ping"}))
+        } else {
+            (
+                Api::Chat,
+                json!({"model": upstream, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
+            )
+        };
+        let path = api.path(channel.spec.kind.wire());
         let started = Instant::now();
         let result = self
             .client
-            .send(channel, Bytes::from(body.to_string()))
+            .send(channel, path, Bytes::from(body.to_string()))
             .await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {

@@ -12,7 +12,9 @@
 
 pub mod anthropic;
 pub mod cache;
+pub mod call;
 pub mod client;
+mod codec;
 mod error;
 pub mod feed;
 pub mod gateway;

@@ -1,6 +1,8 @@
-//! Provider adapters. Every supported provider speaks the OpenAI chat-completions format, so an
-//! adapter is small: where to send the request, how to authenticate, and how its `usage`
-//! spells cached tokens. The `echo` channel answers locally in the same wire format.
+//! Provider adapters. Providers speak OpenAI's wire format (chat completions, embeddings, legacy
+//! completions) or Anthropic's Messages API, so an adapter is small: where to send the request,
+//! how to authenticate, and how its `usage` spells cached tokens. Converting between the two
+//! formats is `crate::anthropic`'s business. The `echo` channel answers locally in OpenAI's
+//! format.
 
 use crate::tokenizer;
 use crate::wire::WireUsage;
@@ -16,10 +18,15 @@ pub trait Provider: Send + Sync {
     /// The channel kind this adapter serves.
     fn kind(&self) -> ChannelKind;
 
-    /// The upstream request for `body` on `channel`; `None` when the channel cannot make one
-    /// (a key that is not a valid header value).
-    fn request(&self, channel: &Channel, body: Bytes) -> Option<http::Request<Full<Bytes>>> {
-        let mut req = http::Request::post(channel.chat_url())
+    /// The upstream request for `body` to `path` (e.g. `/chat/completions`) on `channel`;
+    /// `None` when the channel cannot make one (a key that is not a valid header value).
+    fn request(
+        &self,
+        channel: &Channel,
+        path: &str,
+        body: Bytes,
+    ) -> Option<http::Request<Full<Bytes>>> {
+        let mut req = http::Request::post(channel.url(path))
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(Full::new(body))
             .ok()?;
@@ -106,8 +113,56 @@ impl Provider for Echo {
         ChannelKind::Echo
     }
 
-    fn request(&self, _channel: &Channel, _body: Bytes) -> Option<http::Request<Full<Bytes>>> {
+    fn request(
+        &self,
+        _channel: &Channel,
+        _path: &str,
+        _body: Bytes,
+    ) -> Option<http::Request<Full<Bytes>>> {
         None
+    }
+}
+
+/// The version of Anthropic's API Tollgate speaks.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Anthropic's Messages API: the key goes in `x-api-key`, with `anthropic-version`; usage is
+/// read by `crate::anthropic::reported_usage`, not from OpenAI's `usage`.
+#[derive(Debug)]
+pub struct Anthropic;
+
+impl Provider for Anthropic {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Anthropic
+    }
+
+    fn request(
+        &self,
+        channel: &Channel,
+        path: &str,
+        body: Bytes,
+    ) -> Option<http::Request<Full<Bytes>>> {
+        let mut key = HeaderValue::from_str(channel.spec.key.expose()).ok()?;
+        key.set_sensitive(true);
+        http::Request::post(channel.url(path))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("x-api-key", key)
+            .header(
+                "anthropic-version",
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            )
+            .body(Full::new(body))
+            .ok()
+    }
+}
+
+/// Google Gemini through its OpenAI-compatible endpoint (Bearer key).
+#[derive(Debug)]
+pub struct Gemini;
+
+impl Provider for Gemini {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Gemini
     }
 }
 
@@ -120,6 +175,8 @@ pub fn for_kind(kind: ChannelKind) -> &'static dyn Provider {
         ChannelKind::DeepSeek => &DeepSeek,
         ChannelKind::OpenAiCompatible => &OpenAiCompatible,
         ChannelKind::Echo => &Echo,
+        ChannelKind::Anthropic => &Anthropic,
+        ChannelKind::Gemini => &Gemini,
     }
 }
 

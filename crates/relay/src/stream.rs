@@ -1,16 +1,16 @@
-//! Relaying an SSE answer. Events go to the client as they complete (never buffered whole);
-//! the usage chunk is read for billing and shown only to clients that asked for it; an
-//! upstream that stops without `[DONE]` (closed, broken or idle) still ends the client's
-//! stream with `[DONE]`. The call is settled once, when the stream ends or, if the client goes
-//! away first, when the stream is dropped — for the prompt and what was delivered.
+//! Relaying an SSE answer. Events go to the client as they complete (never buffered whole),
+//! through a [`Transcode`] that reads usage and text for billing and writes the client's own
+//! format (OpenAI chunks or Anthropic events); an upstream that stops early (closed, broken or
+//! idle) still ends the client's stream properly (`[DONE]`, or Anthropic's closing events).
+//! The call is settled once, when the stream ends or, if the client goes away first, when the
+//! stream is dropped — for the prompt and what was delivered.
 
 use crate::client::{ByteStream, next_chunk};
-use crate::provider::Provider;
+use crate::codec::{Pending, Transcode};
 use crate::settle::{Delivered, Settler, Ticket};
-use crate::wire::{AnswerView, SseSplitter, event_data};
+use crate::wire::SseSplitter;
 use bytes::Bytes;
 use futures_util::{Stream, stream};
-use std::collections::VecDeque;
 use std::time::Duration;
 use tollgate_domain::billing::ReportedUsage;
 
@@ -60,68 +60,50 @@ struct State {
     body: ByteStream,
     idle: Duration,
     splitter: SseSplitter,
-    pending: VecDeque<(Bytes, String)>,
+    pending: Pending,
     upstream_done: bool,
-    saw_done: bool,
     ended: bool,
-    show_usage: bool,
-    adapter: &'static dyn Provider,
+    transcode: Box<dyn Transcode>,
     guard: SettleGuard,
 }
 
 impl State {
     fn event(&mut self, raw: Vec<u8>) {
-        let Some(data) = event_data(&raw) else {
-            // Comments and keep-alives pass through.
-            self.pending.push_back((Bytes::from(raw), String::new()));
-            return;
-        };
-        if data.trim() == "[DONE]" {
-            self.saw_done = true;
+        if self
+            .transcode
+            .event(raw, &mut self.pending, &mut self.guard.usage)
+        {
             self.upstream_done = true;
-            self.pending.push_back((Bytes::from(raw), String::new()));
-            return;
         }
-        let Some(view) = AnswerView::parse(data.as_bytes()) else {
-            self.pending.push_back((Bytes::from(raw), String::new()));
-            return;
-        };
-        if let Some(u) = &view.usage {
-            self.guard.usage = Some(self.adapter.usage(u));
-        }
-        if view.is_usage_only() && !self.show_usage {
-            return;
-        }
-        let mut text = String::new();
-        view.text_into(&mut text);
-        self.pending.push_back((Bytes::from(raw), text));
     }
 }
 
-/// Relays `body` (an upstream SSE stream that answered 2xx) to the client.
+/// Relays `body` (an upstream SSE stream that answered 2xx) to the client through `transcode`.
 pub(crate) fn relay(
     body: ByteStream,
     idle: Duration,
-    show_usage: bool,
-    adapter: &'static dyn Provider,
+    transcode: Box<dyn Transcode>,
     guard: SettleGuard,
 ) -> ClientStream {
     let state = State {
         body,
         idle,
         splitter: SseSplitter::default(),
-        pending: VecDeque::new(),
+        pending: Pending::new(),
         upstream_done: false,
-        saw_done: false,
         ended: false,
-        show_usage,
-        adapter,
+        transcode,
         guard,
     };
     Box::pin(stream::unfold(state, |mut st| async move {
         loop {
             if let Some((bytes, text)) = st.pending.pop_front() {
                 st.guard.delivered.push(&text);
+                // An item without bytes only carries text (an event that produced no client
+                // event yet); an empty chunk must never reach the client.
+                if bytes.is_empty() {
+                    continue;
+                }
                 return Some((Ok(bytes), st));
             }
             if st.ended {
@@ -130,10 +112,7 @@ pub(crate) fn relay(
             }
             if st.upstream_done {
                 st.ended = true;
-                if !st.saw_done {
-                    st.pending
-                        .push_back((Bytes::from_static(b"data: [DONE]\n\n"), String::new()));
-                }
+                st.transcode.end(&mut st.pending);
                 continue;
             }
             match next_chunk(&mut st.body, st.idle).await {
@@ -141,7 +120,7 @@ pub(crate) fn relay(
                     st.splitter.push(&bytes);
                     while let Some(ev) = st.splitter.next_event() {
                         st.event(ev);
-                        if st.saw_done {
+                        if st.upstream_done {
                             break;
                         }
                     }

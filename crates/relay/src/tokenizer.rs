@@ -48,6 +48,16 @@ pub fn count(text: &str) -> u64 {
     Budget::new().count(text)
 }
 
+/// Tokens of several texts of one request (embedding inputs, completion prompts), within one
+/// exact-counting budget.
+#[must_use]
+pub fn texts_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut budget = Budget::new();
+    texts
+        .into_iter()
+        .fold(0u64, |n, t| n.saturating_add(budget.count(t)))
+}
+
 /// Loads the tokenizer tables now rather than on the first request.
 pub fn warm_up() {
     let _ = count("warm up");

@@ -44,21 +44,98 @@ fn bad(msg: impl Into<String>) -> String {
     msg.into()
 }
 
+/// A request body as a JSON object.
+pub(crate) fn object_of(raw: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("request body must be a JSON object")),
+        Err(e) => Err(format!("invalid JSON body: {e}")),
+    }
+}
+
+/// `model`: required, a model name.
+pub(crate) fn model_of(body: &Map<String, Value>) -> Result<ModelName, String> {
+    match body.get("model") {
+        Some(Value::String(s)) => {
+            ModelName::parse(s).ok_or_else(|| bad("model must be a non-empty model name"))
+        }
+        None | Some(Value::Null) => Err(bad("you must provide a model parameter")),
+        Some(_) => Err(bad("model must be a string")),
+    }
+}
+
+/// `stream`: a boolean, false when absent.
+pub(crate) fn stream_of(body: &Map<String, Value>) -> Result<bool, String> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad("stream must be a boolean")),
+    }
+}
+
+/// `stream_options.include_usage`: whether the client wants to see the usage chunk.
+pub(crate) fn include_usage_of(body: &Map<String, Value>) -> Result<bool, String> {
+    match body.get("stream_options") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Object(o)) => match o.get("include_usage") {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(bad("stream_options.include_usage must be a boolean")),
+        },
+        Some(_) => Err(bad("stream_options must be an object")),
+    }
+}
+
+/// The largest completion limit under any spelling of [`LIMIT_FIELDS`], if any is set.
+pub(crate) fn limit_of(body: &Map<String, Value>) -> Result<Option<u64>, String> {
+    let mut max_tokens = None;
+    for field in LIMIT_FIELDS {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) => match n.as_u64() {
+                // The upstream may honour any one of them: the hold covers the largest.
+                Some(v) => max_tokens = Some(max_tokens.map_or(v, |m: u64| m.max(v))),
+                None => return Err(format!("{field} must be a non-negative integer")),
+            },
+            Some(_) => return Err(format!("{field} must be an integer")),
+        }
+    }
+    Ok(max_tokens)
+}
+
+/// A count field such as `n` or `best_of`: 1 to 128, 1 when absent.
+pub(crate) fn count_of(body: &Map<String, Value>, field: &str) -> Result<u64, String> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(1),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|n| (1..=128).contains(n))
+            .ok_or_else(|| format!("{field} must be an integer from 1 to 128")),
+        Some(_) => Err(format!("{field} must be an integer")),
+    }
+}
+
+/// The body with `model` set to the upstream's name and, for streams, usage asked for
+/// (`stream_options.include_usage`), so the call is billed from the provider's own count.
+pub(crate) fn for_upstream(body: &Map<String, Value>, upstream_model: &str, stream: bool) -> Bytes {
+    let mut body = body.clone();
+    body.insert("model".into(), Value::String(upstream_model.to_owned()));
+    if stream {
+        let mut opts = match body.remove("stream_options") {
+            Some(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        opts.insert("include_usage".into(), Value::Bool(true));
+        body.insert("stream_options".into(), Value::Object(opts));
+    }
+    Bytes::from(Value::Object(body).to_string())
+}
+
 impl ChatRequest {
     /// Parses and checks a request body; the error is a message for the client.
     pub fn parse(raw: &[u8]) -> Result<Self, String> {
-        let body: Map<String, Value> = match serde_json::from_slice::<Value>(raw) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(bad("request body must be a JSON object")),
-            Err(e) => return Err(format!("invalid JSON body: {e}")),
-        };
-        let model = match body.get("model") {
-            Some(Value::String(s)) => {
-                ModelName::parse(s).ok_or_else(|| bad("model must be a non-empty model name"))?
-            }
-            None | Some(Value::Null) => return Err(bad("you must provide a model parameter")),
-            Some(_) => return Err(bad("model must be a string")),
-        };
+        let body = object_of(raw)?;
+        let model = model_of(&body)?;
         match body.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => {
                 if m.iter().any(|x| !x.is_object()) {
@@ -69,40 +146,10 @@ impl ChatRequest {
             None | Some(Value::Null) => return Err(bad("you must provide messages")),
             Some(_) => return Err(bad("messages must be an array")),
         }
-        let stream = match body.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(bad("stream must be a boolean")),
-        };
-        let include_usage = match body.get("stream_options") {
-            None | Some(Value::Null) => false,
-            Some(Value::Object(o)) => match o.get("include_usage") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(bad("stream_options.include_usage must be a boolean")),
-            },
-            Some(_) => return Err(bad("stream_options must be an object")),
-        };
-        let mut max_tokens = None;
-        for field in LIMIT_FIELDS {
-            match body.get(field) {
-                None | Some(Value::Null) => {}
-                Some(Value::Number(n)) => match n.as_u64() {
-                    // The upstream may honour any one of them: the hold covers the largest.
-                    Some(v) => max_tokens = Some(max_tokens.map_or(v, |m: u64| m.max(v))),
-                    None => return Err(format!("{field} must be a non-negative integer")),
-                },
-                Some(_) => return Err(format!("{field} must be an integer")),
-            }
-        }
-        let choices = match body.get("n") {
-            None | Some(Value::Null) => 1,
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .filter(|n| (1..=128).contains(n))
-                .ok_or_else(|| bad("n must be an integer from 1 to 128"))?,
-            Some(_) => return Err(bad("n must be an integer")),
-        };
+        let stream = stream_of(&body)?;
+        let include_usage = include_usage_of(&body)?;
+        let max_tokens = limit_of(&body)?;
+        let choices = count_of(&body, "n")?;
         let media_parts = media_parts(&body);
         Ok(ChatRequest {
             body,
@@ -127,17 +174,7 @@ impl ChatRequest {
     /// own count. Every other field is kept as the client sent it.
     #[must_use]
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
-        let mut body = self.body.clone();
-        body.insert("model".into(), Value::String(upstream_model.to_owned()));
-        if self.stream {
-            let mut opts = match body.remove("stream_options") {
-                Some(Value::Object(o)) => o,
-                _ => Map::new(),
-            };
-            opts.insert("include_usage".into(), Value::Bool(true));
-            body.insert("stream_options".into(), Value::Object(opts));
-        }
-        Bytes::from(Value::Object(body).to_string())
+        for_upstream(&self.body, upstream_model, self.stream)
     }
 }
 
@@ -294,6 +331,9 @@ struct ChoiceView {
     message: Option<TextView>,
     #[serde(default)]
     delta: Option<TextView>,
+    /// Legacy completions put the generated text here.
+    #[serde(default)]
+    text: Option<String>,
 }
 
 /// What billing reads from a non-stream answer or one SSE chunk.
@@ -321,6 +361,9 @@ impl AnswerView {
             }
             if let Some(d) = &c.delta {
                 d.push_to(out);
+            }
+            if let Some(t) = &c.text {
+                out.push_str(t);
             }
         }
     }

@@ -73,6 +73,10 @@ pub struct ProviderKeys {
     pub deepseek: Option<SecretString>,
     /// `TOLLGATE_OPENAI_API_KEY`.
     pub openai: Option<SecretString>,
+    /// `TOLLGATE_ANTHROPIC_API_KEY`.
+    pub anthropic: Option<SecretString>,
+    /// `TOLLGATE_GEMINI_API_KEY`.
+    pub gemini: Option<SecretString>,
 }
 
 /// Checked settings.
@@ -299,6 +303,8 @@ impl Settings {
             dashscope: secret("TOLLGATE_DASHSCOPE_API_KEY"),
             deepseek: secret("TOLLGATE_DEEPSEEK_API_KEY"),
             openai: secret("TOLLGATE_OPENAI_API_KEY"),
+            anthropic: secret("TOLLGATE_ANTHROPIC_API_KEY"),
+            gemini: secret("TOLLGATE_GEMINI_API_KEY"),
         };
 
         Ok(Settings {

@@ -331,6 +331,60 @@ impl From<RelayError> for OpenAiError {
     }
 }
 
+/// An error answer of Anthropic's Messages API (`/v1/messages`), in Anthropic's shape
+/// `{"type":"error","error":{"type","message"}}` with the statuses of SPEC §4, so the official
+/// `anthropic` SDKs raise their matching exception.
+#[derive(Debug)]
+pub struct AnthropicError(OpenAiError);
+
+impl From<OpenAiError> for AnthropicError {
+    fn from(e: OpenAiError) -> Self {
+        AnthropicError(e)
+    }
+}
+
+#[derive(Serialize)]
+struct AnthropicBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+impl fmt::Display for AnthropicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for AnthropicError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // An upstream's own error was already put in Anthropic's shape by the gateway.
+        if let Some(raw) = &self.0.raw {
+            return HttpResponse::build(self.0.status)
+                .content_type("application/json")
+                .body(raw.clone());
+        }
+        HttpResponse::build(self.0.status).json(AnthropicBody {
+            kind: "error",
+            error: AnthropicDetail {
+                kind: tollgate_relay::anthropic::error_type_for_status(self.0.status.as_u16()),
+                message: &self.0.message,
+            },
+        })
+    }
+}
+
 impl fmt::Display for OpenAiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

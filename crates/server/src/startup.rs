@@ -335,14 +335,17 @@ impl Application {
     }
 }
 
-/// Channels from `TOLLGATE_DASHSCOPE_API_KEY`, `TOLLGATE_DEEPSEEK_API_KEY` and
-/// `TOLLGATE_OPENAI_API_KEY`, each created only when no channel of its type exists.
+/// Channels from `TOLLGATE_DASHSCOPE_API_KEY`, `TOLLGATE_DEEPSEEK_API_KEY`,
+/// `TOLLGATE_OPENAI_API_KEY`, `TOLLGATE_ANTHROPIC_API_KEY` and `TOLLGATE_GEMINI_API_KEY`, each
+/// created only when no channel of its type exists.
 async fn provider_channels(admin: &AdminService, settings: &Settings) -> Result<(), StartupError> {
     let keys = &settings.provider_keys;
     let wanted = [
         (ChannelKind::DashScope, &keys.dashscope),
         (ChannelKind::DeepSeek, &keys.deepseek),
         (ChannelKind::OpenAi, &keys.openai),
+        (ChannelKind::Anthropic, &keys.anthropic),
+        (ChannelKind::Gemini, &keys.gemini),
     ];
     for (kind, key) in wanted {
         let Some(key) = key else { continue };

@@ -99,7 +99,23 @@ async fn channels_round_trip_and_automatic_switches_respect_the_admin() {
 async fn prices_are_seeded_and_kept_exact() {
     for store in testing::stores().await.expect("test databases") {
         let seeded = store.list_prices().await.expect("prices");
-        assert_eq!(seeded.len(), 7);
+        // Seven from the relay migration, five from the one for Claude, Gemini and embeddings.
+        assert_eq!(seeded.len(), 12);
+        let price = |m: &str| seeded.iter().find(|(n, _)| n == m).map(|(_, p)| *p);
+        let claude = price("claude-sonnet-4-5").expect("seeded");
+        assert_eq!(
+            (claude.input(), claude.output(), claude.cached_input()),
+            (
+                "3".parse().expect("d"),
+                "15".parse().expect("d"),
+                "0.3".parse().expect("d")
+            )
+        );
+        let embedding = price("text-embedding-3-small").expect("seeded");
+        assert_eq!(
+            (embedding.input(), embedding.output()),
+            ("0.02".parse().expect("d"), Decimal::ZERO)
+        );
         let p = Price::new(
             "0.000001".parse().expect("d"),
             "99999.999999".parse().expect("d"),
@@ -112,7 +128,7 @@ async fn prices_are_seeded_and_kept_exact() {
             .await
             .expect("put again");
         let got = store.list_prices().await.expect("prices");
-        assert_eq!(got.len(), 7);
+        assert_eq!(got.len(), 12);
         assert_eq!(
             got.iter().find(|(m, _)| m == "qwen-turbo").map(|(_, p)| *p),
             Some(p)

@@ -1,18 +1,20 @@
-//! The OpenAI-compatible relay API (SPEC §4): `POST /v1/chat/completions` and
-//! `GET /v1/models`. Handlers check the key first, then read the body (with the relay's own size
-//! limit and deadline), hand it to the gateway and turn its answer into a JSON or SSE response;
-//! errors are OpenAI-shaped.
+//! The relay APIs (SPEC §4, §4.2, §4.3): OpenAI's `POST /v1/chat/completions`,
+//! `/v1/embeddings`, `/v1/completions` and `GET /v1/models`, and Anthropic's `POST /v1/messages`
+//! and `/v1/messages/count_tokens`. Handlers check the key first, then read the body (with the
+//! relay's own size limit and deadline), hand it to the gateway and turn its answer into a JSON
+//! or SSE response; errors are in the shape of the client's API.
 //!
 //! The key comes before the body so that a stranger cannot make Tollgate buffer megabytes: an
 //! unknown key is answered (and the connection closed) without reading a byte of the body.
 
 use crate::auth::bearer;
-use crate::error::OpenAiError;
+use crate::error::{AnthropicError, OpenAiError};
 use crate::startup::RequestId;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::Serialize;
+use tollgate_domain::channel::Api;
 use tollgate_relay::{ChatReply, Gateway};
 
 /// How relay request bodies are read: `TOLLGATE_RELAY_BODY_LIMIT` and
@@ -32,6 +34,10 @@ const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 /// Registers the routes (under `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/chat/completions", web::post().to(chat))
+        .route("/completions", web::post().to(completions))
+        .route("/embeddings", web::post().to(embeddings))
+        .route("/messages", web::post().to(messages))
+        .route("/messages/count_tokens", web::post().to(count_tokens))
         .route("/models", web::get().to(models));
 }
 
@@ -69,20 +75,33 @@ async fn read_body(
         .map_err(|_| OpenAiError::body_timeout(limit.deadline))?
 }
 
-async fn chat(
-    req: HttpRequest,
+/// Anthropic clients send the key in `x-api-key`; `Authorization: Bearer` works too.
+fn anthropic_key(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .or_else(|| bearer(req))
+}
+
+/// Key, body, the gateway's answer as a response.
+async fn relay(
+    api: Api,
+    key: Option<&str>,
+    req: &HttpRequest,
     payload: web::Payload,
-    gateway: web::Data<Gateway>,
-    limit: web::Data<BodyLimit>,
+    gateway: &Gateway,
+    limit: BodyLimit,
 ) -> Result<HttpResponse, OpenAiError> {
-    let token = gateway.authenticate(bearer(&req)).await?;
-    let body = read_body(&req, payload, *limit.get_ref()).await?;
+    let token = gateway.authenticate(key).await?;
+    let body = read_body(req, payload, limit).await?;
     let request_id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    match gateway.chat(token, body, &request_id).await? {
+    match gateway.call(api, token, body, &request_id).await? {
         ChatReply::Json { status, body } => Ok(HttpResponse::build(
             actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::OK),
@@ -96,6 +115,91 @@ async fn chat(
             .insert_header(("X-Accel-Buffering", "no"))
             .streaming(events)),
     }
+}
+
+async fn chat(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, OpenAiError> {
+    relay(Api::Chat, bearer(&req), &req, payload, &gateway, **limit).await
+}
+
+async fn completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, OpenAiError> {
+    relay(
+        Api::Completions,
+        bearer(&req),
+        &req,
+        payload,
+        &gateway,
+        **limit,
+    )
+    .await
+}
+
+async fn embeddings(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, OpenAiError> {
+    relay(
+        Api::Embeddings,
+        bearer(&req),
+        &req,
+        payload,
+        &gateway,
+        **limit,
+    )
+    .await
+}
+
+async fn messages(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, AnthropicError> {
+    Ok(relay(
+        Api::Messages,
+        anthropic_key(&req),
+        &req,
+        payload,
+        &gateway,
+        **limit,
+    )
+    .await?)
+}
+
+#[derive(Serialize)]
+struct TokenCount {
+    input_tokens: u64,
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's tokens, as Tollgate estimates them for its
+/// holds (no charge).
+async fn count_tokens(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, AnthropicError> {
+    gateway
+        .authenticate(anthropic_key(&req))
+        .await
+        .map_err(OpenAiError::from)?;
+    let body = read_body(&req, payload, **limit).await?;
+    let input_tokens = gateway
+        .count_tokens(body)
+        .await
+        .map_err(OpenAiError::from)?;
+    Ok(HttpResponse::Ok().json(TokenCount { input_tokens }))
 }
 
 #[derive(Serialize)]
