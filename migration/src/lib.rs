@@ -6,7 +6,9 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_ledger;
 mod m20261126_000002_relay;
 mod m20261203_000003_cluster;
+mod m20261203_000004_admin_read;
 mod m20261203_000005_more_prices;
+mod m20261203_000006_rate_limits;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -18,7 +20,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_ledger::Migration),
             Box::new(m20261126_000002_relay::Migration),
             Box::new(m20261203_000003_cluster::Migration),
+            Box::new(m20261203_000004_admin_read::Migration),
             Box::new(m20261203_000005_more_prices::Migration),
+            Box::new(m20261203_000006_rate_limits::Migration),
         ]
     }
 }

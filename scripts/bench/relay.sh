@@ -5,7 +5,8 @@
 #   cargo build --release -p tollgate-server -p tollgate-tests --bins
 #   bash scripts/bench/relay.sh                     # SQLite
 #   STACK_DATABASE_URL=mysql://root@127.0.0.1:3306/<empty db> bash scripts/bench/relay.sh
-# Settings: BENCH_SECONDS (10), BENCH_CONNECTIONS (16). Needs wrk (Debian package `wrk`).
+# Settings: BENCH_SECONDS (10), BENCH_CONNECTIONS (16), BENCH_TOKEN_LIMITS (rate limits on
+# the key), STACK_REDIS_URL (Tollgate with Redis). Needs wrk (Debian package `wrk`).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=${CARGO_TARGET_DIR:-$here/../../target}
@@ -18,7 +19,9 @@ adm() { curl -fsS -X "$1" "$BASE/api/admin$2" -H "Authorization: Bearer $ADMIN_K
 adm POST /channels "{\"name\":\"mock\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"key\":\"k\",\"models\":[\"qwen-turbo\"]}" >/dev/null
 ext POST /sync '{"external_user_id":"bench","username":"bench"}' >/dev/null
 ext POST /topup '{"external_user_id":"bench","amount_usd":100000,"payment_id":"bench"}' >/dev/null
-key=$(ext POST /token '{"external_user_id":"bench","token_name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_key"])')
+# BENCH_TOKEN_LIMITS (e.g. '"rpm_limit":1000000,"tpm_limit":1000000000') gives the key rate
+# limits high enough never to refuse: the cost of the check itself.
+key=$(ext POST /token "{\"external_user_id\":\"bench\",\"token_name\":\"bench\"${BENCH_TOKEN_LIMITS:+,$BENCH_TOKEN_LIMITS}}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_key"])')
 lua=$(mktemp)
 cat >"$lua" <<LUA
 wrk.method = "POST"

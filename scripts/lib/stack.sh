@@ -1,6 +1,6 @@
 # Sourced by scripts that need a running Tollgate and the mock provider: starts both on free
 # loopback ports with a fresh SQLite database (or $STACK_DATABASE_URL, which should name an
-# empty database), exports BASE, ADMIN_KEY, EXT_KEY and MOCK_URL,
+# empty database; $STACK_REDIS_URL adds Redis), exports BASE, ADMIN_KEY, EXT_KEY and MOCK_URL,
 # and stops both on exit. Binaries: $TOLLGATE_BIN (default target/debug/tollgate) and
 # $MOCK_BIN (default target/debug/mock-provider); build them with
 # `cargo build -p tollgate-server -p tollgate-tests --bins`.
@@ -20,6 +20,7 @@ mock_pid=$!
   for v in $(env | sed -n 's/^\(TOLLGATE_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
   export TOLLGATE_LISTEN=127.0.0.1:$port TOLLGATE_DATABASE_URL="${STACK_DATABASE_URL:-sqlite://$stack_dir/tollgate.db?mode=rwc}"
   export TOLLGATE_ADMIN_KEY=$ADMIN_KEY TOLLGATE_EXTERNAL_API_KEYS=$EXT_KEY TOLLGATE_LOG_DIR=$stack_dir/logs
+  [ -z "${STACK_REDIS_URL:-}" ] || export TOLLGATE_REDIS_URL=$STACK_REDIS_URL
   cd "$stack_dir" && exec "$tg_bin"
 ) >"$stack_dir/tollgate.out" 2>&1 &
 tollgate_pid=$!

@@ -3,6 +3,7 @@ usage chunk), model list, and each relay error raised as the SDK's matching exce
 Reads BASE, KEY, POOR_KEY from the environment (scripts/sdk/run.sh sets them)."""
 import os
 import sys
+import threading
 
 import openai
 from openai import OpenAI
@@ -62,6 +63,25 @@ def raises(exc, code, **kw):
     return run
 
 
+def retries_past_a_rate_limit():
+    # One call at a time: while a slow call holds the slot, the next one gets 429 with
+    # Retry-After: 1, and the SDK, with its retries on, backs off until it is admitted.
+    limited = os.environ["LIMITED_KEY"]
+    slow = threading.Thread(target=lambda: client(limited).chat.completions.create(model="m-slow", messages=MSG))
+    slow.start()
+    import time
+    time.sleep(0.5)
+    try:
+        client(limited).with_options(max_retries=0).chat.completions.create(model="qwen-turbo", messages=MSG)
+        raise AssertionError("the second call was admitted while the first held the only slot")
+    except openai.RateLimitError as e:
+        assert e.code == "rate_limit_exceeded", e.body
+        assert e.response.headers.get("retry-after") == "1", e.response.headers
+    r = OpenAI(base_url=f"{BASE}/v1", api_key=limited, max_retries=6).chat.completions.create(model="qwen-turbo", messages=MSG)
+    assert r.choices[0].message.content == REPLY, r
+    slow.join()
+
+
 check("non-stream", non_stream)
 check("stream", stream)
 check("stream with usage", stream_with_usage)
@@ -73,6 +93,7 @@ check("400 empty messages -> BadRequestError", raises(openai.BadRequestError, "i
 check("400 from upstream -> BadRequestError", raises(openai.BadRequestError, None, model="m-400"))
 check("502 upstream failed -> InternalServerError", raises(openai.InternalServerError, "upstream_error", model="m-500"))
 check("503 no channel -> InternalServerError", raises(openai.InternalServerError, "no_available_channel", model="m-off"))
+check("429 at the key's limit -> RateLimitError, then the SDK's retries succeed", retries_past_a_rate_limit)
 check("413 too large -> APIStatusError", raises(openai.APIStatusError, "payload_too_large", messages=[{"role": "user", "content": "x" * (9 << 20)}]))
 print(f"python: {len(failures)} failed")
 sys.exit(1 if failures else 0)

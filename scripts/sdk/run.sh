@@ -22,8 +22,8 @@ fi
 source "$here/../lib/stack.sh"
 ext() { curl -fsS -X "$1" "$BASE/api/user/external$2" -H "Authorization: Bearer $EXT_KEY" -H "Content-Type: application/json" -d "$3"; }
 adm() { curl -fsS -X "$1" "$BASE/api/admin$2" -H "Authorization: Bearer $ADMIN_KEY" -H "Content-Type: application/json" ${3:+-d "$3"}; }
-for m in qwen-turbo m-500 m-400 m-off; do adm PUT "/pricing/$m" '{"input":2,"output":6}' >/dev/null; done
-adm POST /channels "{\"name\":\"mock\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"key\":\"sk-mock\",\"models\":[\"qwen-turbo\",\"m-500\",\"m-400\"],\"model_mapping\":{\"m-500\":\"fail-500\",\"m-400\":\"fail-400\"}}" >/dev/null
+for m in qwen-turbo m-500 m-400 m-off m-slow; do adm PUT "/pricing/$m" '{"input":2,"output":6}' >/dev/null; done
+adm POST /channels "{\"name\":\"mock\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"key\":\"sk-mock\",\"models\":[\"qwen-turbo\",\"m-500\",\"m-400\",\"m-slow\"],\"model_mapping\":{\"m-500\":\"fail-500\",\"m-400\":\"fail-400\",\"m-slow\":\"slow\"}}" >/dev/null
 off=$(adm POST /channels "{\"name\":\"off\",\"type\":\"openai_compatible\",\"base_url\":\"$MOCK_URL\",\"models\":[\"m-off\"]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
 adm POST "/channels/$off/disable" >/dev/null
 # Anthropic's API natively (claude-*), embeddings and legacy completions.
@@ -37,6 +37,10 @@ key_for() {
   ext POST /token "{\"external_user_id\":\"$1\",\"token_name\":\"sdk\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_key"])'
 }
 export KEY=$(key_for sdk-user 10) POOR_KEY=$(key_for sdk-poor 0)
+# A key allowed one call at a time, for the SDK's own retries on 429.
+ext POST /sync '{"external_user_id":"sdk-limited","username":"sdk-limited"}' >/dev/null
+ext POST /topup '{"external_user_id":"sdk-limited","amount_usd":1,"payment_id":"sdk-limited"}' >/dev/null
+export LIMITED_KEY=$(ext POST /token '{"external_user_id":"sdk-limited","token_name":"sdk","max_concurrency":1}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_key"])')
 status=0
 "$cache/venv/bin/python" "$here/check.py" || status=1
 "$cache/venv/bin/python" "$here/check_anthropic.py" || status=1

@@ -22,6 +22,7 @@
 //! | model contains | behaviour |
 //! |---|---|
 //! | `fail-500`, `fail-429`, `fail-401`, `fail-403` | that status with an OpenAI error (an Anthropic error on `/v1/messages…`) |
+//! | `flaky-429` | the first call of that model: 429 with `Retry-After: 1`; later calls succeed |
 //! | `fail-529` | `/v1/messages…` only: 529 `overloaded_error` |
 //! | `fail-400` | 400 whose message echoes the `Authorization` header it got (`x-api-key` on `/v1/messages…`: a leaky provider) |
 //! | `slow` | waits [`SLOW_MS`] before answering; a client that hangs up meanwhile is counted in [`MockProvider::cancelled`] |
@@ -225,6 +226,26 @@ async fn serve(
         let model = body["model"].as_str().unwrap_or_default().to_owned();
         let socket = reader.get_mut();
         let anthropic = matches!(api, Api::Messages | Api::CountTokens);
+        if model.contains("flaky-429") {
+            let earlier = log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|r| r.body["model"] == model.as_str())
+                .count();
+            if earlier == 1 {
+                // The first call of this model only: an account at its limit for a second.
+                let data = json!({"error": {"message": "mock 429", "type": "rate_limit_error", "code": null}}).to_string();
+                let head = format!(
+                    "HTTP/1.1 429 Mock\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n",
+                    data.len()
+                );
+                socket.write_all(head.as_bytes()).await?;
+                socket.write_all(data.as_bytes()).await?;
+                socket.flush().await?;
+                continue;
+            }
+        }
         for (marker, status) in [
             ("fail-500", 500),
             ("fail-429", 429),

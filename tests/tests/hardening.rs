@@ -476,6 +476,7 @@ async fn absurd_stored_rows_do_not_break_stats_or_logs() {
                     request_id: format!("absurd-{i}"),
                     is_stream: false,
                     latency_ms: 1,
+                    channel_id: None,
                 })
                 .await
                 .expect("row");

@@ -8,9 +8,19 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tollgate_domain::ids::UserId;
+use tollgate_domain::ratelimit::RateLimits;
+use tollgate_domain::repository::TokenRepository;
+use tollgate_domain::time::UnixTime;
+use tollgate_domain::token::{AccessKey, TokenRecord};
+use tollgate_storage::{SeaStore, testing};
 use tollgate_tests::TestApp;
-use tollgate_tests::mock::{COMPLETION_TOKENS, MockProvider, PROMPT_TOKENS, REPLY};
+use tollgate_tests::mock::{COMPLETION_TOKENS, MockProvider, PROMPT_TOKENS, REPLY, SLOW_MS};
 
 /// qwen-turbo at $2 / $6 per 1M: 14 + 18 tokens cost ceil((28 + 108) / 2) = 68 quota.
 const CALL_QUOTA: i64 = 68;
@@ -28,6 +38,134 @@ async fn setup(app: &TestApp, mock: &MockProvider) -> i64 {
 
 fn ask(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "你好！"}]})
+}
+
+/// `POST /v1/chat/completions` with `body` as given.
+async fn raw(app: &TestApp, key: Option<&str>, body: &[u8]) -> tollgate_tests::Reply {
+    app.send(
+        Method::POST,
+        "/v1/chat/completions",
+        key,
+        Some(body.to_vec()),
+        Some("application/json"),
+    )
+    .await
+}
+
+/// SQLite, and MariaDB/MySQL when `TOLLGATE_TEST_MYSQL_URL` is set: fresh database URLs for
+/// the tests that need the URL itself (a second process, or rows written around the API).
+async fn databases() -> Vec<(String, &'static str)> {
+    let mut out = vec![(testing::sqlite_url(), "sqlite")];
+    if let Some(url) = testing::mysql_url().await.expect("MySQL test database") {
+        out.push((url, "mysql"));
+    }
+    out
+}
+
+/// SPEC allows a settled call 1 s to show in stats and logs.
+const SETTLE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Chunks a [`CutUpstream`] stream has: 2 s at 10 ms apart, far longer than any test reads.
+const CUT_PIECES: usize = 200;
+/// The completion tokens a [`CutUpstream`] reports at the end of a full stream: more than all
+/// its pieces together (one token each), so no billed count can come from it by accident.
+const CUT_REPORTED_COMPLETION: u64 = 900;
+
+/// An upstream for the disconnect tests, counting what it did: it streams [`CUT_PIECES`] chat
+/// chunks 10 ms apart whose texts are one cl100k token each (`hello`, then ` hello`), then a
+/// usage chunk with [`CUT_REPORTED_COMPLETION`] completion tokens. It counts the chunks it
+/// wrote, the streams whose reader hung up (a write failed) and the streams it finished.
+#[derive(Clone)]
+struct CutUpstream {
+    base_url: String,
+    written: Arc<AtomicUsize>,
+    hung_up: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+}
+
+impl CutUpstream {
+    async fn start() -> CutUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = CutUpstream {
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            written: Arc::default(),
+            hung_up: Arc::default(),
+            finished: Arc::default(),
+        };
+        let counts = up.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let _ = socket.set_nodelay(true);
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    let outcome = match counts.serve(socket).await {
+                        Ok(true) => &counts.finished,
+                        Ok(false) => return,
+                        Err(_) => &counts.hung_up,
+                    };
+                    outcome.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        up
+    }
+
+    /// Reads one request and streams the answer: `true` when it was sent whole, `false` when no
+    /// request came, an error once the reader has gone.
+    async fn serve(&self, mut socket: tokio::net::TcpStream) -> std::io::Result<bool> {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if socket.read(&mut byte).await? == 0 {
+                return Ok(false);
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        socket.read_exact(&mut body).await?;
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            .await?;
+        for i in 0..CUT_PIECES {
+            let text = if i == 0 { "hello" } else { " hello" };
+            let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "cut",
+                               "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+            write_chunk(&mut socket, &format!("data: {chunk}\n\n")).await?;
+            self.written.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let usage = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "cut", "choices": [],
+                           "usage": {"prompt_tokens": 9, "completion_tokens": CUT_REPORTED_COMPLETION,
+                                     "total_tokens": 9 + CUT_REPORTED_COMPLETION}});
+        write_chunk(&mut socket, &format!("data: {usage}\n\n")).await?;
+        write_chunk(&mut socket, "data: [DONE]\n\n").await?;
+        socket.write_all(b"0\r\n\r\n").await?;
+        socket.flush().await?;
+        Ok(true)
+    }
+
+    /// Waits until `n` streams lost their reader (or 5 s passed); the count then.
+    async fn hung_up_reaches(&self, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.hung_up.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.hung_up.load(Ordering::SeqCst)
+    }
+}
+
+async fn write_chunk(socket: &mut tokio::net::TcpStream, data: &str) -> std::io::Result<()> {
+    socket
+        .write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+        .await?;
+    socket.flush().await
 }
 
 fn sse_data(raw: &str) -> Vec<String> {
@@ -140,91 +278,180 @@ async fn a_stream_hides_usage_unless_asked_and_is_billed() {
     }
 }
 
+/// SPEC §4's error table, one row at a time: status, OpenAI `code` and `type`, the message,
+/// and `X-Request-Id`. (Upstream failures — 502, 504 and the pass-through of upstream 4xx —
+/// are in the next test.)
 #[tokio::test]
 async fn the_error_table_of_spec_4() {
-    for app in TestApp::all_with(&[("TOLLGATE_RELAY_BODY_LIMIT", "4096")]).await {
+    for (url, backend) in databases().await {
+        let app = TestApp::start_with(
+            url.clone(),
+            backend,
+            &[("TOLLGATE_RELAY_BODY_LIMIT", "4096")],
+        )
+        .await;
         let mock = MockProvider::start().await;
         let channel = setup(&app, &mock).await;
         app.price("deepseek-chat", "0.27", "1.1").await;
         let key = app.funded_key("e1", "10").await;
-        let assert_openai = |r: &tollgate_tests::Reply, status: u16, code: &str| {
-            assert_eq!(r.status.as_u16(), status, "{} {}", app.backend, r.body);
-            assert_eq!(r.body["error"]["code"], code, "{}", r.body);
-            assert!(
-                r.body["error"]["message"]
-                    .as_str()
-                    .is_some_and(|m| !m.is_empty())
+        let check =
+            |r: &tollgate_tests::Reply, status: u16, code: &str, kind: &str, message: &str| {
+                assert_eq!(r.status.as_u16(), status, "{backend} {code}: {}", r.body);
+                assert_eq!(r.body["error"]["code"], code, "{}", r.body);
+                assert_eq!(r.body["error"]["type"], kind, "{}", r.body);
+                assert_eq!(r.body["error"]["message"], message, "{}", r.body);
+                assert!(r.request_id.is_some(), "{code}: no X-Request-Id");
+            };
+        let invalid_key = |r: &tollgate_tests::Reply| {
+            check(
+                r,
+                401,
+                "invalid_api_key",
+                "authentication_error",
+                "无效的令牌",
             );
-            assert!(r.body["error"]["type"].is_string());
-            assert!(r.request_id.is_some());
         };
-        let no_key = app
-            .send(
+
+        // 401: no key, a key of the wrong shape, a well-formed key nobody issued.
+        invalid_key(&raw(&app, None, b"{}").await);
+        invalid_key(&app.chat("sk-invalid-token", &ask("qwen-turbo")).await);
+        invalid_key(
+            &app.chat(&format!("sk-{}", "a".repeat(48)), &ask("qwen-turbo"))
+                .await,
+        );
+
+        // 401 token_expired: a key whose expiry has passed (written around the API, which only
+        // issues keys valid for at least a day).
+        let user = app
+            .ext(
                 Method::POST,
-                "/v1/chat/completions",
-                None,
-                Some(b"{}".to_vec()),
-                Some("application/json"),
+                "/sync",
+                Some(json!({"external_user_id": "e-old", "username": "u"})),
             )
             .await;
-        assert_openai(&no_key, 401, "invalid_api_key");
-        assert_eq!(no_key.body["error"]["message"], "无效的令牌");
-        assert_openai(
-            &app.chat("sk-invalid-token", &ask("qwen-turbo")).await,
+        let user_id = UserId::new(user.data()["user_id"].as_i64().expect("user id"));
+        let old = AccessKey::generate(|buf| buf.fill(7));
+        SeaStore::connect(&url)
+            .await
+            .expect("store")
+            .insert_token(&TokenRecord {
+                user_id,
+                name: "old".into(),
+                key_hash: old.hash(),
+                hint: old.hint(),
+                created_at: UnixTime::from_secs(1_700_000_000),
+                expires_at: UnixTime::from_secs(1_700_086_400),
+                quota_limit: None,
+                limits: RateLimits::default(),
+            })
+            .await
+            .expect("expired key");
+        check(
+            &app.chat(old.expose(), &ask("qwen-turbo")).await,
             401,
-            "invalid_api_key",
-        );
-        let unknown = format!("sk-{}", "a".repeat(48));
-        assert_openai(
-            &app.chat(&unknown, &ask("qwen-turbo")).await,
-            401,
-            "invalid_api_key",
+            "token_expired",
+            "authentication_error",
+            "令牌已过期",
         );
 
-        for bad in [&b"{\"model\": \"qwen-turbo\", \"messages\": ["[..], b"{\"messages\":[]}", b"{\"model\":\"qwen-turbo\"}", b"{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":\"yes\"}"] {
-            let r = app
-                .send(Method::POST, "/v1/chat/completions", Some(&key), Some(bad.to_vec()), Some("application/json"))
-                .await;
-            assert_openai(&r, 400, "invalid_request_error");
-        }
+        // 400: malformed JSON, missing `model` or `messages`, a field of the wrong type.
+        let bad_request = |r: &tollgate_tests::Reply, message: &str| {
+            check(
+                r,
+                400,
+                "invalid_request_error",
+                "invalid_request_error",
+                message,
+            );
+        };
+        let truncated = raw(
+            &app,
+            Some(&key),
+            b"{\"model\": \"qwen-turbo\", \"messages\": [",
+        )
+        .await;
+        // The parser's position detail follows the fixed part of this one message.
+        assert!(
+            truncated.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("invalid JSON body: ")),
+            "{}",
+            truncated.body
+        );
+        bad_request(
+            &truncated,
+            truncated.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default(),
+        );
+        bad_request(
+            &raw(&app, Some(&key), b"{\"messages\":[]}").await,
+            "you must provide a model parameter",
+        );
+        bad_request(
+            &raw(&app, Some(&key), b"{\"model\":\"qwen-turbo\"}").await,
+            "you must provide messages",
+        );
+        bad_request(
+            &raw(
+                &app,
+                Some(&key),
+                b"{\"model\":\"qwen-turbo\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":\"yes\"}",
+            )
+            .await,
+            "stream must be a boolean",
+        );
+
+        // 413 over the body limit (4096 bytes here).
         let huge = json!({"model": "qwen-turbo", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
-        assert_openai(&app.chat(&key, &huge).await, 413, "payload_too_large");
-        assert_openai(
-            &app.chat(&key, &ask("no-such-model")).await,
-            404,
-            "model_not_found",
-        );
-        // Priced but served by nobody is also unknown to clients.
-        assert_openai(
-            &app.chat(&key, &ask("deepseek-chat")).await,
-            404,
-            "model_not_found",
+        check(
+            &app.chat(&key, &huge).await,
+            413,
+            "payload_too_large",
+            "invalid_request_error",
+            "请求体过大：最多 4096 字节",
         );
 
+        // 404: listed by no channel — unknown, or priced but served by nobody.
+        for model in ["no-such-model", "deepseek-chat"] {
+            check(
+                &app.chat(&key, &ask(model)).await,
+                404,
+                "model_not_found",
+                "invalid_request_error",
+                &format!("模型 {model} 不存在"),
+            );
+        }
+
+        // 503: listed only by a disabled channel.
         app.admin(Method::POST, &format!("/channels/{channel}/disable"), None)
             .await
             .data();
-        assert_openai(
+        check(
             &app.chat(&key, &ask("qwen-turbo")).await,
             503,
             "no_available_channel",
+            "server_error",
+            "模型 qwen-turbo 当前没有可用的渠道",
         );
         app.admin(Method::POST, &format!("/channels/{channel}/enable"), None)
             .await
             .data();
         assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
 
-        // A poor user: refused before any upstream call.
+        // 403: a balance that cannot cover the hold, refused before any upstream call.
         let poor = app.funded_key("e-poor", "0").await;
         let before = mock.calls();
-        assert_openai(
+        check(
             &app.chat(&poor, &ask("qwen-turbo")).await,
             403,
             "insufficient_user_quota",
+            "insufficient_quota",
+            "用户额度不足",
         );
         assert_eq!(mock.calls(), before);
 
-        // A deleted key stops at once.
+        // 401 again for a deleted key, at once.
         let tokens = app.ext(Method::GET, "/e1/stats", None).await.data()["tokens"].clone();
         let id = tokens[0]["token_id"].as_i64().expect("id");
         app.ext(
@@ -234,11 +461,7 @@ async fn the_error_table_of_spec_4() {
         )
         .await
         .data();
-        assert_openai(
-            &app.chat(&key, &ask("qwen-turbo")).await,
-            401,
-            "invalid_api_key",
-        );
+        invalid_key(&app.chat(&key, &ask("qwen-turbo")).await);
         app.stop().await;
     }
 }
@@ -261,8 +484,16 @@ async fn upstream_failures_map_to_502_504_and_client_errors_pass_through_scrubbe
                 ("m-500", "fail-500"),
                 ("m-400", "fail-400"),
                 ("m-slow", "slow"),
-                ("m-429", "fail-429"),
             ],
+            0,
+        )
+        .await;
+        // A channel answering 429 is rested (SPEC §4, Routing): on a channel of its own, so
+        // the other rows are not skipped meanwhile.
+        app.channel(
+            "openai_compatible",
+            &mock.base_url,
+            &[("m-429", "fail-429")],
             0,
         )
         .await;
@@ -273,9 +504,12 @@ async fn upstream_failures_map_to_502_504_and_client_errors_pass_through_scrubbe
         assert_eq!(r.body["error"]["code"], "upstream_error");
         // One channel: the default 2 retries go to it again.
         assert_eq!(mock.calls_for("fail-500"), 3);
+        // An upstream 429 rests its channel (SPEC §4): not retried on it; with no other
+        // channel the client is told to come back, as by its own limits.
         let r = app.chat(&key, &ask("m-429")).await;
-        assert_eq!(r.status, 502);
-        assert_eq!(mock.calls_for("fail-429"), 3);
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert_eq!(r.body["error"]["code"], "channel_rate_limited");
+        assert_eq!(mock.calls_for("fail-429"), 1);
 
         let r = app.chat(&key, &ask("m-400")).await;
         assert_eq!(r.status, 400, "{}", r.body);
@@ -291,13 +525,32 @@ async fn upstream_failures_map_to_502_504_and_client_errors_pass_through_scrubbe
             "client errors are not retried"
         );
 
+        let asked = Instant::now();
         let r = app.chat(&key, &ask("m-slow")).await;
         assert_eq!(r.status, 504, "{}", r.body);
         assert_eq!(r.body["error"]["code"], "upstream_timeout");
+        assert_eq!(
+            mock.calls_for("slow"),
+            1,
+            "first-byte timeouts are not retried"
+        );
+        // The gateway hung up on the slow upstream rather than waiting for its answer …
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while mock.cancelled() < 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            mock.cancelled(),
+            1,
+            "{}: the slow call was dropped",
+            app.backend
+        );
 
-        // None of these reached the user's balance; every hold was released.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let info = app.user_info("f1").await;
+        // … so nothing is charged, even after the moment the upstream would have answered and
+        // the settlement window after it.
+        let answer_due = asked + Duration::from_millis(SLOW_MS) + SETTLE_WINDOW;
+        tokio::time::sleep(answer_due.saturating_duration_since(Instant::now())).await;
+        let info = app.no_hold_left("f1").await;
         assert_eq!(
             (info["used_quota"].as_i64(), info["total_requests"].as_i64()),
             (Some(0), Some(0))
@@ -368,44 +621,71 @@ async fn retries_move_to_the_next_channel_and_rejected_keys_disable_a_channel() 
     }
 }
 
+/// SPEC §4, Streaming: a client that disconnects cancels the upstream call and pays for the
+/// prompt and the completion delivered — counted with the tokenizer, once. The upstream would
+/// have reported 900 completion tokens had it run to the end; each piece it sent is one token.
 #[tokio::test]
-async fn a_client_that_disconnects_pays_for_what_was_delivered_once() {
+async fn a_client_that_disconnects_cancels_the_upstream_and_pays_for_what_was_delivered_once() {
     for app in TestApp::all().await {
-        let mock = MockProvider::start().await;
-        app.mock_model(&mock, "qwen-turbo", "long").await;
+        let up = CutUpstream::start().await;
+        app.price("qwen-turbo", "2.0", "6.0").await;
+        app.channel(
+            "openai_compatible",
+            &up.base_url,
+            &[("qwen-turbo", "cut")],
+            0,
+        )
+        .await;
         let key = app.funded_key("d1", "10").await;
-        let mut body = ask("qwen-turbo");
-        body["stream"] = json!(true);
+        let body = json!({"model": "qwen-turbo", "stream": true, "max_tokens": 1000,
+                          "messages": [{"role": "user", "content": "hello world"}]});
         let mut res = app.chat_request(&key, &body).send().await.expect("sent");
         let mut got = String::new();
         while got.matches("data:").count() < 5 {
             let chunk = res.chunk().await.expect("chunk").expect("more");
             got.push_str(&String::from_utf8_lossy(&chunk));
         }
+        let seen = got.matches("data:").count();
         drop(res);
+        assert_eq!(
+            up.hung_up_reaches(1).await,
+            1,
+            "{}: upstream cancelled",
+            app.backend
+        );
+        let cancelled_at = Instant::now();
+        let written = up.written.load(Ordering::SeqCst);
+        assert!(
+            written < CUT_PIECES,
+            "the upstream stopped early: {written}"
+        );
         let info = app.settled("d1", 1).await;
         assert_eq!(info["total_requests"], 1, "{}", app.backend);
         let logs = app.ext(Method::GET, "/d1/logs?type=consume", None).await;
-        let row = logs.data()["logs"][0].clone();
-        let completion = row["completion_tokens"].as_i64().expect("tokens");
+        let rows = logs.data()["logs"].as_array().expect("rows").clone();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let row = &rows[0];
+        // The prompt by OpenAI's accounting with cl100k_base: 3 + 3 per message + "user" (1)
+        // + "hello world" (2) = 9.
+        assert_eq!(row["prompt_tokens"], 9, "{row}");
+        // What was delivered: at least what the client read, at most what the upstream wrote.
+        let delivered = row["completion_tokens"].as_u64().expect("tokens");
         assert!(
-            completion > 0,
-            "content was delivered: never billed at zero ({row})"
+            (seen as u64..=written as u64).contains(&delivered),
+            "{}: billed {delivered} tokens; the client read {seen}, the upstream wrote {written}",
+            app.backend
         );
-        assert!(
-            completion < 40 * 3,
-            "billed only what was delivered ({row})"
-        );
-        assert!(row["quota"].as_i64().expect("quota") > 0);
-        // The hold is gone and nothing is settled twice.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let again = app.user_info("d1").await;
+        // $2 / $6 per 1M: ceil((9 × 2 + n × 6) / 2) = 9 + 3n.
+        let quota = row["quota"].as_i64().expect("quota");
+        assert_eq!(quota, 9 + 3 * i64::try_from(delivered).expect("n"), "{row}");
+        // Nothing more arrives once the settlement window has passed: settled once, no hold.
+        tokio::time::sleep(SETTLE_WINDOW.saturating_sub(cancelled_at.elapsed())).await;
+        let again = app.no_hold_left("d1").await;
         assert_eq!(again["total_requests"], 1);
-        assert_eq!(
-            again["current_quota"].as_i64(),
-            Some(5_000_000 - row["quota"].as_i64().expect("q"))
-        );
+        assert_eq!(again["used_quota"], quota);
+        assert_eq!(again["current_quota"].as_i64(), Some(5_000_000 - quota));
         assert_eq!(again["balance_capacity"], again["current_balance"]);
+        assert_eq!(up.finished.load(Ordering::SeqCst), 0);
         app.stop().await;
     }
 }
@@ -451,10 +731,33 @@ async fn broken_upstream_streams_end_cleanly_and_are_counted_with_the_tokenizer(
             );
         }
         let logs = app.ext(Method::GET, "/b1/logs?type=consume", None).await;
-        for row in logs.data()["logs"].as_array().expect("rows") {
-            assert!(row["completion_tokens"].as_i64().expect("n") > 0, "{row}");
-            assert!(row["prompt_tokens"].as_i64().expect("n") > 0, "{row}");
-        }
+        let rows = logs.data()["logs"].as_array().expect("rows").clone();
+        // Newest first. None of these upstreams reported usage, so every count is cl100k_base's:
+        // the prompt is 3 + 3 per message + "user" (1) + "你好！" (3) = 10; `close` and `stall`
+        // delivered two pieces, "你好！很高兴" + "见到你！今天" (14 tokens), `nousage` the whole
+        // reply (34 tokens).
+        let billed: Vec<(String, Value, Value, Value)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["model"].as_str().expect("model").to_owned(),
+                    r["prompt_tokens"].clone(),
+                    r["completion_tokens"].clone(),
+                    r["quota"].clone(),
+                )
+            })
+            .collect();
+        // $2 / $6 per 1M: ceil((10 × 2 + n × 6) / 2) = 10 + 3n.
+        assert_eq!(
+            billed,
+            [
+                ("qwen-max".to_owned(), json!(10), json!(34), json!(112)),
+                ("qwen-plus".to_owned(), json!(10), json!(14), json!(52)),
+                ("qwen-turbo".to_owned(), json!(10), json!(14), json!(52)),
+            ],
+            "{}",
+            app.backend
+        );
         app.stop().await;
     }
 }
@@ -556,127 +859,130 @@ async fn a_client_that_leaves_before_the_first_byte_cancels_the_upstream_call() 
 
 #[tokio::test]
 async fn unknown_relay_paths_answer_in_openai_shape() {
-    let app = TestApp::start(tollgate_storage::testing::sqlite_url(), "sqlite").await;
-    let r = app
-        .send(
-            Method::POST,
-            "/v1/audio/speech",
-            Some("sk-x"),
-            Some(b"{}".to_vec()),
-            Some("application/json"),
-        )
-        .await;
-    assert_eq!(r.status, 404);
-    assert_eq!(r.body["error"]["code"], "unknown_url");
-    assert!(r.request_id.is_some());
-    app.stop().await;
+    for app in TestApp::all().await {
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/audio/speech",
+                Some("sk-x"),
+                Some(b"{}".to_vec()),
+                Some("application/json"),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{}", app.backend);
+        assert_eq!(r.body["error"]["code"], "unknown_url");
+        assert!(r.request_id.is_some());
+        app.stop().await;
+    }
 }
 
 /// SIGTERM-style graceful stop: a stream in flight runs to its end and is settled before the
 /// process would exit.
 #[tokio::test]
 async fn a_graceful_stop_finishes_and_settles_streams_in_flight() {
-    let url = tollgate_storage::testing::sqlite_url();
-    let app = TestApp::start(url.clone(), "sqlite").await;
-    let mock = MockProvider::start().await;
-    app.mock_model(&mock, "qwen-turbo", "long").await;
-    let key = app.funded_key("late", "1").await;
-    let mut body = ask("qwen-turbo");
-    body["stream"] = json!(true);
-    let client = app.client.clone();
-    let target = format!("{}/v1/chat/completions", app.base);
-    let reader = tokio::spawn(async move {
-        let res = client
-            .post(target)
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .expect("sent");
-        res.text().await.expect("whole stream")
-    });
-    // Stop only once the stream is under way (the upstream has the call).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while mock.calls() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stream never started"
+    for (url, backend) in databases().await {
+        let app = TestApp::start(url.clone(), backend).await;
+        let mock = MockProvider::start().await;
+        app.mock_model(&mock, "qwen-turbo", "long").await;
+        let key = app.funded_key("late", "1").await;
+        let mut body = ask("qwen-turbo");
+        body["stream"] = json!(true);
+        let client = app.client.clone();
+        let target = format!("{}/v1/chat/completions", app.base);
+        let reader = tokio::spawn(async move {
+            let res = client
+                .post(target)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent");
+            res.text().await.expect("whole stream")
+        });
+        // Stop only once the stream is under way (the upstream has the call).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mock.calls() == 0 {
+            assert!(Instant::now() < deadline, "the stream never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.stop().await;
+        let raw = reader.await.expect("join");
+        assert_eq!(
+            sse_data(&raw).last().map(String::as_str),
+            Some("[DONE]"),
+            "{backend}: {raw}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            sse_data(&raw).len(),
+            40 + 2,
+            "every chunk, the stop chunk and [DONE]"
+        );
+        // A new process on the same database sees the settlement: the mock's usage, 14 + 18
+        // tokens.
+        let again = TestApp::start(url, backend).await;
+        let info = again.settled("late", 1).await;
+        assert_eq!(info["total_requests"], 1, "{backend}");
+        assert_eq!(info["used_quota"], CALL_QUOTA);
+        assert_eq!(info["balance_capacity"], info["current_balance"]);
+        again.stop().await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    app.stop().await;
-    let raw = reader.await.expect("join");
-    assert_eq!(
-        sse_data(&raw).last().map(String::as_str),
-        Some("[DONE]"),
-        "{raw}"
-    );
-    assert_eq!(
-        sse_data(&raw).len(),
-        40 + 2,
-        "every chunk, the stop chunk and [DONE]"
-    );
-    // A new process on the same database sees the settlement.
-    let again = TestApp::start(url, "sqlite").await;
-    let info = again.settled("late", 1).await;
-    assert_eq!(info["total_requests"], 1);
-    assert_eq!(info["balance_capacity"], info["current_balance"]);
-    again.stop().await;
 }
 
 #[tokio::test]
 async fn provider_keys_in_the_environment_create_their_channels_once() {
-    let url = tollgate_storage::testing::sqlite_url();
-    for _ in 0..2 {
-        let app = TestApp::start_with(
-            url.clone(),
-            "sqlite",
-            &[
-                ("TOLLGATE_DEEPSEEK_API_KEY", "sk-deepseek-from-env"),
-                ("TOLLGATE_ANTHROPIC_API_KEY", "sk-ant-from-env"),
-                ("TOLLGATE_GEMINI_API_KEY", "gemini-from-env"),
-            ],
-        )
-        .await;
-        let list = app.admin(Method::GET, "/channels", None).await;
-        let mut channels = list.data().as_array().expect("list").clone();
-        channels.sort_by_key(|c| c["type"].as_str().unwrap_or_default().to_owned());
-        let summary: Vec<(Value, Value, Value)> = channels
-            .iter()
-            .map(|c| {
-                (
-                    c["type"].clone(),
-                    c["base_url"].clone(),
-                    c["models"].clone(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (
-                    json!("anthropic"),
-                    json!("https://api.anthropic.com/v1"),
-                    json!(["claude-sonnet-4-5", "claude-haiku-4-5"])
-                ),
-                (
-                    json!("deepseek"),
-                    json!("https://api.deepseek.com/v1"),
-                    json!(["deepseek-chat", "deepseek-reasoner"])
-                ),
-                (
-                    json!("gemini"),
-                    json!("https://generativelanguage.googleapis.com/v1beta/openai"),
-                    json!(["gemini-2.5-flash"])
-                ),
-            ]
-        );
-        let text = list.body.to_string();
-        for secret in ["sk-deepseek-from-env", "sk-ant-from-env", "gemini-from-env"] {
-            assert!(!text.contains(secret), "{secret} leaked");
+    for (url, backend) in databases().await {
+        // Two starts on one database: the second finds the channels there and adds none.
+        for _ in 0..2 {
+            let app = TestApp::start_with(
+                url.clone(),
+                backend,
+                &[
+                    ("TOLLGATE_DEEPSEEK_API_KEY", "sk-deepseek-from-env"),
+                    ("TOLLGATE_ANTHROPIC_API_KEY", "sk-ant-from-env"),
+                    ("TOLLGATE_GEMINI_API_KEY", "gemini-from-env"),
+                ],
+            )
+            .await;
+            let list = app.admin(Method::GET, "/channels", None).await;
+            let mut channels = list.data().as_array().expect("list").clone();
+            channels.sort_by_key(|c| c["type"].as_str().unwrap_or_default().to_owned());
+            let summary: Vec<(Value, Value, Value)> = channels
+                .iter()
+                .map(|c| {
+                    (
+                        c["type"].clone(),
+                        c["base_url"].clone(),
+                        c["models"].clone(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    (
+                        json!("anthropic"),
+                        json!("https://api.anthropic.com/v1"),
+                        json!(["claude-sonnet-4-5", "claude-haiku-4-5"])
+                    ),
+                    (
+                        json!("deepseek"),
+                        json!("https://api.deepseek.com/v1"),
+                        json!(["deepseek-chat", "deepseek-reasoner"])
+                    ),
+                    (
+                        json!("gemini"),
+                        json!("https://generativelanguage.googleapis.com/v1beta/openai"),
+                        json!(["gemini-2.5-flash"])
+                    ),
+                ]
+            );
+            let text = list.body.to_string();
+            for secret in ["sk-deepseek-from-env", "sk-ant-from-env", "gemini-from-env"] {
+                assert!(!text.contains(secret), "{secret} leaked");
+            }
+            app.stop().await;
         }
-        app.stop().await;
     }
 }
 
@@ -762,7 +1068,16 @@ async fn failing_channels_are_disabled_and_the_probe_brings_them_back() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
+        // The revival reaches the relay's catalog through the change feed right after the
+        // database (a few milliseconds later at most).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while app.chat(&key, &ask("qwen-turbo")).await.status != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "revived channel not used"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // An admin's "disabled" is never undone by the probe.
         app.admin(Method::POST, &format!("/channels/{id}/disable"), None)
             .await

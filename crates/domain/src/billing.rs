@@ -5,7 +5,7 @@
 //! settling it later still charges, exactly once.
 
 use crate::cluster::InstanceId;
-use crate::ids::{TokenId, UserId};
+use crate::ids::{ChannelId, TokenId, UserId};
 use crate::logs::{LogKind, NewLogEntry};
 use crate::pricing::{Price, Usage};
 use crate::quota::Quota;
@@ -248,6 +248,8 @@ pub struct Settlement {
     pub latency_ms: i64,
     /// When the call ended.
     pub at: UnixTime,
+    /// The channel whose answer is billed.
+    pub channel_id: Option<ChannelId>,
 }
 
 impl Settlement {
@@ -268,6 +270,7 @@ impl Settlement {
             request_id: self.request_id.clone(),
             is_stream: self.is_stream,
             latency_ms: self.latency_ms,
+            channel_id: self.channel_id,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::ids::ChannelId;
 use crate::pricing::{ModelName, Price};
+use crate::ratelimit::{MAX_RPM, MAX_TPM, RateLimits};
 use crate::time::UnixTime;
 use crate::validation::ValidationErrors;
 use std::collections::{BTreeMap, HashMap};
@@ -255,6 +256,8 @@ pub struct ChannelSpec {
     pub priority: i64,
     /// Share of traffic within its priority.
     pub weight: u32,
+    /// The upstream account's limits (`rpm` and `tpm`; routing skips the channel at them).
+    pub limits: RateLimits,
 }
 
 /// A stored channel.
@@ -317,6 +320,10 @@ pub struct ChannelInput {
     pub priority: Option<i64>,
     /// `weight`.
     pub weight: Option<i64>,
+    /// `rpm_limit` (0 removes it).
+    pub rpm_limit: Option<i64>,
+    /// `tpm_limit` (0 removes it).
+    pub tpm_limit: Option<i64>,
 }
 
 const S: &str = "ChannelRequest";
@@ -429,6 +436,25 @@ impl ChannelInput {
             .ok()
             .filter(|w| *w <= 10_000)
             .ok_or_else(|| fail("Weight", if weight < 0 { "min" } else { "max" }))?;
+        let limit = |given: Option<i64>, kept: Option<u64>, max: i64, field| match given {
+            None => Ok(kept),
+            Some(0) => Ok(None),
+            Some(n) if n < 0 => Err(fail(field, "min")),
+            Some(n) if n > max => Err(fail(field, "max")),
+            Some(n) => Ok(u64::try_from(n).ok()),
+        };
+        let rpm = limit(
+            self.rpm_limit,
+            current.and_then(|c| c.limits.rpm.map(u64::from)),
+            MAX_RPM,
+            "RpmLimit",
+        )?;
+        let tpm = limit(
+            self.tpm_limit,
+            current.and_then(|c| c.limits.tpm),
+            MAX_TPM,
+            "TpmLimit",
+        )?;
         Ok(ChannelSpec {
             name,
             kind,
@@ -438,6 +464,11 @@ impl ChannelInput {
             model_mapping,
             priority,
             weight,
+            limits: RateLimits {
+                rpm: rpm.and_then(|n| u32::try_from(n).ok()),
+                tpm,
+                concurrency: None,
+            },
         })
     }
 }
@@ -549,6 +580,7 @@ mod tests {
                 model_mapping: BTreeMap::from([("m".to_owned(), "upstream-m".to_owned())]),
                 priority,
                 weight,
+                limits: RateLimits::default(),
             },
             status,
             disabled_reason: String::new(),

@@ -4,6 +4,7 @@
 //! rules can be tested without a database.
 
 pub mod admin;
+pub mod admin_read;
 pub mod billing;
 pub mod channel;
 pub mod cluster;
@@ -12,6 +13,7 @@ pub mod ids;
 pub mod logs;
 pub mod pricing;
 pub mod quota;
+pub mod ratelimit;
 pub mod repository;
 pub mod service;
 pub mod time;

@@ -1,7 +1,7 @@
 //! The per-user log: one row per settled LLM call (`consume`) and per top-up (`topup`), the
 //! validated query of `GET /{id}/logs`, and the aggregates shown in stats.
 
-use crate::ids::{LogId, TokenId, UserId};
+use crate::ids::{ChannelId, LogId, TokenId, UserId};
 use crate::quota::Quota;
 use crate::time::{Date, UnixTime};
 use crate::validation::ValidationErrors;
@@ -103,6 +103,8 @@ pub struct NewLogEntry {
     pub is_stream: bool,
     /// Latency.
     pub latency_ms: i64,
+    /// The channel whose answer was billed (consume rows only).
+    pub channel_id: Option<ChannelId>,
 }
 
 impl NewLogEntry {
@@ -122,6 +124,7 @@ impl NewLogEntry {
             request_id: payment_id.to_owned(),
             is_stream: false,
             latency_ms: 0,
+            channel_id: None,
         }
     }
 

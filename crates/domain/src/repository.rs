@@ -14,6 +14,8 @@ use crate::topup::{TopUp, TopUpOutcome};
 use crate::user::{SyncOutcome, SyncUser, User};
 use async_trait::async_trait;
 
+pub use crate::admin_read::AdminReadRepository;
+
 /// Users of a platform.
 #[async_trait]
 pub trait UserRepository: Send + Sync {

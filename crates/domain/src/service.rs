@@ -7,6 +7,7 @@ use crate::ids::{ExternalUserId, PlatformId, TokenId};
 use crate::logs::{LogEntry, LogPage, LogQuery, LogQueryInput, ModelUsage};
 use crate::pricing::Price;
 use crate::quota::Quota;
+use crate::ratelimit::RateLimits;
 use crate::repository::Store;
 use crate::time::UnixTime;
 use crate::token::{AccessKey, DeleteTokenInput, IssuedToken, Token, TokenInput, TokenRecord};
@@ -80,6 +81,7 @@ pub struct ExternalUserService {
     store: Arc<dyn Store>,
     entropy: Arc<dyn Entropy>,
     feed: Arc<dyn ChangeFeed>,
+    default_limits: RateLimits,
 }
 
 impl ExternalUserService {
@@ -94,7 +96,16 @@ impl ExternalUserService {
             store,
             entropy,
             feed,
+            default_limits: RateLimits::default(),
         }
+    }
+
+    /// The rate limits of keys created without their own (`TOLLGATE_DEFAULT_RPM`, `_TPM`,
+    /// `_CONCURRENCY`).
+    #[must_use]
+    pub fn with_default_limits(mut self, limits: RateLimits) -> Self {
+        self.default_limits = limits;
+        self
     }
 
     async fn user(&self, platform: &PlatformId, id: &ExternalUserId) -> Result<User, DomainError> {
@@ -158,6 +169,7 @@ impl ExternalUserService {
             created_at: now,
             expires_at: now.plus_days(cmd.valid_days),
             quota_limit: cmd.quota_limit,
+            limits: cmd.limits.or(self.default_limits),
         };
         let token = self.store.insert_token(&record).await?;
         self.feed.publish(CacheChange::Token(token.id)).await;

@@ -4,6 +4,7 @@
 
 use crate::ids::{ExternalUserId, TokenId, UserId, hex};
 use crate::quota::Quota;
+use crate::ratelimit::{MAX_CONCURRENCY, MAX_RPM, MAX_TPM, RateLimits};
 use crate::time::UnixTime;
 use crate::topup::NumberInput;
 use crate::validation::{ValidationErrors, rules};
@@ -143,6 +144,8 @@ pub struct Token {
     pub quota_limit: Option<Quota>,
     /// Quota spent through this key.
     pub used_quota: Quota,
+    /// Its rate limits (SPEC §4.1).
+    pub limits: RateLimits,
 }
 
 impl Token {
@@ -188,6 +191,24 @@ pub struct TokenInput {
     /// `quota_limit_usd`.
     #[garde(custom(rules::checked(cap_tag)))]
     pub quota_limit_usd: Option<NumberInput>,
+    /// `rpm_limit` (integers beyond 64 bits saturate, and then fail `max`/`min`).
+    #[garde(custom(rules::checked(|v: &Option<i64>| range_tag(*v, MAX_RPM))))]
+    pub rpm_limit: Option<i64>,
+    /// `tpm_limit`.
+    #[garde(custom(rules::checked(|v: &Option<i64>| range_tag(*v, MAX_TPM))))]
+    pub tpm_limit: Option<i64>,
+    /// `max_concurrency`.
+    #[garde(custom(rules::checked(|v: &Option<i64>| range_tag(*v, MAX_CONCURRENCY))))]
+    pub max_concurrency: Option<i64>,
+}
+
+/// `min=1,max=<max>` when present.
+fn range_tag(v: Option<i64>, max: i64) -> Option<&'static str> {
+    match v {
+        Some(n) if n < 1 => Some("min"),
+        Some(n) if n > max => Some("max"),
+        _ => None,
+    }
 }
 
 fn days_tag(v: &Option<i64>) -> Option<&'static str> {
@@ -215,6 +236,9 @@ const TOKEN_FIELDS: &[(&str, &str)] = &[
     ("token_name", "TokenName"),
     ("expires_in_days", "ExpiresInDays"),
     ("quota_limit_usd", "QuotaLimitUSD"),
+    ("rpm_limit", "RpmLimit"),
+    ("tpm_limit", "TpmLimit"),
+    ("max_concurrency", "MaxConcurrency"),
 ];
 
 /// A validated create-token command.
@@ -228,6 +252,8 @@ pub struct NewToken {
     pub valid_days: i64,
     /// Own cap, if any.
     pub quota_limit: Option<Quota>,
+    /// Own rate limits (unset ones take the configured defaults when the key is made).
+    pub limits: RateLimits,
 }
 
 impl TokenInput {
@@ -253,11 +279,18 @@ impl TokenInput {
             .map(cap_quota)
             .transpose()
             .map_err(|tag| fail("QuotaLimitUSD", tag))?;
+        // In range (checked above), so these conversions cannot fail.
+        let limits = RateLimits {
+            rpm: self.rpm_limit.and_then(|n| u32::try_from(n).ok()),
+            tpm: self.tpm_limit.and_then(|n| u64::try_from(n).ok()),
+            concurrency: self.max_concurrency.and_then(|n| u32::try_from(n).ok()),
+        };
         Ok(NewToken {
             external_user_id,
             name,
             valid_days,
             quota_limit,
+            limits,
         })
     }
 }
@@ -279,6 +312,8 @@ pub struct TokenRecord {
     pub expires_at: UnixTime,
     /// Own cap.
     pub quota_limit: Option<Quota>,
+    /// Rate limits.
+    pub limits: RateLimits,
 }
 
 /// A created token with its key, for the one response that shows the key.
@@ -337,14 +372,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `source`, which panics once asked for more buffers than any test key needs, so a
+    /// generator that never finishes fails at once instead of hanging.
+    fn bounded(mut source: impl FnMut(&mut [u8])) -> impl FnMut(&mut [u8]) {
+        let mut calls = 0;
+        move |buf| {
+            calls += 1;
+            assert!(
+                calls <= 100,
+                "a key needs 48 characters, not {calls} buffers"
+            );
+            source(buf);
+        }
+    }
+
+    /// Bytes 0, 1, 2, …
     fn counter_bytes() -> impl FnMut(&mut [u8]) {
         let mut n: u8 = 0;
-        move |buf| {
+        bounded(move |buf| {
             for b in buf.iter_mut() {
                 *b = n;
                 n = n.wrapping_add(1);
             }
-        }
+        })
     }
 
     #[test]
@@ -359,6 +409,57 @@ mod tests {
         );
         assert_eq!(key.hash().as_str().len(), 64);
         assert!(!format!("{key:?}").contains(&key.expose()[7..47]));
+    }
+
+    #[test]
+    fn a_known_byte_source_gives_a_known_key_hash_and_hint() {
+        let key = AccessKey::generate(counter_bytes());
+        // Bytes 0, 1, 2, … pick the alphabet in order.
+        assert_eq!(
+            key.expose(),
+            "sk-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv"
+        );
+        // SHA-256 of the key's text, as hex (`printf %s sk-ABC…uv | sha256sum`).
+        assert_eq!(
+            key.hash().as_str(),
+            "cd6054ab23e773d580ccf561a7fcfd9a8a14de2c4057eb577f83a119266b7849"
+        );
+        assert_eq!(
+            key.hint(),
+            KeyHint {
+                prefix: "ABCD".into(),
+                suffix: "stuv".into()
+            }
+        );
+        assert_eq!(key.hint().masked(), "sk-ABCD...stuv");
+        assert_eq!(format!("{key:?}"), "AccessKey(sk-ABCD...stuv)");
+        assert_eq!(AccessKey::parse(key.expose()), Some(key));
+    }
+
+    #[test]
+    fn bytes_from_248_up_are_rejected_so_every_character_is_equally_likely() {
+        // 248, 249 and 255 are skipped; 0, 62, 124 and 186 are 'A'; 61, 123, 185 and 247 are
+        // '9'; 1 is 'B'. Nine characters per twelve bytes.
+        let pattern = [248u8, 249, 255, 0, 61, 62, 123, 124, 185, 186, 247, 1];
+        let mut i = 0;
+        let key = AccessKey::generate(bounded(|buf| {
+            for b in buf.iter_mut() {
+                *b = pattern[i % pattern.len()];
+                i += 1;
+            }
+        }));
+        assert_eq!(
+            key.expose(),
+            "sk-A9A9A9A9BA9A9A9A9BA9A9A9A9BA9A9A9A9BA9A9A9A9BA9A"
+        );
+        // A source that only gives rejected bytes at first is read again until 48 are taken.
+        let mut calls = 0;
+        let key = AccessKey::generate(bounded(|buf| {
+            calls += 1;
+            buf.fill(if calls < 3 { 250 } else { 63 });
+        }));
+        assert_eq!(key.expose(), format!("sk-{}", "B".repeat(48)));
+        assert_eq!(calls, 3);
     }
 
     #[test]
@@ -388,6 +489,7 @@ mod tests {
             expires_at: UnixTime::from_secs(100),
             quota_limit: cap.map(Quota::new),
             used_quota: Quota::new(used),
+            limits: RateLimits::default(),
         }
     }
 
@@ -404,6 +506,231 @@ mod tests {
         assert_eq!(
             token(Some(10), 10).status(UnixTime::from_secs(1)),
             TokenStatus::Exhausted
+        );
+    }
+
+    #[test]
+    fn status_precedence_is_disabled_expired_exhausted() {
+        let at = UnixTime::from_secs(50);
+        let disabled = Token {
+            disabled: true,
+            expires_at: UnixTime::from_secs(10),
+            ..token(Some(5), 9)
+        };
+        assert_eq!(disabled.status(at), TokenStatus::Disabled);
+        let expired = Token {
+            expires_at: UnixTime::from_secs(50),
+            ..token(Some(5), 9)
+        };
+        assert_eq!(expired.status(at), TokenStatus::Expired);
+        assert_eq!(token(Some(5), 9).status(at), TokenStatus::Exhausted);
+        assert_eq!(token(Some(10), 9).status(at), TokenStatus::Enabled);
+        // SPEC §3.4: 1 enabled, 2 disabled, 3 expired, 4 exhausted.
+        assert_eq!(
+            [
+                TokenStatus::Enabled as i32,
+                TokenStatus::Disabled as i32,
+                TokenStatus::Expired as i32,
+                TokenStatus::Exhausted as i32
+            ],
+            [1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn remain_is_the_balance_or_less_under_the_cap() {
+        let balance = Quota::new(1_000);
+        assert_eq!(token(None, 0).remain_quota(balance), Quota::new(1_000));
+        assert_eq!(token(None, 400).remain_quota(balance), Quota::new(1_000));
+        assert_eq!(token(Some(500), 100).remain_quota(balance), Quota::new(400));
+        assert_eq!(
+            token(Some(5_000), 100).remain_quota(balance),
+            Quota::new(1_000)
+        );
+        assert_eq!(token(Some(500), 900).remain_quota(balance), Quota::ZERO);
+        assert_eq!(token(None, 0).remain_quota(Quota::new(-7)), Quota::ZERO);
+        assert_eq!(
+            token(Some(i64::MAX), -5).remain_quota(Quota::new(i64::MAX)),
+            Quota::new(i64::MAX),
+            "saturates instead of overflowing"
+        );
+    }
+
+    #[test]
+    fn day_and_cap_bounds_are_inclusive() {
+        let with = |days: Option<i64>, cap: Option<&str>| TokenInput {
+            external_user_id: Some("u".into()),
+            token_name: Some("n".into()),
+            expires_in_days: days,
+            quota_limit_usd: cap.and_then(NumberInput::parse),
+            ..TokenInput::default()
+        };
+        assert_eq!(
+            with(Some(1), None)
+                .into_command()
+                .expect("1 day")
+                .valid_days,
+            1
+        );
+        assert_eq!(
+            with(Some(3650), None)
+                .into_command()
+                .expect("3650 days")
+                .valid_days,
+            3650
+        );
+        // SPEC §3: min=0.01 when present; 0.01 USD is 5,000 quota.
+        assert_eq!(
+            with(None, Some("0.01"))
+                .into_command()
+                .expect("min cap")
+                .quota_limit,
+            Some(Quota::new(5_000))
+        );
+        assert_eq!(
+            with(None, Some("0.0099"))
+                .into_command()
+                .expect_err("below")
+                .to_string(),
+            "请求参数错误: Key: 'ExternalUserTokenRequest.QuotaLimitUSD' Error:Field validation for 'QuotaLimitUSD' failed on the 'min' tag"
+        );
+        assert_eq!(
+            with(None, Some("1e400"))
+                .into_command()
+                .expect_err("huge")
+                .to_string(),
+            "请求参数错误: Key: 'ExternalUserTokenRequest.QuotaLimitUSD' Error:Field validation for 'QuotaLimitUSD' failed on the 'max' tag"
+        );
+        assert_eq!(
+            with(None, Some("1e20"))
+                .into_command()
+                .expect_err("beyond 64 bits")
+                .to_string(),
+            "请求参数错误: Key: 'ExternalUserTokenRequest.QuotaLimitUSD' Error:Field validation for 'QuotaLimitUSD' failed on the 'max' tag"
+        );
+        let cmd = with(Some(30), Some("2")).into_command().expect("valid");
+        assert_eq!(
+            cmd,
+            NewToken {
+                external_user_id: ExternalUserId::parse("u").expect("id"),
+                name: "n".into(),
+                valid_days: 30,
+                quota_limit: Some(Quota::new(1_000_000)),
+                limits: RateLimits::default(),
+            }
+        );
+        // Several failing fields are reported together, in field order.
+        let all = TokenInput {
+            external_user_id: None,
+            token_name: Some("x".repeat(101)),
+            expires_in_days: Some(-3),
+            quota_limit_usd: NumberInput::parse("-1"),
+            ..TokenInput::default()
+        };
+        assert_eq!(
+            all.into_command().expect_err("fails").to_string(),
+            "请求参数错误: Key: 'ExternalUserTokenRequest.ExternalUserId' Error:Field validation for 'ExternalUserId' failed on the 'required' tag\n\
+             Key: 'ExternalUserTokenRequest.TokenName' Error:Field validation for 'TokenName' failed on the 'max' tag\n\
+             Key: 'ExternalUserTokenRequest.ExpiresInDays' Error:Field validation for 'ExpiresInDays' failed on the 'min' tag\n\
+             Key: 'ExternalUserTokenRequest.QuotaLimitUSD' Error:Field validation for 'QuotaLimitUSD' failed on the 'min' tag"
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_checked_against_the_spec_ranges() {
+        let with = |rpm: Option<i64>, tpm: Option<i64>, concurrency: Option<i64>| TokenInput {
+            external_user_id: Some("u".into()),
+            token_name: Some("n".into()),
+            rpm_limit: rpm,
+            tpm_limit: tpm,
+            max_concurrency: concurrency,
+            ..TokenInput::default()
+        };
+        let key = |field: &str, tag: &str| {
+            format!(
+                "请求参数错误: Key: 'ExternalUserTokenRequest.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag"
+            )
+        };
+        // SPEC §3: rpm 1..=1,000,000, tpm 1..=1,000,000,000, concurrency 1..=10,000.
+        for (rpm, tpm, concurrency) in [(1, 1, 1), (1_000_000, 1_000_000_000, 10_000)] {
+            let cmd = with(Some(rpm), Some(tpm), Some(concurrency))
+                .into_command()
+                .expect("in range");
+            assert_eq!(
+                (cmd.limits.rpm, cmd.limits.tpm, cmd.limits.concurrency),
+                (
+                    Some(u32::try_from(rpm).expect("rpm")),
+                    Some(u64::try_from(tpm).expect("tpm")),
+                    Some(u32::try_from(concurrency).expect("concurrency"))
+                )
+            );
+        }
+        assert_eq!(
+            with(None, None, None)
+                .into_command()
+                .expect("no limits")
+                .limits,
+            RateLimits::default()
+        );
+        let cases = [
+            (with(Some(0), None, None), key("RpmLimit", "min")),
+            (with(Some(1_000_001), None, None), key("RpmLimit", "max")),
+            (with(None, Some(0), None), key("TpmLimit", "min")),
+            (
+                with(None, Some(1_000_000_001), None),
+                key("TpmLimit", "max"),
+            ),
+            (with(None, None, Some(-1)), key("MaxConcurrency", "min")),
+            (with(None, None, Some(10_001)), key("MaxConcurrency", "max")),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                input.into_command().expect_err("out of range").to_string(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn delete_requires_both_fields() {
+        let message = |i: DeleteTokenInput| i.into_command().expect_err("fails").to_string();
+        let required = |field: &str| {
+            format!(
+                "请求参数错误: Key: 'DeleteExternalUserTokenRequest.{field}' Error:Field validation for '{field}' failed on the 'required' tag"
+            )
+        };
+        assert_eq!(
+            message(DeleteTokenInput {
+                external_user_id: Some("u".into()),
+                token_id: Some(0),
+            }),
+            required("TokenId")
+        );
+        assert_eq!(
+            message(DeleteTokenInput {
+                external_user_id: Some("u".into()),
+                token_id: None,
+            }),
+            required("TokenId")
+        );
+        assert_eq!(
+            message(DeleteTokenInput {
+                external_user_id: Some(String::new()),
+                token_id: Some(3),
+            }),
+            required("ExternalUserId")
+        );
+        assert_eq!(
+            DeleteTokenInput {
+                external_user_id: Some("u".into()),
+                token_id: Some(4),
+            }
+            .into_command()
+            .expect("valid"),
+            DeleteToken {
+                external_user_id: ExternalUserId::parse("u").expect("id"),
+                token_id: TokenId::new(4),
+            }
         );
     }
 
@@ -474,7 +801,7 @@ mod tests {
         #[test]
         fn keys_use_only_the_alphabet(seed in any::<u8>()) {
             let mut n = seed;
-            let key = AccessKey::generate(|buf| for b in buf.iter_mut() { *b = n; n = n.wrapping_mul(5).wrapping_add(7); });
+            let key = AccessKey::generate(bounded(|buf| for b in buf.iter_mut() { *b = n; n = n.wrapping_mul(5).wrapping_add(7); }));
             prop_assert!(AccessKey::parse(key.expose()).is_some());
         }
     }

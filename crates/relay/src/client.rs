@@ -43,6 +43,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 pub struct UpstreamReply {
     /// HTTP status.
     pub status: u16,
+    /// `retry-after-ms` or `retry-after` (seconds), when the upstream sent one.
+    pub retry_after: Option<Duration>,
     /// Body chunks as they arrive.
     pub body: ByteStream,
 }
@@ -115,6 +117,7 @@ impl UpstreamClient {
             let (_, parts) = provider::echo_answer(&body);
             return Ok(UpstreamReply {
                 status: 200,
+                retry_after: None,
                 body: Box::pin(stream::iter(parts.into_iter().map(Ok))),
             });
         }
@@ -127,12 +130,29 @@ impl UpstreamClient {
             .map_err(|_| AttemptError::Timeout)?
             .map_err(|e| AttemptError::Connect(error_chain(&e)))?;
         let status = res.status().as_u16();
+        let retry_after = retry_after(res.headers());
         let body = BodyDataStream::new(res.into_body()).map(|r| r.map_err(|e| error_chain(&e)));
         Ok(UpstreamReply {
             status,
+            retry_after,
             body: Box::pin(body),
         })
     }
+}
+
+/// How long an upstream asks to be left alone: `retry-after-ms`, or `retry-after` in seconds
+/// (an HTTP date is not worth honouring exactly; the default rest applies).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n >= 0.0 && *n < 86_400_000.0)
+    };
+    number("retry-after-ms")
+        .map(|ms| Duration::from_millis(ms as u64))
+        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
 }
 
 /// An error and its causes on one line (hyper's top-level text alone is vague).

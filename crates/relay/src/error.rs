@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use tollgate_domain::RepoError;
+use tollgate_domain::ratelimit::LimitKind;
 
 /// A relay failure.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,26 @@ pub enum RelayError {
     /// held or sent.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// The key is over one of its rate limits: nothing was held or sent.
+    #[error("{}", match kind {
+        LimitKind::Requests => "请求过于频繁：超过该令牌每分钟请求数限制",
+        LimitKind::Tokens => "请求过于频繁：超过该令牌每分钟 token 数限制",
+        LimitKind::Concurrency => "请求过于频繁：超过该令牌的并发请求数限制",
+    })]
+    RateLimited {
+        /// Which limit.
+        kind: LimitKind,
+        /// Seconds until a retry can be admitted.
+        retry_after_secs: i64,
+    },
+    /// Every channel of the model is at its own limit or resting after an upstream 429.
+    #[error("模型 {model} 的所有渠道都已达到速率限制，请稍后重试")]
+    ChannelRateLimited {
+        /// The model.
+        model: String,
+        /// Seconds until a channel takes calls again.
+        retry_after_secs: i64,
+    },
     /// Storage failed.
     #[error("服务暂时不可用")]
     Repo(#[from] RepoError),

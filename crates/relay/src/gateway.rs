@@ -18,6 +18,7 @@ use crate::call::{Call, Codec};
 use crate::client::{AttemptError, ChunkError, UpstreamClient, UpstreamReply, read_all};
 use crate::codec;
 use crate::feed::Caches;
+use crate::limits::{LimitTicket, Limiter};
 use crate::metrics::{self, Outcome};
 use crate::provider::{self, Provider};
 use crate::settle::{Delivered, Settler, Ticket, now};
@@ -34,6 +35,7 @@ use tollgate_domain::billing::{DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal
 use tollgate_domain::channel::{Api, Channel, ChannelStatus, Route, Wire, route};
 use tollgate_domain::cluster::{CacheChange, ChangeFeed, InstanceId};
 use tollgate_domain::ids::ChannelId;
+use tollgate_domain::ratelimit::{Headroom, RateLimits, Subject};
 use tollgate_domain::repository::{BillingRepository, RelayStore};
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::token::{AccessKey, Token};
@@ -77,20 +79,63 @@ pub enum ChatReply {
         status: u16,
         /// The upstream's body as it came.
         body: Bytes,
+        /// The key's limits and what is left of them, for the `x-ratelimit-*` headers.
+        rate: Option<RateHeaders>,
     },
     /// An SSE stream.
-    Stream(ClientStream),
+    Stream {
+        /// The events for the client.
+        events: ClientStream,
+        /// As for JSON answers.
+        rate: Option<RateHeaders>,
+    },
+}
+
+/// A key's limits and its headroom after admitting this call: OpenAI's `x-ratelimit-*`
+/// headers, which the official SDKs read to back off by themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    /// The limits.
+    pub limits: RateLimits,
+    /// What is left.
+    pub headroom: Headroom,
+}
+
+impl RateHeaders {
+    /// Header names and values (only for the limits that are set).
+    #[must_use]
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let reset = format!("{}s", self.headroom.reset_ms / 1000);
+        let mut out = Vec::new();
+        if let Some(rpm) = self.limits.rpm {
+            out.push(("x-ratelimit-limit-requests", rpm.to_string()));
+            out.push((
+                "x-ratelimit-remaining-requests",
+                self.headroom.remaining_requests.unwrap_or(0).to_string(),
+            ));
+            out.push(("x-ratelimit-reset-requests", reset.clone()));
+        }
+        if let Some(tpm) = self.limits.tpm {
+            out.push(("x-ratelimit-limit-tokens", tpm.to_string()));
+            out.push((
+                "x-ratelimit-remaining-tokens",
+                self.headroom.remaining_tokens.unwrap_or(0).to_string(),
+            ));
+            out.push(("x-ratelimit-reset-tokens", reset));
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for ChatReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChatReply::Json { status, body } => f
+            ChatReply::Json { status, body, .. } => f
                 .debug_struct("Json")
                 .field("status", status)
                 .field("bytes", &body.len())
                 .finish(),
-            ChatReply::Stream(_) => f.write_str("Stream"),
+            ChatReply::Stream { .. } => f.write_str("Stream"),
         }
     }
 }
@@ -115,6 +160,45 @@ impl Drop for ReleaseOnDrop<'_> {
         }
     }
 }
+
+/// A call's admission by the rate limits, until it is handed to the call's settlement: dropped
+/// before that (the call failed or was refused before any answer), it frees the call's
+/// concurrency slot and counts no tokens for it.
+struct LimitGuard(Option<LimitTicket>);
+
+impl LimitGuard {
+    fn take(&mut self) -> Option<LimitTicket> {
+        self.0.take()
+    }
+}
+
+impl Drop for LimitGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.release();
+            tokio::spawn(async move { t.settle(0).await });
+        }
+    }
+}
+
+/// A call's id in rate-limit windows: the first 16 hex digits of its request id (random).
+fn call_id(request_id: &str) -> u64 {
+    request_id
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| random_below(u64::MAX))
+}
+
+/// A channel resting after an upstream 429: skipped until `until`, then one trial call before
+/// full traffic (half-open).
+#[derive(Debug, Clone, Copy)]
+struct Rest {
+    until: Instant,
+    trial: bool,
+}
+
+/// How long a channel rests after a 429 without `Retry-After`.
+pub const DEFAULT_REST: Duration = Duration::from_secs(5);
 
 /// Result of `POST /channels/{id}/test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +304,8 @@ pub struct Gateway {
     settler: Settler,
     config: GatewayConfig,
     failures: Mutex<HashMap<ChannelId, u32>>,
+    limiter: Arc<Limiter>,
+    resting: Mutex<HashMap<ChannelId, Rest>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -239,6 +325,7 @@ impl Gateway {
         caches: Arc<Caches>,
         feed: Arc<dyn ChangeFeed>,
         instance: InstanceId,
+        limiter: Arc<Limiter>,
         client: UpstreamClient,
         config: GatewayConfig,
     ) -> Self {
@@ -253,6 +340,8 @@ impl Gateway {
             client,
             config,
             failures: Mutex::new(HashMap::new()),
+            limiter,
+            resting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -332,6 +421,8 @@ impl Gateway {
         let req = parse_and_estimate(api, raw).await?;
         let prompt_estimate = req.prompt_estimate;
         let model = req.model.as_str().to_owned();
+        // Every one of the choices may use the whole completion limit.
+        let limit = req.hold_completion(self.config.default_max_tokens);
         let catalog = self.catalog();
         let order = match route(catalog.channels(), &model, api, random_below) {
             Route::UnknownModel => return Err(RelayError::ModelNotFound(model)),
@@ -341,8 +432,41 @@ impl Gateway {
         let price = catalog
             .price(&model)
             .ok_or_else(|| RelayError::ModelNotFound(model.clone()))?;
-        // Every one of the choices may use the whole completion limit.
-        let limit = req.hold_completion(self.config.default_max_tokens);
+        // The key's limits come before the hold: a refused call costs nothing. (An unknown model
+        // was refused above without counting.)
+        let call = call_id(request_id);
+        let hold_tokens = prompt_estimate.saturating_add(limit);
+        let key_subject = (!token.limits.is_unlimited()).then_some(Subject::Key(token.id.get()));
+        let mut rate = None;
+        if let Some(subject) = key_subject {
+            match self
+                .limiter
+                .admit(subject, token.limits, call, hold_tokens)
+                .await
+            {
+                Ok(headroom) => {
+                    rate = Some(RateHeaders {
+                        limits: token.limits,
+                        headroom,
+                    });
+                }
+                Err(refusal) => {
+                    metrics::rate_limited("key");
+                    return Err(RelayError::RateLimited {
+                        kind: refusal.kind,
+                        retry_after_secs: refusal.retry_after_secs(),
+                    });
+                }
+            }
+        }
+        let mut admission = LimitGuard(Some(LimitTicket {
+            limiter: Arc::clone(&self.limiter),
+            call,
+            key: key_subject,
+            channel: None,
+            concurrency: token.limits.concurrency.is_some(),
+        }));
+
         let at = now();
         let hold =
             Hold {
@@ -389,22 +513,36 @@ impl Gateway {
             bounds: req.bounds(),
             is_stream: req.stream,
             started,
+            limit: None,
+            channel: None,
         };
         let upstream_started = Instant::now();
-        let (channel, codec, mut reply) = self.attempt(&req, &order, &catalog).await?;
+        let (channel, codec, mut reply) = self
+            .attempt(&req, &order, &catalog, call, hold_tokens)
+            .await?;
         let mut upstream_time = upstream_started.elapsed();
+        let mut ticket = ticket;
+        ticket.channel = Some(channel.id);
+        ticket.limit = admission.take().map(|mut t| {
+            t.channel =
+                (!channel.spec.limits.is_unlimited()).then_some(Subject::Channel(channel.id.get()));
+            t
+        });
         let adapter: &'static dyn Provider = provider::for_kind(channel.spec.kind);
         let idle = self.client.timeouts().idle;
         if req.stream {
             metrics::overhead(started.elapsed().saturating_sub(upstream_time));
             unsettled.disarm();
             let guard = SettleGuard::new(ticket, self.settler.clone());
-            return Ok(ChatReply::Stream(stream::relay(
-                reply.body,
-                idle,
-                codec::transcoder(codec, adapter, req.include_usage),
-                guard,
-            )));
+            return Ok(ChatReply::Stream {
+                events: stream::relay(
+                    reply.body,
+                    idle,
+                    codec::transcoder(codec, adapter, req.include_usage),
+                    guard,
+                ),
+                rate,
+            });
         }
         // If this fails, nothing reached the client: the call is not billed (the guard
         // releases the hold).
@@ -426,6 +564,7 @@ impl Gateway {
         Ok(ChatReply::Json {
             status: reply.status,
             body: answer.body,
+            rate,
         })
     }
 
@@ -447,6 +586,8 @@ impl Gateway {
         req: &Call,
         order: &[ChannelId],
         catalog: &Catalog,
+        call: u64,
+        tokens: u64,
     ) -> Result<(Channel, Codec, UpstreamReply), RelayError> {
         let mut candidates: Vec<&Channel> =
             order.iter().filter_map(|id| catalog.channel(*id)).collect();
@@ -462,8 +603,36 @@ impl Gateway {
         // attempt.
         type Encoded = (String, Wire, &'static str, Bytes, Codec);
         let mut encoded: Option<Encoded> = None;
+        // Channels skipped for this call because they rest after a 429 or are at their own
+        // limits: the soonest one of them takes calls again after this long.
+        let mut limited: Option<Duration> = None;
+        let mut other_failure = false;
+        let mut admitted: Vec<ChannelId> = Vec::new();
         while tries < budget && !candidates.is_empty() {
             let channel = candidates[next.min(candidates.len() - 1)];
+            if let Some(wait) = self.resting(channel.id) {
+                limited = Some(limited.map_or(wait, |l| l.min(wait)));
+                candidates.retain(|c| c.id != channel.id);
+                continue;
+            }
+            if !channel.spec.limits.is_unlimited() && !admitted.contains(&channel.id) {
+                let subject = Subject::Channel(channel.id.get());
+                match self
+                    .limiter
+                    .admit(subject, channel.spec.limits, call, tokens)
+                    .await
+                {
+                    Ok(_) => admitted.push(channel.id),
+                    Err(refusal) => {
+                        let wait = Duration::from_millis(
+                            u64::try_from(refusal.retry_after_ms).unwrap_or(1000),
+                        );
+                        limited = Some(limited.map_or(wait, |l| l.min(wait)));
+                        candidates.retain(|c| c.id != channel.id);
+                        continue;
+                    }
+                }
+            }
             let upstream_model = channel.upstream_model(req.model.as_str());
             let wire = channel.spec.kind.wire();
             let (path, body, codec) = match &encoded {
@@ -491,6 +660,8 @@ impl Gateway {
                     // tried.
                     tracing::warn!(channel = %channel.id, "upstream timed out before answering; not retried on this channel");
                     self.note_failure(channel, &mut failed).await;
+                    self.trial_failed(channel.id);
+                    other_failure = true;
                     last = RelayError::UpstreamTimeout;
                     candidates.retain(|c| c.id != channel.id);
                 }
@@ -498,12 +669,18 @@ impl Gateway {
                     metrics::upstream(channel.id, Outcome::ConnectError);
                     tracing::warn!(channel = %channel.id, error = %e, "upstream connection failed");
                     self.note_failure(channel, &mut failed).await;
+                    self.trial_failed(channel.id);
+                    other_failure = true;
                     last = RelayError::Upstream("无法连接上游服务".into());
                     next += 1;
                 }
                 Ok(reply) if (200..300).contains(&reply.status) => {
                     metrics::upstream(channel.id, Outcome::Ok);
                     self.note_success(channel.id);
+                    self.resting
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&channel.id);
                     return Ok((channel.clone(), codec, reply));
                 }
                 Ok(reply) if matches!(reply.status, 401 | 403) => {
@@ -515,19 +692,37 @@ impl Gateway {
                     )
                     .await;
                     last = RelayError::Upstream("上游渠道密钥无效".into());
+                    other_failure = true;
                     candidates.retain(|c| c.id != channel.id);
                     // Not the client's fault and not the other channels': try them.
                     tries -= 1;
                 }
-                Ok(reply) if reply.status == 429 || reply.status >= 500 => {
-                    let outcome = if reply.status == 429 {
-                        Outcome::RateLimited
-                    } else {
-                        Outcome::ServerError
-                    };
-                    metrics::upstream(channel.id, outcome);
+                Ok(reply) if reply.status == 429 => {
+                    // The upstream account is at its limit: this channel rests (skipped by
+                    // every call) until its Retry-After, then gets one trial call. Not a
+                    // failure of the channel: it does not count towards disabling it.
+                    metrics::upstream(channel.id, Outcome::RateLimited);
+                    let wait = reply.retry_after.unwrap_or(DEFAULT_REST);
+                    tracing::warn!(channel = %channel.id, rest_ms = wait.as_millis() as u64, "upstream answered 429; resting the channel");
+                    self.resting
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(
+                            channel.id,
+                            Rest {
+                                until: Instant::now() + wait,
+                                trial: false,
+                            },
+                        );
+                    limited = Some(limited.map_or(wait, |l| l.min(wait)));
+                    candidates.retain(|c| c.id != channel.id);
+                }
+                Ok(reply) if reply.status >= 500 => {
+                    metrics::upstream(channel.id, Outcome::ServerError);
                     tracing::warn!(channel = %channel.id, status = reply.status, "upstream failed");
                     self.note_failure(channel, &mut failed).await;
+                    self.trial_failed(channel.id);
+                    other_failure = true;
                     last = RelayError::Upstream(format!("上游服务返回 {}", reply.status));
                     next += 1;
                 }
@@ -546,7 +741,51 @@ impl Gateway {
                 }
             }
         }
-        Err(last)
+        match limited {
+            // Nothing failed: every channel was at its limit or resting.
+            Some(wait) if !other_failure => {
+                metrics::rate_limited("channel");
+                Err(RelayError::ChannelRateLimited {
+                    model: req.model.as_str().to_owned(),
+                    retry_after_secs: i64::try_from(wait.as_millis().div_ceil(1000))
+                        .unwrap_or(60)
+                        .max(1),
+                })
+            }
+            _ => Err(last),
+        }
+    }
+
+    /// How long a channel still rests after an upstream 429, or `None` when it takes this call
+    /// (not resting, or resting over and this call is its one trial).
+    fn resting(&self, id: ChannelId) -> Option<Duration> {
+        let mut resting = self.resting.lock().unwrap_or_else(PoisonError::into_inner);
+        let rest = resting.get_mut(&id)?;
+        let now = Instant::now();
+        if now < rest.until {
+            return Some(rest.until - now);
+        }
+        if rest.trial {
+            // Another call is the trial: wait for its verdict.
+            return Some(Duration::from_secs(1));
+        }
+        rest.trial = true;
+        None
+    }
+
+    /// A trial call of a resting channel failed otherwise than by a 429: it rests again.
+    fn trial_failed(&self, id: ChannelId) {
+        if let Some(rest) = self
+            .resting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&id)
+        {
+            *rest = Rest {
+                until: Instant::now() + DEFAULT_REST,
+                trial: false,
+            };
+        }
     }
 
     fn note_success(&self, id: ChannelId) {

@@ -18,6 +18,7 @@ mod codec;
 mod error;
 pub mod feed;
 pub mod gateway;
+pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod provider;
@@ -27,5 +28,5 @@ pub mod tokenizer;
 pub mod wire;
 
 pub use error::RelayError;
-pub use gateway::{ChatReply, Gateway, GatewayConfig};
+pub use gateway::{ChatReply, Gateway, GatewayConfig, RateHeaders};
 pub use settle::Settler;

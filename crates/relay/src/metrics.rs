@@ -15,6 +15,8 @@ pub const HOLDS_IN_FLIGHT: &str = "tollgate_holds_in_flight";
 pub const GATEWAY_OVERHEAD: &str = "tollgate_gateway_overhead_seconds";
 /// Calls refused by a rate limit.
 pub const RATE_LIMITED: &str = "tollgate_rate_limited_total";
+/// Rate-limit checks answered per instance because Redis could not be reached.
+pub const RATE_LIMIT_FALLBACK: &str = "tollgate_rate_limit_fallback_total";
 /// Settlement jobs waiting to be written.
 pub const SETTLEMENTS_PENDING: &str = "tollgate_settlements_pending";
 /// Settlement jobs failing and being retried (the database is down).
@@ -74,13 +76,21 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Time a relayed call spends in Tollgate itself, upstream time excluded."
     );
-    metrics::describe_counter!(RATE_LIMITED, "Calls refused by a rate limit.");
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "Calls refused by a rate limit, by scope (key or channel)."
+    );
+    metrics::describe_counter!(
+        RATE_LIMIT_FALLBACK,
+        "Rate-limit operations answered per instance because Redis was unreachable."
+    );
     metrics::describe_gauge!(SETTLEMENTS_PENDING, "Settlement jobs not yet written.");
     metrics::describe_gauge!(
         SETTLEMENTS_FAILING,
         "Settlement jobs failing and being retried."
     );
-    metrics::counter!(RATE_LIMITED).increment(0);
+    metrics::counter!(RATE_LIMITED, "scope" => "key").increment(0);
+    metrics::counter!(RATE_LIMIT_FALLBACK).increment(0);
     metrics::gauge!(HOLDS_IN_FLIGHT).set(0.0);
     metrics::gauge!(SETTLEMENTS_PENDING).set(0.0);
     metrics::gauge!(SETTLEMENTS_FAILING).set(0.0);
@@ -107,6 +117,17 @@ pub(crate) fn holds(delta: f64) {
 pub(crate) fn settlements(pending: usize, failing: usize) {
     metrics::gauge!(SETTLEMENTS_PENDING).set(pending as f64);
     metrics::gauge!(SETTLEMENTS_FAILING).set(failing as f64);
+}
+
+/// A call refused by a key's limits (`scope` `key`) or because every channel was at its own
+/// (`scope` `channel`).
+pub(crate) fn rate_limited(scope: &'static str) {
+    metrics::counter!(RATE_LIMITED, "scope" => scope).increment(1);
+}
+
+/// A rate-limit operation answered per instance (Redis unreachable).
+pub(crate) fn rate_limit_fallback() {
+    metrics::counter!(RATE_LIMIT_FALLBACK).increment(1);
 }
 
 /// Tollgate's own time in one call.

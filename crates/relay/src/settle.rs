@@ -10,6 +10,7 @@
 //! (before any hold) while the backlog is at its capacity. `drain` waits for the queue at
 //! shutdown; a job still unfinished when the process exits is logged with its request id.
 
+use crate::limits::LimitTicket;
 use crate::metrics;
 use crate::tokenizer;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +18,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tollgate_domain::billing::{ReportedUsage, SettleOutcome, Settlement, UsageBounds};
-use tollgate_domain::ids::{TokenId, UserId};
+use tollgate_domain::ids::{ChannelId, TokenId, UserId};
 use tollgate_domain::pricing::{Price, Usage};
 use tollgate_domain::repository::BillingRepository;
 use tollgate_domain::time::UnixTime;
@@ -48,11 +49,19 @@ pub(crate) struct Ticket {
     pub(crate) bounds: UsageBounds,
     pub(crate) is_stream: bool,
     pub(crate) started: Instant,
+    /// Its place in rate limits (key and channel windows).
+    pub(crate) limit: Option<LimitTicket>,
+    /// The channel that answered (set once one did).
+    pub(crate) channel: Option<ChannelId>,
 }
 
 impl Ticket {
     /// The call is over: what the upstream reported (if anything) and what reached the client.
     pub(crate) fn finish(self, reported: Option<ReportedUsage>, delivered: Delivered) -> Finished {
+        // The call's last byte: its concurrency slot is free now, not when it is settled.
+        if let Some(limit) = &self.limit {
+            limit.release();
+        }
         Finished {
             latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
             ended_at: now(),
@@ -140,6 +149,7 @@ impl Finished {
             is_stream: t.is_stream,
             latency_ms,
             at: ended_at,
+            channel_id: t.channel,
         }
     }
 
@@ -314,6 +324,7 @@ impl Drop for Unfinished<'_> {
 async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
     let (what, settlement, request_id) = match job {
         Job::Settle(f) => {
+            let limit = f.ticket.limit.clone();
             let s = if f.counts_much() {
                 match tokio::task::spawn_blocking(move || f.into_settlement()).await {
                     Ok(s) => s,
@@ -325,6 +336,9 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
             } else {
                 f.into_settlement()
             };
+            if let Some(limit) = limit {
+                limit.settle(s.usage.total()).await;
+            }
             let id = s.request_id.clone();
             ("settle", Some(s), id)
         }
@@ -438,6 +452,8 @@ mod tests {
             bounds: UsageBounds::for_request(1_000, 0, Some(100), 1),
             is_stream: true,
             started: Instant::now(),
+            limit: None,
+            channel: None,
         }
     }
 

@@ -4,6 +4,7 @@
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tollgate_domain::ratelimit::{MAX_CONCURRENCY, MAX_RPM, MAX_TPM, RateLimits};
 use tollgate_relay::GatewayConfig;
 use tollgate_relay::client::Timeouts;
 use tollgate_storage::SecretKey;
@@ -113,6 +114,9 @@ pub struct Settings {
     /// `TOLLGATE_INSTANCE_TIMEOUT_SECS`: an instance silent for this long is dead and its holds
     /// are released by the others (default 30).
     pub instance_timeout_secs: u64,
+    /// `TOLLGATE_DEFAULT_RPM`, `_TPM`, `_CONCURRENCY`: limits of keys created without their
+    /// own (unset: none).
+    pub default_limits: RateLimits,
 }
 
 /// A configuration value that cannot be used.
@@ -288,6 +292,16 @@ impl Settings {
         let database_timeout_secs = number("TOLLGATE_DATABASE_TIMEOUT_SECS", 3, 1, 300)?;
         let shutdown_grace_secs = number("TOLLGATE_SHUTDOWN_GRACE_SECS", 30, 0, 3600)?;
         let instance_timeout_secs = number("TOLLGATE_INSTANCE_TIMEOUT_SECS", 30, 3, 3600)?;
+        let optional = |name: &'static str, max: u64| -> Result<Option<u64>, ConfigError> {
+            get(name).map(|_| number(name, 0, 1, max)).transpose()
+        };
+        let default_limits = RateLimits {
+            rpm: optional("TOLLGATE_DEFAULT_RPM", MAX_RPM as u64)?
+                .and_then(|n| u32::try_from(n).ok()),
+            tpm: optional("TOLLGATE_DEFAULT_TPM", MAX_TPM as u64)?,
+            concurrency: optional("TOLLGATE_DEFAULT_CONCURRENCY", MAX_CONCURRENCY as u64)?
+                .and_then(|n| u32::try_from(n).ok()),
+        };
         let instance_name = match get("TOLLGATE_INSTANCE_NAME") {
             Some(n) if n.trim().chars().count() > 200 => {
                 return Err(err(
@@ -321,6 +335,7 @@ impl Settings {
             shutdown_grace_secs,
             instance_name,
             instance_timeout_secs,
+            default_limits,
         })
     }
 }
@@ -365,6 +380,25 @@ mod tests {
         assert!(s.secret_key.is_none());
         assert_eq!(s.instance_timeout_secs, 30);
         assert_eq!(s.instance_name, None);
+        assert!(s.default_limits.is_unlimited());
+        let limited = load(&[
+            ("TOLLGATE_DEFAULT_RPM", "60"),
+            ("TOLLGATE_DEFAULT_CONCURRENCY", "4"),
+        ])
+        .expect("limits");
+        assert_eq!(
+            limited.default_limits,
+            RateLimits {
+                rpm: Some(60),
+                tpm: None,
+                concurrency: Some(4)
+            }
+        );
+        let e = load(&[("TOLLGATE_DEFAULT_TPM", "0")]).expect_err("zero");
+        assert_eq!(
+            e.to_string(),
+            "TOLLGATE_DEFAULT_TPM: must be a whole number from 1 to 1000000000"
+        );
         let named = load(&[("TOLLGATE_INSTANCE_NAME", " gw-1 ")]).expect("named");
         assert_eq!(named.instance_name.as_deref(), Some("gw-1"));
         assert!(!host_name().is_empty());

@@ -103,6 +103,9 @@ pub struct TokenRequest {
     token_name: Option<String>,
     expires_in_days: Option<JsonInt>,
     quota_limit_usd: Option<JsonNumber>,
+    rpm_limit: Option<JsonInt>,
+    tpm_limit: Option<JsonInt>,
+    max_concurrency: Option<JsonInt>,
 }
 
 impl From<TokenRequest> for TokenInput {
@@ -112,6 +115,9 @@ impl From<TokenRequest> for TokenInput {
             token_name: r.token_name,
             expires_in_days: r.expires_in_days.map(|JsonInt(d)| d),
             quota_limit_usd: r.quota_limit_usd.map(|JsonNumber(n)| n),
+            rpm_limit: r.rpm_limit.map(|JsonInt(n)| n),
+            tpm_limit: r.tpm_limit.map(|JsonInt(n)| n),
+            max_concurrency: r.max_concurrency.map(|JsonInt(n)| n),
         }
     }
 }
@@ -285,6 +291,9 @@ pub struct TokenView {
     remain_quota: i64,
     quota_limit: Option<i64>,
     used_quota: i64,
+    rpm_limit: Option<u32>,
+    tpm_limit: Option<u64>,
+    max_concurrency: Option<u32>,
 }
 
 impl TokenView {
@@ -298,6 +307,9 @@ impl TokenView {
             remain_quota: t.remain_quota(balance).get(),
             quota_limit: t.quota_limit.map(Quota::get),
             used_quota: t.used_quota.get(),
+            rpm_limit: t.limits.rpm,
+            tpm_limit: t.limits.tpm,
+            max_concurrency: t.limits.concurrency,
             token_name: t.name,
         }
     }
@@ -499,6 +511,8 @@ pub struct ChannelRequest {
     model_mapping: Option<BTreeMap<String, String>>,
     priority: Option<JsonInt>,
     weight: Option<JsonInt>,
+    rpm_limit: Option<JsonInt>,
+    tpm_limit: Option<JsonInt>,
 }
 
 impl From<ChannelRequest> for ChannelInput {
@@ -512,6 +526,8 @@ impl From<ChannelRequest> for ChannelInput {
             model_mapping: r.model_mapping,
             priority: r.priority.map(|JsonInt(v)| v),
             weight: r.weight.map(|JsonInt(v)| v),
+            rpm_limit: r.rpm_limit.map(|JsonInt(v)| v),
+            tpm_limit: r.tpm_limit.map(|JsonInt(v)| v),
         }
     }
 }
@@ -529,6 +545,8 @@ pub struct ChannelView {
     model_mapping: BTreeMap<String, String>,
     priority: i64,
     weight: u32,
+    rpm_limit: Option<u32>,
+    tpm_limit: Option<u64>,
     status: &'static str,
     disabled_reason: String,
     created_at: i64,
@@ -552,6 +570,8 @@ impl From<Channel> for ChannelView {
             model_mapping: c.spec.model_mapping,
             priority: c.spec.priority,
             weight: c.spec.weight,
+            rpm_limit: c.spec.limits.rpm,
+            tpm_limit: c.spec.limits.tpm,
             status: c.status.as_str(),
             disabled_reason: c.disabled_reason,
             created_at: c.created_at.secs(),

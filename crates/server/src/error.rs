@@ -176,6 +176,8 @@ pub struct OpenAiError {
     message: String,
     /// An upstream's own error body, passed through (already scrubbed of the channel key).
     raw: Option<actix_web::web::Bytes>,
+    /// `Retry-After` in seconds (429s).
+    retry_after: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -200,6 +202,7 @@ impl OpenAiError {
             code: Some(code),
             message,
             raw: None,
+            retry_after: None,
         }
     }
 
@@ -302,7 +305,32 @@ impl From<RelayError> for OpenAiError {
                     code: None,
                     message,
                     raw: Some(body),
+                    retry_after: None,
                 };
+            }
+            RelayError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                let mut e = OpenAiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    message,
+                );
+                e.retry_after = Some(retry_after_secs);
+                return e;
+            }
+            RelayError::ChannelRateLimited {
+                retry_after_secs, ..
+            } => {
+                let mut e = OpenAiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "channel_rate_limited",
+                    message,
+                );
+                e.retry_after = Some(retry_after_secs);
+                return e;
             }
             RelayError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -375,7 +403,11 @@ impl ResponseError for AnthropicError {
                 .content_type("application/json")
                 .body(raw.clone());
         }
-        HttpResponse::build(self.0.status).json(AnthropicBody {
+        let mut res = HttpResponse::build(self.0.status);
+        if let Some(secs) = self.0.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        res.json(AnthropicBody {
             kind: "error",
             error: AnthropicDetail {
                 kind: tollgate_relay::anthropic::error_type_for_status(self.0.status.as_u16()),
@@ -408,7 +440,11 @@ impl ResponseError for OpenAiError {
                 .content_type("application/json")
                 .body(raw.clone());
         }
-        HttpResponse::build(self.status).json(OpenAiBody {
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        res.json(OpenAiBody {
             error: OpenAiDetail {
                 message: &self.message,
                 kind: self.kind,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dto;
+pub mod dto_admin;
 pub mod error;
 pub mod metrics;
 pub mod routes;

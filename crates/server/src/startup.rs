@@ -6,7 +6,7 @@ use crate::clock::now;
 use crate::config::{self, ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, Settings};
 use crate::error::{ApiError, OpenAiError};
 use crate::metrics;
-use crate::routes::{self, admin, external, health, relay};
+use crate::routes::{self, admin, admin_read, console, external, health, relay};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -21,12 +21,14 @@ use tollgate_domain::admin::AdminService;
 use tollgate_domain::channel::ChannelKind;
 use tollgate_domain::cluster::{Doorbell, Instance, InstanceId};
 use tollgate_domain::ids::hex;
+use tollgate_domain::ratelimit::RateLimiter;
 use tollgate_domain::service::{Entropy, ExternalUserService};
 use tollgate_relay::client::{Timeouts, UpstreamClient};
 use tollgate_relay::feed::{Caches, Feed};
+use tollgate_relay::limits::Limiter;
 use tollgate_relay::membership::Membership;
 use tollgate_relay::{Gateway, GatewayConfig};
-use tollgate_storage::{KeyCipher, RedisBus, SeaStore, StorageError};
+use tollgate_storage::{KeyCipher, RedisBus, RedisLimiter, SeaStore, StorageError};
 use tracing::Instrument;
 
 /// Random bytes from the operating system.
@@ -199,6 +201,12 @@ impl Application {
             Some(url) => Some(Arc::new(RedisBus::new(url)?)),
             None => None,
         };
+        // Rate limits shared by every instance through Redis; per instance without it.
+        let shared_limits: Option<Arc<dyn RateLimiter>> = match &settings.redis_url {
+            Some(url) => Some(Arc::new(RedisLimiter::new(url)?)),
+            None => None,
+        };
+        let limiter = Limiter::new(shared_limits);
         let caches = Arc::new(Caches::load(shared.clone()).await?);
         let feed = Feed::new(
             membership.me().id.clone(),
@@ -207,11 +215,10 @@ impl Application {
             caches.clone(),
         )
         .await?;
-        let service = web::Data::new(ExternalUserService::new(
-            shared.clone(),
-            Arc::new(OsEntropy),
-            feed.clone(),
-        ));
+        let service = web::Data::new(
+            ExternalUserService::new(shared.clone(), Arc::new(OsEntropy), feed.clone())
+                .with_default_limits(settings.default_limits),
+        );
         let admin_service = AdminService::new(shared.clone(), feed.clone());
         provider_channels(&admin_service, settings).await?;
         let r = &settings.relay;
@@ -225,6 +232,7 @@ impl Application {
             caches,
             feed.clone(),
             membership.me().id.clone(),
+            limiter,
             client,
             GatewayConfig {
                 retries: r.retries,
@@ -275,8 +283,10 @@ impl Application {
                 .service(
                     web::scope("/api/admin")
                         .app_data(routes::json_config(ADMIN_BODY_LIMIT))
-                        .configure(admin::configure),
+                        .configure(admin::configure)
+                        .configure(admin_read::configure),
                 )
+                .configure(console::configure)
                 .service(
                     web::scope("/v1")
                         .configure(relay::configure)

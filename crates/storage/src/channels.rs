@@ -17,6 +17,7 @@ use tollgate_domain::RepoError;
 use tollgate_domain::channel::{Channel, ChannelKey, ChannelKind, ChannelSpec, ChannelStatus};
 use tollgate_domain::ids::ChannelId;
 use tollgate_domain::pricing::{ModelName, Price};
+use tollgate_domain::ratelimit::RateLimits;
 use tollgate_domain::repository::{ChannelRepository, PriceRepository};
 use tollgate_domain::time::UnixTime;
 
@@ -87,6 +88,11 @@ fn to_channel(m: channel::Model, cipher: Option<&KeyCipher>) -> Result<Channel, 
             model_mapping,
             priority: m.priority,
             weight: u32::try_from(m.weight).map_err(|_| corrupt("channel weight", m.id))?,
+            limits: RateLimits {
+                rpm: m.rpm_limit.and_then(|n| u32::try_from(n).ok()),
+                tpm: m.tpm_limit.and_then(|n| u64::try_from(n).ok()),
+                concurrency: None,
+            },
         },
         status: ChannelStatus::from_code(m.status),
         disabled_reason: m.disabled_reason,
@@ -110,6 +116,8 @@ fn spec_columns(
     row.model_mapping = Set(serde_json::to_string(&spec.model_mapping).map_err(json)?);
     row.priority = Set(spec.priority);
     row.weight = Set(i64::from(spec.weight));
+    row.rpm_limit = Set(spec.limits.rpm.map(i64::from));
+    row.tpm_limit = Set(spec.limits.tpm.and_then(|n| i64::try_from(n).ok()));
     Ok(())
 }
 

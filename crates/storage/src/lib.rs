@@ -2,6 +2,7 @@
 //! repository traits of `tollgate-domain`. Every balance change here is one atomic statement or
 //! one transaction; no quota is read, changed in Rust and written back.
 
+mod admin_read;
 mod billing;
 mod bus;
 mod channels;
@@ -10,6 +11,7 @@ mod crypto;
 mod entity;
 mod error;
 mod logs;
+mod ratelimit;
 mod retry;
 pub mod testing;
 mod tokens;
@@ -20,6 +22,7 @@ pub use bus::RedisBus;
 pub use channels::KeyStatus;
 pub use crypto::{CipherError, KeyCipher, KeyError, SecretKey};
 pub use error::StorageError;
+pub use ratelimit::RedisLimiter;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use std::sync::Arc;

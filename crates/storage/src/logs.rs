@@ -10,7 +10,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
     FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use tollgate_domain::ids::{LogId, TokenId, UserId};
+use tollgate_domain::ids::{ChannelId, LogId, TokenId, UserId};
 use tollgate_domain::logs::{
     LogEntry, LogKind, LogPage, LogQuery, LogSummary, ModelUsage, NewLogEntry,
 };
@@ -52,7 +52,7 @@ const SPLIT: i64 = 1 << 32;
 /// backends), joined again by [`join`]. A plain `SUM` of large values fails on SQLite
 /// ("integer overflow") and MySQL (out of range), which would make one hostile row break a
 /// user's stats and logs for good.
-fn split_sum(backend: DbBackend, column: &str, when: Option<&str>) -> (Expr, Expr) {
+pub(crate) fn split_sum(backend: DbBackend, column: &str, when: Option<&str>) -> (Expr, Expr) {
     let div = match backend {
         DbBackend::MySql => "DIV",
         _ => "/",
@@ -68,7 +68,7 @@ fn split_sum(backend: DbBackend, column: &str, when: Option<&str>) -> (Expr, Exp
 }
 
 /// `high × 2^32 + low`, saturated to 64 bits.
-fn join(high: i64, low: i64) -> i64 {
+pub(crate) fn join(high: i64, low: i64) -> i64 {
     let v = i128::from(high) * i128::from(SPLIT) + i128::from(low);
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
@@ -117,6 +117,7 @@ pub(crate) async fn insert_log(
         request_id: Set(e.request_id.clone()),
         is_stream: Set(e.is_stream),
         latency_ms: Set(e.latency_ms),
+        channel_id: Set(e.channel_id.map(ChannelId::get)),
         ..Default::default()
     };
     Ok(log::Entity::insert(row).exec(db).await?.last_insert_id)
@@ -147,7 +148,7 @@ struct UsageRow {
 }
 
 /// Adds the two halves of each of `sums` to `query` as `<alias>_hi` and `<alias>_lo`.
-fn with_sums<Q: QuerySelect>(
+pub(crate) fn with_sums<Q: QuerySelect>(
     mut query: Q,
     backend: DbBackend,
     sums: &[(&str, &str, Option<&str>)],

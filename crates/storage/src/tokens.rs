@@ -6,6 +6,7 @@ use crate::error::{Result, StorageError};
 use async_trait::async_trait;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tollgate_domain::ids::{TokenId, UserId};
+use tollgate_domain::ratelimit::RateLimits;
 use tollgate_domain::repository::TokenRepository;
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::token::{KeyHash, KeyHint, Token, TokenRecord};
@@ -29,6 +30,11 @@ fn to_token(m: token::Model) -> Token {
         expires_at: UnixTime::from_secs(m.expires_at),
         quota_limit: m.quota_limit.map(Quota::new),
         used_quota: Quota::new(m.used_quota),
+        limits: RateLimits {
+            rpm: m.rpm_limit.and_then(|n| u32::try_from(n).ok()),
+            tpm: m.tpm_limit.and_then(|n| u64::try_from(n).ok()),
+            concurrency: m.max_concurrency.and_then(|n| u32::try_from(n).ok()),
+        },
     }
 }
 
@@ -47,6 +53,9 @@ impl TokenRepository for SeaStore {
             quota_limit: Set(r.quota_limit.map(Quota::get)),
             used_quota: Set(0),
             held_quota: Set(0),
+            rpm_limit: Set(r.limits.rpm.map(i64::from)),
+            tpm_limit: Set(r.limits.tpm.and_then(|n| i64::try_from(n).ok())),
+            max_concurrency: Set(r.limits.concurrency.map(i64::from)),
             ..Default::default()
         };
         let id = token::Entity::insert(row)
@@ -64,6 +73,7 @@ impl TokenRepository for SeaStore {
             expires_at: r.expires_at,
             quota_limit: r.quota_limit,
             used_quota: Quota::ZERO,
+            limits: r.limits,
         })
     }
 

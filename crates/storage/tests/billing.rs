@@ -59,6 +59,7 @@ async fn funded(store: &SeaStore, id: &str, usd: &str, cap: Option<Quota>) -> (U
             created_at: NOW,
             expires_at: NOW.plus_days(30),
             quota_limit: cap,
+            limits: Default::default(),
         })
         .await
         .expect("token");
@@ -99,6 +100,7 @@ fn settlement(request: &str, user: UserId, token: TokenId, quota: i64) -> Settle
         quota: Quota::new(quota),
         is_stream: false,
         latency_ms: 5,
+        channel_id: None,
         at: NOW,
     }
 }

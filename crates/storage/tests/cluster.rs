@@ -106,6 +106,7 @@ async fn funded(store: &SeaStore, id: &str, fill: u8) -> (UserId, TokenId) {
             created_at: NOW,
             expires_at: NOW.plus_days(30),
             quota_limit: None,
+            limits: Default::default(),
         })
         .await
         .expect("token");
@@ -200,6 +201,7 @@ async fn reaping_releases_the_holds_of_dead_restarted_and_unknown_instances_only
             quota: Quota::new(300),
             is_stream: true,
             latency_ms: 1,
+            channel_id: None,
             at: at(60),
         };
         assert_eq!(

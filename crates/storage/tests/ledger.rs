@@ -326,6 +326,7 @@ async fn tokens_store_the_hash_and_delete_only_for_their_owner() {
             created_at: NOW,
             expires_at: NOW.plus_days(30),
             quota_limit: Some(Quota::new(1000)),
+            limits: Default::default(),
         };
         let token = store.insert_token(&record).await.expect("insert");
         let listed = store.list_tokens(owner.id).await.expect("list");
@@ -388,6 +389,7 @@ async fn log_pages_filter_sort_and_summarise_the_whole_range() {
                     request_id: format!("req-{i}"),
                     is_stream: i % 2 == 0,
                     latency_ms: 3,
+                    channel_id: None,
                 })
                 .await
                 .expect("append");

@@ -2,6 +2,8 @@
 //! maps the result; nothing here computes money or touches storage directly.
 
 pub mod admin;
+pub mod admin_read;
+pub mod console;
 pub mod external;
 pub mod health;
 pub mod relay;

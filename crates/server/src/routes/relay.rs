@@ -15,7 +15,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tollgate_domain::channel::Api;
-use tollgate_relay::{ChatReply, Gateway};
+use tollgate_relay::{ChatReply, Gateway, RateHeaders};
 
 /// How relay request bodies are read: `TOLLGATE_RELAY_BODY_LIMIT` and
 /// `TOLLGATE_RELAY_BODY_TIMEOUT_SECS`.
@@ -101,19 +101,30 @@ async fn relay(
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    let with_rate = |res: &mut actix_web::HttpResponseBuilder, rate: Option<RateHeaders>| {
+        for (name, value) in rate.iter().flat_map(RateHeaders::pairs) {
+            res.insert_header((name, value));
+        }
+    };
     match gateway.call(api, token, body, &request_id).await? {
-        ChatReply::Json { status, body } => Ok(HttpResponse::build(
-            actix_web::http::StatusCode::from_u16(status)
-                .unwrap_or(actix_web::http::StatusCode::OK),
-        )
-        .insert_header(ContentType::json())
-        .body(body)),
-        ChatReply::Stream(events) => Ok(HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            // Proxies such as nginx must not buffer the stream.
-            .insert_header(("X-Accel-Buffering", "no"))
-            .streaming(events)),
+        ChatReply::Json { status, body, rate } => {
+            let mut res = HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(status)
+                    .unwrap_or(actix_web::http::StatusCode::OK),
+            );
+            with_rate(&mut res, rate);
+            Ok(res.insert_header(ContentType::json()).body(body))
+        }
+        ChatReply::Stream { events, rate } => {
+            let mut res = HttpResponse::Ok();
+            with_rate(&mut res, rate);
+            Ok(res
+                .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                // Proxies such as nginx must not buffer the stream.
+                .insert_header(("X-Accel-Buffering", "no"))
+                .streaming(events))
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Model {
     pub disabled_reason: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
 }
 
 /// No navigated relations.

@@ -20,6 +20,8 @@ pub struct Model {
     pub request_id: String,
     pub is_stream: bool,
     pub latency_ms: i64,
+    /// The channel whose answer was billed (consume rows since the admin read migration).
+    pub channel_id: Option<i64>,
 }
 
 /// No navigated relations.

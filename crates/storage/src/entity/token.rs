@@ -19,6 +19,9 @@ pub struct Model {
     pub quota_limit: Option<i64>,
     pub used_quota: i64,
     pub held_quota: i64,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_concurrency: Option<i64>,
 }
 
 /// No navigated relations.

@@ -1,0 +1,608 @@
+//! [`AdminReadRepository`] on SeaORM: users across platforms, the log across users and the
+//! hourly usage, each read bounded so that no request walks a large table.
+//!
+//! Which index each log read walks (named to MySQL with `FORCE INDEX`; SQLite's planner picks
+//! the same by itself). [`SeaStore::admin_read_plans`] shows the database's plans; the tests
+//! check that SQLite's never scans or sorts `logs`, and, on 300,000 rows, that MySQL's do not
+//! either:
+//!
+//! | filter | index | checked on the rows it yields |
+//! |---|---|---|
+//! | `user_id` (+ `type`) | `ix_logs_user_time` / `ix_logs_user_kind_time` | `channel_id`, `model_name` |
+//! | `channel_id` | `ix_logs_channel_time` | `model_name` |
+//! | `type` | `ix_logs_kind_time` | `model_name` |
+//! | dates only, or nothing | `ix_logs_time` | `model_name` |
+//!
+//! Dates are the index's range. Rows come newest first in index order, so a page reads at most
+//! `offset + page_size` matching entries of the index (the page is at most the window), and
+//! the count stops one row past the window. A filter the index does not answer is checked
+//! on the newest [`Limits::scan`] rows of the indexed range only: the `created_at` of the last
+//! of those rows bounds the walk, and the page reports it as `searched_from`. The page's ids
+//! come from the index alone; the rows and their owners are then read by primary key.
+//!
+//! The usage buckets read the consume rows of the window through `ix_logs_kind_time`, so their
+//! cost follows the calls in the window (at most 168 hours), never the table. Holds in flight
+//! are read through `holds`' `(state, expires_at)` index. Users are listed newest first by
+//! primary key; a search is a substring match, which no B-tree index answers, so it checks
+//! `users` rows (never `logs`) until the page is full, and counts up to the window.
+
+use crate::SeaStore;
+use crate::billing::HELD;
+use crate::entity::{hold, log, user};
+use crate::error::{Result, StorageError, corrupt};
+use crate::logs::{join, with_sums};
+use crate::users::to_user;
+use async_trait::async_trait;
+use sea_orm::sea_query::extension::mysql::{IndexHintScope, MySqlSelectStatementExt};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query, SelectStatement};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Select, Statement,
+};
+use std::collections::HashMap;
+use tollgate_domain::admin_read::{
+    AdminLogEntry, AdminLogPage, AdminLogQuery, AdminReadRepository, AdminUser, Counted, HOUR,
+    HoldsInFlight, Limits, LogOwner, PlatformTag, UsageCell, UsageTotals, UserPage, UserSearch,
+};
+use tollgate_domain::ids::{ChannelId, ExternalUserId, LogId, TokenId, UserId};
+use tollgate_domain::logs::{LogEntry, LogKind};
+use tollgate_domain::time::UnixTime;
+use tollgate_domain::{Quota, RepoError};
+
+/// `logs.channel_id` (added by the admin-read migration; the ledger's entity predates it).
+const CHANNEL: &str = "channel_id";
+
+/// `INSTR(column, needle) > 0`: a literal, byte-exact substring test on both backends (`LIKE`
+/// would treat `%` and `_` as wildcards, and SQLite's would fold ASCII case).
+fn contains(column: impl sea_orm::sea_query::IntoColumnRef, needle: &str) -> Expr {
+    Expr::expr(Func::cust("INSTR").arg(Expr::col(column)).arg(needle)).gt(0)
+}
+
+/// How a log query walks the table.
+struct Plan {
+    /// The index it walks.
+    index: &'static str,
+    /// What that index answers: equality on its leading columns, the date range.
+    indexed: Condition,
+    /// What is checked on the rows the index yields.
+    residual: Option<Condition>,
+}
+
+fn plan(q: &AdminLogQuery) -> Plan {
+    let f = &q.filter;
+    let mut indexed = Condition::all();
+    let mut residual = Condition::all();
+    let mut has_residual = false;
+    let index = match (q.user, q.channel) {
+        (Some(user), channel) => {
+            indexed = indexed.add(log::Column::UserId.eq(user.get()));
+            if let Some(kind) = f.kind {
+                indexed = indexed.add(log::Column::Kind.eq(kind.code()));
+            }
+            if let Some(channel) = channel {
+                // Wrapped so that no index answers it: the planner must walk the user's rows
+                // (bounded below) rather than the channel's, which may be far more.
+                residual = residual.add(Expr::cust_with_values(
+                    "COALESCE(channel_id, 0) = ?",
+                    [channel.get()],
+                ));
+                has_residual = true;
+            }
+            if f.kind.is_some() {
+                "ix_logs_user_kind_time"
+            } else {
+                "ix_logs_user_time"
+            }
+        }
+        // Only consume rows carry a channel, so `type=consume` is implied here (and
+        // `type=topup` with a channel never reaches storage).
+        (None, Some(channel)) => {
+            indexed = indexed.add(Expr::col(CHANNEL).eq(channel.get()));
+            "ix_logs_channel_time"
+        }
+        (None, None) => match f.kind {
+            Some(kind) => {
+                indexed = indexed.add(log::Column::Kind.eq(kind.code()));
+                "ix_logs_kind_time"
+            }
+            None => "ix_logs_time",
+        },
+    };
+    if let Some(from) = f.from {
+        indexed = indexed.add(log::Column::CreatedAt.gte(from.secs()));
+    }
+    if let Some(until) = f.until {
+        indexed = indexed.add(log::Column::CreatedAt.lt(until.secs()));
+    }
+    if let Some(m) = &f.model_contains {
+        residual = residual.add(contains(log::Column::Model, m));
+        has_residual = true;
+    }
+    Plan {
+        index,
+        indexed,
+        residual: has_residual.then_some(residual),
+    }
+}
+
+/// `select` walking `index` on MySQL. Its optimiser may pick a table scan and a sort for
+/// `ORDER BY … LIMIT` with a large offset when the limit is a sizeable share of the table; the
+/// hint keeps every plan an index walk. Other backends ignore it (SQLite's planner picks the
+/// same indexes, as the tests check).
+fn hinted(mut select: Select<log::Entity>, index: &'static str) -> Select<log::Entity> {
+    QueryTrait::query(&mut select).force_index(index, IndexHintScope::All);
+    select
+}
+
+/// Newest first, the order of every `(…, created_at, id)` index.
+fn newest_first(select: Select<log::Entity>) -> Select<log::Entity> {
+    select
+        .order_by_desc(log::Column::CreatedAt)
+        .order_by_desc(log::Column::Id)
+}
+
+/// The `created_at` of the last row a residual filter may look at.
+fn boundary_query(index: &'static str, indexed: Condition, limits: Limits) -> Select<log::Entity> {
+    newest_first(hinted(
+        log::Entity::find()
+            .select_only()
+            .column(log::Column::CreatedAt)
+            .filter(indexed),
+        index,
+    ))
+    .offset(limits.scan.saturating_sub(1))
+    .limit(1)
+}
+
+/// `SELECT COUNT(*) FROM (<inner> LIMIT window + 1)`: stops one row past the window. The inner
+/// select walks the page's index in the page's order, so both read the same entries.
+fn count_query(mut inner: SelectStatement, window: u64) -> SelectStatement {
+    inner.limit(window.saturating_add(1));
+    Query::select()
+        .expr(Expr::cust("COUNT(*)"))
+        .from_subquery(inner, "counted")
+        .to_owned()
+}
+
+fn log_ids(index: &'static str, cond: Condition) -> Select<log::Entity> {
+    hinted(
+        log::Entity::find()
+            .select_only()
+            .column(log::Column::Id)
+            .filter(cond),
+        index,
+    )
+}
+
+/// Rows of a page that lie within the window.
+fn within_window(page_size: u64, offset: u64, limits: Limits) -> u64 {
+    std::cmp::min(page_size, limits.window.saturating_sub(offset))
+}
+
+/// The page's ids; never past the window, whatever the page.
+fn page_query(index: &'static str, cond: Condition, q: &AdminLogQuery) -> Select<log::Entity> {
+    let offset = q.filter.offset();
+    newest_first(log_ids(index, cond))
+        .offset(offset)
+        .limit(within_window(q.filter.page_size, offset, q.limits))
+}
+
+fn rows_query(ids: Vec<i64>) -> Select<log::Entity> {
+    log::Entity::find()
+        .select_only()
+        .columns([
+            log::Column::Id,
+            log::Column::UserId,
+            log::Column::Kind,
+            log::Column::CreatedAt,
+            log::Column::Model,
+            log::Column::TokenId,
+            log::Column::TokenName,
+            log::Column::PromptTokens,
+            log::Column::CompletionTokens,
+            log::Column::Quota,
+            log::Column::RequestId,
+            log::Column::IsStream,
+            log::Column::LatencyMs,
+        ])
+        .column_as(Expr::col(CHANNEL), CHANNEL)
+        .filter(log::Column::Id.is_in(ids))
+}
+
+/// The hour of `created_at` (whole hours since the epoch), as an integer on both backends.
+fn hour_expr(backend: DbBackend) -> Expr {
+    Expr::cust(match backend {
+        DbBackend::MySql => "created_at DIV 3600",
+        _ => "created_at / 3600",
+    })
+}
+
+fn usage_query(backend: DbBackend, from: UnixTime, until: UnixTime) -> Select<log::Entity> {
+    let select = hinted(log::Entity::find(), "ix_logs_kind_time")
+        .select_only()
+        .column_as(hour_expr(backend), "hour")
+        .column_as(Expr::col(CHANNEL), CHANNEL)
+        .column_as(Expr::cust("COUNT(*)"), "requests");
+    with_sums(
+        select,
+        backend,
+        &[
+            ("prompt", "prompt_tokens", None),
+            ("completion", "completion_tokens", None),
+            ("quota", "quota", None),
+        ],
+    )
+    .filter(log::Column::Kind.eq(LogKind::Consume.code()))
+    .filter(log::Column::CreatedAt.gte(from.secs()))
+    .filter(log::Column::CreatedAt.lt(until.secs()))
+    .group_by(hour_expr(backend))
+    .group_by(Expr::col(CHANNEL))
+}
+
+fn user_filter(search: &UserSearch) -> Condition {
+    match &search.contains {
+        Some(q) => Condition::any()
+            .add(contains(user::Column::ExternalUserId, q))
+            .add(contains(user::Column::Username, q)),
+        None => Condition::all(),
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct LogRow {
+    id: i64,
+    user_id: i64,
+    kind: i16,
+    created_at: i64,
+    model: String,
+    token_id: Option<i64>,
+    token_name: String,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    quota: i64,
+    request_id: String,
+    is_stream: bool,
+    latency_ms: i64,
+    channel_id: Option<i64>,
+}
+
+impl LogRow {
+    fn entry(self) -> Result<(LogEntry, Option<ChannelId>)> {
+        let entry = LogEntry {
+            id: LogId::new(self.id),
+            user_id: UserId::new(self.user_id),
+            kind: LogKind::from_code(self.kind).ok_or_else(|| corrupt("log kind", self.id))?,
+            created_at: UnixTime::from_secs(self.created_at),
+            model: self.model,
+            token_id: self.token_id.map(TokenId::new),
+            token_name: self.token_name,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            quota: Quota::new(self.quota),
+            request_id: self.request_id,
+            is_stream: self.is_stream,
+            latency_ms: self.latency_ms,
+        };
+        Ok((entry, self.channel_id.map(ChannelId::new)))
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct OwnerRow {
+    id: i64,
+    platform_id: String,
+    external_user_id: String,
+    username: String,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct CellRow {
+    hour: i64,
+    channel_id: Option<i64>,
+    requests: i64,
+    prompt_hi: i64,
+    prompt_lo: i64,
+    completion_hi: i64,
+    completion_lo: i64,
+    quota_hi: i64,
+    quota_lo: i64,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct HoldsRow {
+    count: i64,
+    amount_hi: i64,
+    amount_lo: i64,
+}
+
+impl SeaStore {
+    async fn capped_count(&self, inner: SelectStatement, window: u64) -> Result<Counted> {
+        let n = self
+            .db
+            .query_one(&count_query(inner, window))
+            .await?
+            .map(|r| r.try_get_by_index::<i64>(0))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Counted::of(u64::try_from(n).unwrap_or(0), window))
+    }
+
+    /// The index and conditions of the page and count queries, and how far back a residual
+    /// filter looked.
+    async fn bounded(
+        &self,
+        q: &AdminLogQuery,
+    ) -> Result<(&'static str, Condition, Option<UnixTime>)> {
+        let Plan {
+            index,
+            indexed,
+            residual,
+        } = plan(q);
+        let Some(residual) = residual else {
+            return Ok((index, indexed, None));
+        };
+        let boundary: Option<i64> = boundary_query(index, indexed.clone(), q.limits)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let mut cond = indexed.add(residual);
+        if let Some(t) = boundary {
+            cond = cond.add(log::Column::CreatedAt.gte(t));
+        }
+        Ok((index, cond, boundary.map(UnixTime::from_secs)))
+    }
+
+    async fn owners(&self, ids: Vec<i64>) -> Result<HashMap<i64, LogOwner>> {
+        let rows = user::Entity::find()
+            .select_only()
+            .columns([
+                user::Column::Id,
+                user::Column::PlatformId,
+                user::Column::ExternalUserId,
+                user::Column::Username,
+            ])
+            .filter(user::Column::Id.is_in(ids))
+            .into_model::<OwnerRow>()
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let owner = LogOwner {
+                    external_user_id: ExternalUserId::parse(r.external_user_id)
+                        .ok_or_else(|| corrupt("external_user_id", r.id))?,
+                    username: r.username,
+                    platform: PlatformTag::of(&r.platform_id),
+                };
+                Ok((r.id, owner))
+            })
+            .collect()
+    }
+
+    async fn log_page(&self, q: &AdminLogQuery) -> Result<AdminLogPage> {
+        let (index, cond, searched_from) = self.bounded(q).await?;
+        let counted = self
+            .capped_count(
+                newest_first(log_ids(index, cond.clone())).into_query(),
+                q.limits.window,
+            )
+            .await?;
+        let ids: Vec<i64> = page_query(index, cond, q)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if ids.is_empty() {
+            return Ok(AdminLogPage {
+                entries: Vec::new(),
+                counted,
+                searched_from,
+            });
+        }
+        let rows = rows_query(ids).into_model::<LogRow>().all(&self.db).await?;
+        let mut entries = rows
+            .into_iter()
+            .map(LogRow::entry)
+            .collect::<Result<Vec<_>>>()?;
+        // `IN` returns rows in any order: newest first again.
+        entries.sort_by_key(|(e, _)| std::cmp::Reverse((e.created_at, e.id)));
+        let mut user_ids: Vec<i64> = entries.iter().map(|(e, _)| e.user_id.get()).collect();
+        user_ids.sort_unstable();
+        user_ids.dedup();
+        let owners = self.owners(user_ids).await?;
+        let entries = entries
+            .into_iter()
+            .map(|(entry, channel)| AdminLogEntry {
+                owner: owners.get(&entry.user_id.get()).cloned(),
+                entry,
+                channel,
+            })
+            .collect();
+        Ok(AdminLogPage {
+            entries,
+            counted,
+            searched_from,
+        })
+    }
+
+    async fn users(&self, search: &UserSearch) -> Result<UserPage> {
+        let cond = user_filter(search);
+        let counted = self
+            .capped_count(
+                user::Entity::find()
+                    .select_only()
+                    .column(user::Column::Id)
+                    .filter(cond.clone())
+                    .into_query(),
+                search.limits.window,
+            )
+            .await?;
+        let rows = user::Entity::find()
+            .filter(cond)
+            .order_by_desc(user::Column::Id)
+            .offset(search.offset())
+            .limit(within_window(
+                search.page_size,
+                search.offset(),
+                search.limits,
+            ))
+            .all(&self.db)
+            .await?;
+        let users = rows
+            .into_iter()
+            .map(|m| {
+                let platform = PlatformTag::of(&m.platform_id);
+                Ok(AdminUser {
+                    user: to_user(m)?,
+                    platform,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(UserPage { users, counted })
+    }
+
+    async fn cells(&self, from: UnixTime, until: UnixTime) -> Result<Vec<UsageCell>> {
+        let backend = self.db.get_database_backend();
+        let rows = usage_query(backend, from, until)
+            .into_model::<CellRow>()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UsageCell {
+                hour: UnixTime::from_secs(r.hour.saturating_mul(HOUR)),
+                channel: r.channel_id.map(ChannelId::new),
+                totals: UsageTotals {
+                    requests: r.requests,
+                    prompt_tokens: join(r.prompt_hi, r.prompt_lo),
+                    completion_tokens: join(r.completion_hi, r.completion_lo),
+                    quota: Quota::new(join(r.quota_hi, r.quota_lo)),
+                },
+            })
+            .collect())
+    }
+
+    async fn holds(&self) -> Result<HoldsInFlight> {
+        let backend = self.db.get_database_backend();
+        let select = hold::Entity::find()
+            .select_only()
+            .column_as(Expr::cust("COUNT(*)"), "count");
+        let row = with_sums(select, backend, &[("amount", "amount", None)])
+            .filter(hold::Column::State.eq(HELD))
+            .into_model::<HoldsRow>()
+            .one(&self.db)
+            .await?;
+        Ok(row.map_or_else(HoldsInFlight::default, |r| HoldsInFlight {
+            count: r.count,
+            quota: Quota::new(join(r.amount_hi, r.amount_lo)),
+        }))
+    }
+
+    /// The database's plan for each statement that reads `logs` for `query`, and for the
+    /// usage buckets over `[from, until)`: `(statement, plan lines)` for `boundary`, `count`,
+    /// `page`, `rows` and `usage` (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on MySQL). Tests
+    /// and benchmarks use it to check that no read scans the table.
+    pub async fn admin_read_plans(
+        &self,
+        query: &AdminLogQuery,
+        from: UnixTime,
+        until: UnixTime,
+    ) -> std::result::Result<Vec<(&'static str, Vec<String>)>, StorageError> {
+        let backend = self.db.get_database_backend();
+        let Plan {
+            index,
+            indexed,
+            residual,
+        } = plan(query);
+        let (_, cond, _) = self.bounded(query).await?;
+        let mut statements = Vec::new();
+        // The boundary is read only when a filter needs it, as in `log_page`.
+        if residual.is_some() {
+            statements.push((
+                "boundary",
+                boundary_query(index, indexed, query.limits).build(backend),
+            ));
+        }
+        statements.extend([
+            (
+                "count",
+                backend.build(&count_query(
+                    newest_first(log_ids(index, cond.clone())).into_query(),
+                    query.limits.window,
+                )),
+            ),
+            ("page", page_query(index, cond, query).build(backend)),
+            ("rows", rows_query(vec![1, 2]).build(backend)),
+            ("usage", usage_query(backend, from, until).build(backend)),
+        ]);
+        let mut out = Vec::new();
+        for (name, s) in statements {
+            out.push((name, self.explain(s).await?));
+        }
+        Ok(out)
+    }
+
+    async fn explain(&self, s: Statement) -> Result<Vec<String>> {
+        let mysql = s.db_backend == DbBackend::MySql;
+        let prefix = if mysql {
+            "EXPLAIN "
+        } else {
+            "EXPLAIN QUERY PLAN "
+        };
+        let explained = Statement {
+            sql: format!("{prefix}{}", s.sql),
+            ..s
+        };
+        let rows = self.db.query_all_raw(explained).await?;
+        rows.iter()
+            .map(|r| {
+                if mysql {
+                    let get = |c: &str| {
+                        r.try_get::<Option<String>>("", c)
+                            .map(|v| format!("{c}={}", v.unwrap_or_default()))
+                    };
+                    Ok([get("table")?, get("type")?, get("key")?, get("Extra")?].join(" "))
+                } else {
+                    Ok(r.try_get::<String>("", "detail")?)
+                }
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl AdminReadRepository for SeaStore {
+    async fn user_page(&self, search: &UserSearch) -> std::result::Result<UserPage, RepoError> {
+        Ok(self.users(search).await?)
+    }
+
+    async fn user_by_id(&self, id: UserId) -> std::result::Result<Option<AdminUser>, RepoError> {
+        let row = user::Entity::find_by_id(id.get())
+            .one(&self.db)
+            .await
+            .map_err(StorageError::from)?;
+        let Some(m) = row else { return Ok(None) };
+        let platform = PlatformTag::of(&m.platform_id);
+        Ok(Some(AdminUser {
+            user: to_user(m)?,
+            platform,
+        }))
+    }
+
+    async fn admin_log_page(
+        &self,
+        query: &AdminLogQuery,
+    ) -> std::result::Result<AdminLogPage, RepoError> {
+        Ok(self.log_page(query).await?)
+    }
+
+    async fn usage_cells(
+        &self,
+        from: UnixTime,
+        until: UnixTime,
+    ) -> std::result::Result<Vec<UsageCell>, RepoError> {
+        Ok(self.cells(from, until).await?)
+    }
+
+    async fn holds_in_flight(&self) -> std::result::Result<HoldsInFlight, RepoError> {
+        Ok(self.holds().await?)
+    }
+}
