@@ -29,6 +29,13 @@ async fn top_up(app: &TestApp, id: &str, amount: Value, payment: &str) -> tollga
     .await
 }
 
+/// The Go validator's message for one failing field (SPEC §3, Validation messages).
+fn go(struct_name: &str, field: &str, tag: &str) -> String {
+    format!(
+        "请求参数错误: Key: '{struct_name}.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag"
+    )
+}
+
 async fn quota(app: &TestApp, id: &str) -> i64 {
     app.ext(Method::GET, &format!("/{id}/stats"), None)
         .await
@@ -40,9 +47,29 @@ async fn quota(app: &TestApp, id: &str) -> i64 {
 #[tokio::test]
 async fn a_user_is_synced_topped_up_and_issued_a_masked_key() {
     for app in TestApp::all().await {
-        let created = sync(&app, "life").await;
-        assert_eq!(created["is_new_user"], true);
+        let created = app
+            .ext(
+                Method::POST,
+                "/sync",
+                Some(json!({"external_user_id": "life", "username": "user"})),
+            )
+            .await;
+        assert_eq!(created.body["message"], "用户创建成功");
+        assert_eq!(created.data()["is_new_user"], true);
+        assert_eq!(created.data()["quota"], 0);
+        let updated = app
+            .ext(
+                Method::POST,
+                "/sync",
+                Some(json!({"external_user_id": "life", "username": "renamed"})),
+            )
+            .await;
+        assert_eq!(updated.body["message"], "用户信息更新成功");
+        assert_eq!(updated.data()["is_new_user"], false);
+        assert_eq!(updated.data()["username"], "renamed");
+        assert_eq!(updated.data()["user_id"], created.data()["user_id"]);
         let t = top_up(&app, "life", json!(25.50), "pay-1").await;
+        assert_eq!(t.body["message"], "充值成功");
         let d = t.data();
         assert_eq!(
             (d["quota_added"].as_i64(), d["current_quota"].as_i64()),
@@ -50,6 +77,9 @@ async fn a_user_is_synced_topped_up_and_issued_a_masked_key() {
         );
         assert_eq!(d["current_balance"].to_string(), "25.5");
         assert_eq!(d["amount_usd"].to_string(), "25.5");
+        assert_eq!(d["payment_id"], "pay-1");
+        assert_eq!(d["external_user_id"], "life");
+        let first = d.clone();
         let issued = app
             .ext(
                 Method::POST,
@@ -57,6 +87,7 @@ async fn a_user_is_synced_topped_up_and_issued_a_masked_key() {
                 Some(json!({"external_user_id": "life", "token_name": "k", "quota_limit_usd": 1})),
             )
             .await;
+        assert_eq!(issued.body["message"], "Token创建成功");
         let key = issued.data()["access_key"]
             .as_str()
             .expect("key")
@@ -79,23 +110,28 @@ async fn a_user_is_synced_topped_up_and_issued_a_masked_key() {
         );
         assert_eq!(s["recent_logs"], json!([]));
         assert_eq!(s["model_usage"], json!({}));
-        let replay = top_up(
-            &app,
-            "life",
-            json!("25.5".parse::<f64>().map(|_| json!(25.5)).expect("n")),
-            "pay-1",
-        )
-        .await;
-        assert_eq!(replay.data()["idempotent_replay"], true);
-        top_up(&app, "life", json!(25.49), "pay-1")
-            .await
-            .assert_error(409, "payment_id_conflict");
+        // Another credit first, so the replay below must answer the first answer's data,
+        // `current_quota` included, not today's balance.
+        top_up(&app, "life", json!(1), "pay-2").await.data();
+        let replay = top_up(&app, "life", json!(25.5), "pay-1").await;
+        let mut original = first.clone();
+        original["idempotent_replay"] = json!(true);
+        assert_eq!(replay.data(), &original, "{}", app.backend);
+        for (user, amount) in [("life", json!(25.49)), ("other", json!(25.5))] {
+            if user == "other" {
+                sync(&app, "other").await;
+            }
+            let conflict = top_up(&app, user, amount, "pay-1").await;
+            conflict.assert_error(409, "payment_id_conflict");
+            assert_eq!(conflict.body["message"], "该支付ID已处理，请勿重复提交");
+        }
         assert_eq!(
             quota(&app, "life").await,
-            12_750_000,
+            12_750_000 + 500_000,
             "replays and conflicts credit nothing on {}",
             app.backend
         );
+        assert_eq!(quota(&app, "other").await, 0);
         app.stop().await;
     }
 }
@@ -109,6 +145,7 @@ async fn platforms_never_see_each_others_users() {
             .ext_as(PLATFORM_B, Method::GET, "/shared-id/stats", None)
             .await;
         other.assert_error(404, "user_not_found");
+        assert_eq!(other.body["message"], "用户不存在");
         let b = app
             .ext_as(
                 PLATFORM_B,
@@ -175,26 +212,32 @@ async fn bad_input_is_a_clear_400_and_changes_nothing() {
     for app in TestApp::all().await {
         sync(&app, "victim").await;
         top_up(&app, "victim", json!(1), "first").await.data();
-        let raw_bodies: Vec<(&str, Vec<u8>)> = vec![
-            ("malformed JSON", br#"{"external_user_id": "victim", "amount_usd": 5, "payment_id": "#.to_vec()),
-            ("an array", br#"[1, 2]"#.to_vec()),
-            ("empty body", Vec::new()),
-            ("NaN", br#"{"external_user_id": "victim", "amount_usd": NaN, "payment_id": "x1"}"#.to_vec()),
-            ("Infinity", br#"{"external_user_id": "victim", "amount_usd": Infinity, "payment_id": "x2"}"#.to_vec()),
-            ("amount as string", br#"{"external_user_id": "victim", "amount_usd": "5", "payment_id": "x3"}"#.to_vec()),
-            ("id as number", br#"{"external_user_id": 42, "amount_usd": 5, "payment_id": "x4"}"#.to_vec()),
-            ("unknown field", br#"{"external_user_id": "victim", "amount_usd": 5, "payment_id": "x5", "bonus": 1}"#.to_vec()),
-            ("huge number", br#"{"external_user_id": "victim", "amount_usd": 1e400, "payment_id": "x6"}"#.to_vec()),
-            ("tiny number", br#"{"external_user_id": "victim", "amount_usd": 1e-400, "payment_id": "x7"}"#.to_vec()),
-            ("too many digits", br#"{"external_user_id": "victim", "amount_usd": 123456789012345678901234567890, "payment_id": "x8"}"#.to_vec()),
-            ("over max", br#"{"external_user_id": "victim", "amount_usd": 100000.01, "payment_id": "x9"}"#.to_vec()),
-            ("zero", br#"{"external_user_id": "victim", "amount_usd": 0, "payment_id": "x10"}"#.to_vec()),
-            ("over-long payment id", format!(r#"{{"external_user_id": "victim", "amount_usd": 5, "payment_id": "{}"}}"#, "p".repeat(201)).into_bytes()),
-            ("over-long user id", format!(r#"{{"external_user_id": "{}", "amount_usd": 5, "payment_id": "x11"}}"#, "字".repeat(101)).into_bytes()),
-            ("duplicate key", br#"{"external_user_id": "victim", "external_user_id": "victim", "amount_usd": 5, "payment_id": "x12"}"#.to_vec()),
-            ("invalid UTF-8", b"{\"external_user_id\": \"vic\xfftim\", \"amount_usd\": 5, \"payment_id\": \"x13\"}".to_vec()),
+        // Body and type errors: SPEC fixes the status, code and prefix. Field rules: SPEC fixes
+        // the whole message (the field, its tag).
+        let field = |f: &str, tag: &str| Some(go("ExternalUserTopUpRequest", f, tag));
+        let raw_bodies: Vec<(&str, Vec<u8>, Option<String>)> = vec![
+            ("malformed JSON", br#"{"external_user_id": "victim", "amount_usd": 5, "payment_id": "#.to_vec(), None),
+            ("an array", br#"[1, 2]"#.to_vec(), None),
+            ("empty body", Vec::new(), None),
+            ("NaN", br#"{"external_user_id": "victim", "amount_usd": NaN, "payment_id": "x1"}"#.to_vec(), None),
+            ("Infinity", br#"{"external_user_id": "victim", "amount_usd": Infinity, "payment_id": "x2"}"#.to_vec(), None),
+            ("amount as string", br#"{"external_user_id": "victim", "amount_usd": "5", "payment_id": "x3"}"#.to_vec(), None),
+            ("id as number", br#"{"external_user_id": 42, "amount_usd": 5, "payment_id": "x4"}"#.to_vec(), None),
+            ("unknown field", br#"{"external_user_id": "victim", "amount_usd": 5, "payment_id": "x5", "bonus": 1}"#.to_vec(), None),
+            ("huge number", br#"{"external_user_id": "victim", "amount_usd": 1e400, "payment_id": "x6"}"#.to_vec(), field("AmountUSD", "max")),
+            ("tiny number", br#"{"external_user_id": "victim", "amount_usd": 1e-400, "payment_id": "x7"}"#.to_vec(), field("AmountUSD", "min")),
+            ("too many digits", br#"{"external_user_id": "victim", "amount_usd": 123456789012345678901234567890, "payment_id": "x8"}"#.to_vec(), field("AmountUSD", "max")),
+            ("over max", br#"{"external_user_id": "victim", "amount_usd": 100000.01, "payment_id": "x9"}"#.to_vec(), field("AmountUSD", "max")),
+            ("zero", br#"{"external_user_id": "victim", "amount_usd": 0, "payment_id": "x10"}"#.to_vec(), field("AmountUSD", "required")),
+            ("negative", br#"{"external_user_id": "victim", "amount_usd": -5, "payment_id": "x14"}"#.to_vec(), field("AmountUSD", "min")),
+            ("below min", br#"{"external_user_id": "victim", "amount_usd": 0.009, "payment_id": "x15"}"#.to_vec(), field("AmountUSD", "min")),
+            ("no payment id", br#"{"external_user_id": "victim", "amount_usd": 5}"#.to_vec(), field("PaymentId", "required")),
+            ("over-long payment id", format!(r#"{{"external_user_id": "victim", "amount_usd": 5, "payment_id": "{}"}}"#, "p".repeat(201)).into_bytes(), field("PaymentId", "max")),
+            ("over-long user id", format!(r#"{{"external_user_id": "{}", "amount_usd": 5, "payment_id": "x11"}}"#, "字".repeat(101)).into_bytes(), field("ExternalUserId", "max")),
+            ("duplicate key", br#"{"external_user_id": "victim", "external_user_id": "victim", "amount_usd": 5, "payment_id": "x12"}"#.to_vec(), None),
+            ("invalid UTF-8", b"{\"external_user_id\": \"vic\xfftim\", \"amount_usd\": 5, \"payment_id\": \"x13\"}".to_vec(), None),
         ];
-        for (what, body) in raw_bodies {
+        for (what, body, expected) in raw_bodies {
             let r = app
                 .send(
                     Method::POST,
@@ -205,13 +248,11 @@ async fn bad_input_is_a_clear_400_and_changes_nothing() {
                 )
                 .await;
             r.assert_error(400, "validation_error");
-            assert!(
-                r.body["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("请求参数错误: ")),
-                "{what}: {}",
-                r.body
-            );
+            let message = r.body["message"].as_str().unwrap_or_default();
+            match expected {
+                Some(full) => assert_eq!(message, full, "{what}"),
+                None => assert!(message.starts_with("请求参数错误: "), "{what}: {}", r.body),
+            }
         }
         let good =
             br#"{"external_user_id": "victim", "amount_usd": 5, "payment_id": "ct"}"#.to_vec();
@@ -259,17 +300,67 @@ async fn bad_input_is_a_clear_400_and_changes_nothing() {
         let token = app.ext(Method::POST, "/token", Some(json!({"external_user_id": "victim", "token_name": "t", "expires_in_days": 1.5}))).await;
         token.assert_error(400, "validation_error");
         let token = app.ext(Method::POST, "/token", Some(json!({"external_user_id": "victim", "token_name": "t", "expires_in_days": 3651}))).await;
-        assert!(
-            token.body["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("'ExpiresInDays' failed on the 'max' tag")),
-            "{}",
-            token.body
+        token.assert_error(400, "validation_error");
+        assert_eq!(
+            token.body["message"],
+            go("ExternalUserTokenRequest", "ExpiresInDays", "max")
         );
+        for (body, field, tag) in [
+            (
+                json!({"external_user_id": "victim", "token_name": "t", "expires_in_days": -1}),
+                "ExpiresInDays",
+                "min",
+            ),
+            (
+                json!({"external_user_id": "victim", "token_name": "t", "quota_limit_usd": 0.001}),
+                "QuotaLimitUSD",
+                "min",
+            ),
+            (
+                json!({"external_user_id": "victim", "token_name": ""}),
+                "TokenName",
+                "required",
+            ),
+            (
+                json!({"external_user_id": "victim", "token_name": "字".repeat(101)}),
+                "TokenName",
+                "max",
+            ),
+        ] {
+            let r = app.ext(Method::POST, "/token", Some(body)).await;
+            r.assert_error(400, "validation_error");
+            assert_eq!(
+                r.body["message"],
+                go("ExternalUserTokenRequest", field, tag)
+            );
+        }
+        let sync_rules = [
+            (
+                json!({"external_user_id": "victim", "username": "名".repeat(51)}),
+                "Username",
+                "max",
+            ),
+            (
+                json!({"external_user_id": "victim", "username": "u", "display_name": "显".repeat(101)}),
+                "DisplayName",
+                "max",
+            ),
+            (
+                json!({"external_user_id": "victim", "username": "u", "phone": "1".repeat(21)}),
+                "Phone",
+                "max",
+            ),
+        ];
+        for (body, field, tag) in sync_rules {
+            let r = app.ext(Method::POST, "/sync", Some(body)).await;
+            r.assert_error(400, "validation_error");
+            assert_eq!(r.body["message"], go("SyncExternalUserRequest", field, tag));
+        }
         // Values that are valid but odd are just data: SQL and Unicode are stored and matched as given.
         for id in ["'; DROP TABLE users; --", "ユーザー🙂", "a%_b", "Victim"] {
             let r = top_up(&app, id, json!(5), &format!("odd-{id}")).await;
             r.assert_error(404, "user_not_found");
+            assert_eq!(r.body["message"], "用户不存在");
         }
         assert_eq!(
             quota(&app, "victim").await,
@@ -342,6 +433,7 @@ async fn tokens_are_deleted_only_by_their_owner() {
             )
             .await;
         other_platform.assert_error(404, "token_not_found");
+        assert_eq!(other_platform.body["message"], "Token不存在或无权删除");
         let missing = app
             .ext(
                 Method::DELETE,
@@ -350,6 +442,10 @@ async fn tokens_are_deleted_only_by_their_owner() {
             )
             .await;
         missing.assert_error(400, "validation_error");
+        assert_eq!(
+            missing.body["message"],
+            go("DeleteExternalUserTokenRequest", "TokenId", "required")
+        );
         let done = app
             .ext(
                 Method::DELETE,

@@ -315,8 +315,203 @@ mod tests {
     }
 
     #[test]
+    fn model_names_are_1_to_100_characters_without_control_or_outer_spaces() {
+        assert_eq!(
+            ModelName::parse("qwen-turbo").map(|m| m.as_str().to_owned()),
+            Some("qwen-turbo".to_owned())
+        );
+        // Characters, not bytes: 100 CJK characters are 300 bytes.
+        assert!(ModelName::parse(&"模".repeat(100)).is_some());
+        assert!(ModelName::parse(&"m".repeat(100)).is_some());
+        assert!(
+            ModelName::parse("a b").is_some(),
+            "inner spaces are allowed"
+        );
+        for bad in [
+            String::new(),
+            "m".repeat(101),
+            "模".repeat(101),
+            " m".to_owned(),
+            "m ".to_owned(),
+            "m\n".to_owned(),
+            "m\u{7f}x".to_owned(),
+            "\tm".to_owned(),
+        ] {
+            assert_eq!(ModelName::parse(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn usage_totals_saturate() {
+        assert_eq!(Usage::new(14, 18).total(), 32);
+        assert_eq!(Usage::new(u64::MAX, 1).total(), u64::MAX);
+        assert_eq!(Usage::new(3, 4).cached_tokens, 0);
+    }
+
+    #[test]
+    fn prices_keep_their_three_parts_exactly() {
+        let p = Price::new(
+            "0.270".parse().expect("decimal"),
+            "1.10".parse().expect("decimal"),
+            "0.07".parse().expect("decimal"),
+        )
+        .expect("price");
+        assert_eq!(
+            (
+                p.input().to_string(),
+                p.output().to_string(),
+                p.cached_input().to_string()
+            ),
+            ("0.27".to_owned(), "1.1".to_owned(), "0.07".to_owned())
+        );
+        // Both ends of 0..=100000 are allowed, and a negative zero is zero.
+        assert!(Price::new(Decimal::ZERO, MAX_PRICE, Decimal::ZERO).is_ok());
+        assert!(
+            Price::new(
+                "-0.00".parse().expect("decimal"),
+                Decimal::ONE,
+                Decimal::ONE
+            )
+            .is_ok()
+        );
+        for (i, o, c) in [
+            ("100000.01", "1", "1"),
+            ("1", "100000.01", "1"),
+            ("1", "1", "100000.01"),
+            ("1", "-0.01", "1"),
+            ("1", "1", "-0.01"),
+        ] {
+            let parse = |s: &str| s.parse::<Decimal>().expect("decimal");
+            assert_eq!(
+                Price::new(parse(i), parse(o), parse(c)),
+                Err(PriceError),
+                "{i} {o} {c}"
+            );
+        }
+    }
+
+    #[test]
+    fn cached_and_output_tokens_use_their_own_prices() {
+        // 10 uncached × 4 + 30 cached × 2 + 5 completion × 8 = 140 USD per 1M → 70 quota.
+        let p =
+            Price::new(Decimal::new(4, 0), Decimal::new(8, 0), Decimal::new(2, 0)).expect("price");
+        let u = Usage {
+            prompt_tokens: 40,
+            completion_tokens: 5,
+            cached_tokens: 30,
+        };
+        assert_eq!(p.quota_for(&u), Quota::new(70));
+        // Completion only: 3 × 8 = 24 → 12; 1 × 4 + 3 × 8 = 28 → 14.
+        assert_eq!(p.quota_for(&Usage::new(0, 3)), Quota::new(12));
+        assert_eq!(p.quota_for(&Usage::new(1, 3)), Quota::new(14));
+        // A charge beyond 64 bits saturates instead of wrapping.
+        let dear = Price::new(MAX_PRICE, MAX_PRICE, MAX_PRICE).expect("price");
+        assert_eq!(
+            dear.quota_for(&Usage::new(u64::MAX, u64::MAX)),
+            Quota::new(i64::MAX)
+        );
+    }
+
+    #[test]
+    fn capacity_of_each_side_and_free_sides() {
+        // 1,000,000 quota = $2: 400,000 tokens at $5/1M, 1,000,000 at $2/1M.
+        let p = price("5", "2");
+        assert_eq!(
+            p.capacity(Quota::new(1_000_000)),
+            (Some(400_000), Some(1_000_000))
+        );
+        assert_eq!(price("1", "0").capacity(Quota::new(10)), (Some(20), None));
+        assert_eq!(p.capacity(Quota::ZERO), (Some(0), Some(0)));
+        // Beyond 64 bits of tokens the answer saturates: i64::MAX quota buys about 3.7e19
+        // tokens at $0.5/1M, and 2 × i64::MAX at $1/1M.
+        assert_eq!(
+            price("0.5", "1").capacity(Quota::new(i64::MAX)),
+            (Some(u64::MAX), Some(18_446_744_073_709_551_614))
+        );
+    }
+
+    #[test]
+    fn price_input_rules_follow_the_go_tags() {
+        let n = |s: &str| NumberInput::parse(s);
+        let message = |i: PriceInput| i.into_price().expect_err("invalid").to_string();
+        let key = |field: &str, tag: &str| {
+            format!(
+                "请求参数错误: Key: 'PriceRequest.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag"
+            )
+        };
+        // cached_input defaults to input: no cache discount unless one is set.
+        let p = PriceInput {
+            input: n("2.50"),
+            output: n("10"),
+            cached_input: None,
+        }
+        .into_price()
+        .expect("valid");
+        assert_eq!(
+            p,
+            Price::new(Decimal::new(25, 1), Decimal::TEN, Decimal::new(25, 1)).expect("price")
+        );
+        let free = PriceInput {
+            input: n("0"),
+            output: n("100000"),
+            cached_input: n("0"),
+        }
+        .into_price()
+        .expect("0 and 100000 are allowed");
+        assert_eq!((free.input(), free.output()), (Decimal::ZERO, MAX_PRICE));
+        assert_eq!(
+            message(PriceInput {
+                input: n("1"),
+                ..PriceInput::default()
+            }),
+            key("Output", "required")
+        );
+        assert_eq!(
+            message(PriceInput {
+                output: n("1"),
+                ..PriceInput::default()
+            }),
+            key("Input", "required")
+        );
+        assert_eq!(
+            message(PriceInput {
+                input: n("1"),
+                output: n("100000.01"),
+                cached_input: None,
+            }),
+            key("Output", "max")
+        );
+        assert_eq!(
+            message(PriceInput {
+                input: n("1"),
+                output: n("1"),
+                cached_input: n("-0.5"),
+            }),
+            key("CachedInput", "min")
+        );
+        assert_eq!(
+            message(PriceInput {
+                input: n("1e400"),
+                output: n("1"),
+                cached_input: None,
+            }),
+            key("Input", "max")
+        );
+        assert_eq!(
+            message(PriceInput {
+                input: n("1"),
+                output: n("1e-400"),
+                cached_input: None,
+            }),
+            key("Output", "min")
+        );
+    }
+
+    #[test]
     fn default_prices_cover_the_seeded_models() {
         let names: Vec<_> = default_prices().into_iter().map(|(n, _)| n).collect();
+        // SPEC §4 and §4.3 name twelve models; each has exactly one default price.
+        assert_eq!(names.len(), 12, "{names:?}");
         for m in [
             "qwen-turbo",
             "qwen-plus",

@@ -163,6 +163,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn quota_prints_as_its_integer() {
+        assert_eq!(Quota::new(-42).to_string(), "-42");
+        assert_eq!(Quota::new(5_000_000).to_string(), "5000000");
+        assert_eq!(Quota::ZERO.get(), 0);
+        assert_eq!(Quota::default(), Quota::new(0));
+    }
+
+    #[test]
+    fn the_topup_bounds_are_inclusive() {
+        // SPEC §3: min=0.01, max=100000; 0.01 USD is 5,000 quota.
+        let min = UsdAmount::parse(usd("0.01")).expect("min is allowed");
+        assert_eq!((min.value(), min.quota()), (usd("0.01"), Quota::new(5_000)));
+        assert_eq!(UsdAmount::parse(usd("0.0099999")), Err(AmountError::Min));
+        assert_eq!(UsdAmount::parse(usd("-0.01")), Err(AmountError::Min));
+        assert_eq!(UsdAmount::parse(usd("-0")), Err(AmountError::Required));
+        assert_eq!(
+            UsdAmount::parse(usd("100000.000001")),
+            Err(AmountError::Max)
+        );
+        let max = UsdAmount::parse(usd("100000.00")).expect("max is allowed");
+        assert_eq!(max.value().to_string(), "100000");
+        // SPEC §3.2: 1.005 → 502,500.
+        assert_eq!(
+            UsdAmount::parse(usd("1.005")).map(UsdAmount::quota),
+            Ok(Quota::new(502_500))
+        );
+    }
+
+    #[test]
+    fn half_a_quota_rounds_away_from_zero_for_debts_too() {
+        assert_eq!(Quota::from_usd(usd("-0.000001")), Some(Quota::new(-1)));
+        assert_eq!(Quota::from_usd(usd("-0.0000009")), Some(Quota::new(0)));
+        assert_eq!(Quota::from_usd(usd("0.0000011")), Some(Quota::new(1)));
+        assert_eq!(Quota::from_usd(usd("0")), Some(Quota::ZERO));
+        // i64::MAX quota is the largest amount that converts; one quota more does not fit.
+        assert_eq!(
+            Quota::from_usd(usd("18446744073709.551614")),
+            Some(Quota::new(i64::MAX))
+        );
+        assert_eq!(Quota::from_usd(usd("18446744073709.551616")), None);
+    }
+
     proptest! {
         #[test]
         fn whole_quotas_round_trip_through_usd(q in -(i64::MAX / 2)..(i64::MAX / 2)) {

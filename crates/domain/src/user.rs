@@ -191,13 +191,13 @@ mod tests {
             login_type: Some("invalid_type".into()),
             ..input()
         });
-        let parts: Vec<_> = m.trim_start_matches("请求参数错误: ").split('\n').collect();
-        assert_eq!(parts.len(), 4, "{m}");
-        assert!(parts[0].contains("'ExternalUserId' failed on the 'required' tag"));
-        assert!(parts[1].contains("'Username' failed on the 'max' tag"));
-        assert!(parts[2].contains("'Email' failed on the 'email' tag"));
-        assert!(parts[3].contains("'LoginType' failed on the 'oneof' tag"));
-        assert_eq!(m.matches("请求参数错误").count(), 1);
+        assert_eq!(
+            m,
+            "请求参数错误: Key: 'SyncExternalUserRequest.ExternalUserId' Error:Field validation for 'ExternalUserId' failed on the 'required' tag\n\
+             Key: 'SyncExternalUserRequest.Username' Error:Field validation for 'Username' failed on the 'max' tag\n\
+             Key: 'SyncExternalUserRequest.Email' Error:Field validation for 'Email' failed on the 'email' tag\n\
+             Key: 'SyncExternalUserRequest.LoginType' Error:Field validation for 'LoginType' failed on the 'oneof' tag"
+        );
     }
 
     #[test]
@@ -211,7 +211,10 @@ mod tests {
             phone: Some("1".repeat(21)),
             ..input()
         });
-        assert!(m.contains("'Phone' failed on the 'max' tag"));
+        assert_eq!(
+            m,
+            "请求参数错误: Key: 'SyncExternalUserRequest.Phone' Error:Field validation for 'Phone' failed on the 'max' tag"
+        );
     }
 
     #[test]
@@ -227,14 +230,119 @@ mod tests {
     }
 
     #[test]
-    fn every_login_type_is_accepted() {
-        for t in LOGIN_TYPES {
+    fn the_five_login_types_of_spec_are_accepted_and_nothing_else() {
+        // SPEC §3: oneof=email wechat alipay sms google.
+        for t in ["email", "wechat", "alipay", "sms", "google"] {
             let cmd = SyncUserInput {
-                login_type: Some((*t).into()),
+                login_type: Some(t.into()),
                 ..input()
             }
-            .into_command();
-            assert!(cmd.is_ok(), "{t}");
+            .into_command()
+            .expect(t);
+            assert_eq!(cmd.profile().login_type.as_deref(), Some(t));
+        }
+        for t in ["Email", "email ", "phone", "github", "e"] {
+            assert_eq!(
+                message(SyncUserInput {
+                    login_type: Some(t.into()),
+                    ..input()
+                }),
+                "请求参数错误: Key: 'SyncExternalUserRequest.LoginType' Error:Field validation for 'LoginType' failed on the 'oneof' tag",
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_field_fails_on_its_own_tag_at_max_plus_one() {
+        let key = |field: &str, tag: &str| {
+            format!(
+                "请求参数错误: Key: 'SyncExternalUserRequest.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag"
+            )
+        };
+        // An address of `n` characters (a 60-character local part, as RFC 5321 allows 64).
+        let email = |n: usize| format!("{}@{}.com", "a".repeat(60), "b".repeat(n - 65));
+        // The limits of SPEC §3, in characters: at the limit valid, one more fails `max`.
+        let at_limit = SyncUserInput {
+            external_user_id: Some("界".repeat(100)),
+            username: Some("名".repeat(50)),
+            display_name: Some("显".repeat(100)),
+            email: Some(email(100)),
+            phone: Some("1".repeat(20)),
+            login_type: None,
+        };
+        let cmd = at_limit.into_command().expect("every field at its limit");
+        assert_eq!(cmd.external_user_id().as_str(), "界".repeat(100));
+        assert_eq!(cmd.username(), "名".repeat(50));
+        assert_eq!(
+            cmd.profile(),
+            &ProfilePatch {
+                display_name: Some("显".repeat(100)),
+                email: Some(email(100)),
+                phone: Some("1".repeat(20)),
+                login_type: None,
+            }
+        );
+        let cases = [
+            (
+                SyncUserInput {
+                    external_user_id: Some("界".repeat(101)),
+                    ..input()
+                },
+                key("ExternalUserId", "max"),
+            ),
+            (
+                SyncUserInput {
+                    username: Some("名".repeat(51)),
+                    ..input()
+                },
+                key("Username", "max"),
+            ),
+            (
+                SyncUserInput {
+                    username: Some(String::new()),
+                    ..input()
+                },
+                key("Username", "required"),
+            ),
+            (
+                SyncUserInput {
+                    username: None,
+                    ..input()
+                },
+                key("Username", "required"),
+            ),
+            (
+                SyncUserInput {
+                    display_name: Some("显".repeat(101)),
+                    ..input()
+                },
+                key("DisplayName", "max"),
+            ),
+            (
+                SyncUserInput {
+                    email: Some(email(101)),
+                    ..input()
+                },
+                key("Email", "max"),
+            ),
+            (
+                SyncUserInput {
+                    email: Some("no-at-sign".into()),
+                    ..input()
+                },
+                key("Email", "email"),
+            ),
+            (
+                SyncUserInput {
+                    phone: Some("1".repeat(21)),
+                    ..input()
+                },
+                key("Phone", "max"),
+            ),
+        ];
+        for (i, expected) in cases {
+            assert_eq!(message(i), expected);
         }
     }
 }

@@ -152,6 +152,135 @@ pub mod rules {
 mod tests {
     use super::*;
 
+    /// Three fields with one rule each, to drive the rules and the report directly.
+    #[derive(Debug, Default, garde::Validate)]
+    struct Probe {
+        #[garde(custom(rules::text(true, 3)))]
+        name: Option<String>,
+        #[garde(custom(rules::email(20)))]
+        mail: Option<String>,
+        #[garde(custom(rules::one_of(&["a", "b"])))]
+        kind: Option<String>,
+        #[garde(custom(rules::checked(|v: &Option<i64>| v.filter(|n| *n < 0).map(|_| "min"))))]
+        count: Option<i64>,
+    }
+
+    const PROBE_FIELDS: &[(&str, &str)] = &[
+        ("name", "Name"),
+        ("mail", "Mail"),
+        ("kind", "Kind"),
+        ("count", "Count"),
+    ];
+
+    fn tags(p: &Probe) -> Vec<(&'static str, String)> {
+        match ValidationErrors::check(p, "Probe", PROBE_FIELDS) {
+            Ok(()) => Vec::new(),
+            Err(e) => e
+                .fields()
+                .iter()
+                .map(|f| {
+                    assert_eq!(f.struct_name, "Probe");
+                    (f.field, f.tag.clone())
+                })
+                .collect(),
+        }
+    }
+
+    fn named(name: &str) -> Probe {
+        Probe {
+            name: Some(name.into()),
+            ..Probe::default()
+        }
+    }
+
+    #[test]
+    fn text_rules_count_characters_and_require_non_empty() {
+        assert_eq!(tags(&named("abc")), []);
+        assert_eq!(tags(&named("名字啊")), [], "3 characters, 9 bytes");
+        assert_eq!(tags(&named("abcd")), [("Name", "max".to_owned())]);
+        assert_eq!(tags(&named("")), [("Name", "required".to_owned())]);
+        assert_eq!(tags(&Probe::default()), [("Name", "required".to_owned())]);
+    }
+
+    #[test]
+    fn optional_rules_pass_on_absent_or_empty_values() {
+        let p = Probe {
+            mail: Some(String::new()),
+            kind: Some(String::new()),
+            ..named("x")
+        };
+        assert_eq!(tags(&p), []);
+        let ok = Probe {
+            mail: Some("a@b.cn".into()),
+            kind: Some("b".into()),
+            count: Some(0),
+            ..named("x")
+        };
+        assert_eq!(tags(&ok), []);
+    }
+
+    #[test]
+    fn every_failing_field_is_reported_in_field_order() {
+        let p = Probe {
+            name: Some("long name".into()),
+            mail: Some("not-mail".into()),
+            kind: Some("c".into()),
+            count: Some(-1),
+        };
+        assert_eq!(
+            tags(&p),
+            [
+                ("Name", "max".to_owned()),
+                ("Mail", "email".to_owned()),
+                ("Kind", "oneof".to_owned()),
+                ("Count", "min".to_owned()),
+            ]
+        );
+        // An address can be well formed and still too long: 21 characters.
+        let long = Probe {
+            mail: Some("abcdefghijklm@bcd.com".into()),
+            ..named("x")
+        };
+        assert_eq!(tags(&long), [("Mail", "max".to_owned())]);
+        let at_limit = Probe {
+            mail: Some("abcdefghijkl@bcd.com".into()),
+            ..named("x")
+        };
+        assert_eq!(tags(&at_limit), []);
+    }
+
+    #[test]
+    fn a_report_without_known_fields_is_no_error() {
+        // Fields missing from the map are not reported; an empty result means no error.
+        let p = Probe {
+            kind: Some("z".into()),
+            ..named("x")
+        };
+        let only_name = &[("name", "Name")];
+        assert_eq!(ValidationErrors::check(&p, "Probe", only_name), Ok(()));
+        let e = ValidationErrors::check(&p, "Probe", PROBE_FIELDS).expect_err("kind fails");
+        assert_eq!(
+            e.to_string(),
+            "请求参数错误: Key: 'Probe.Kind' Error:Field validation for 'Kind' failed on the 'oneof' tag"
+        );
+    }
+
+    #[test]
+    fn two_fields_are_joined_by_one_newline_after_one_prefix() {
+        let p = Probe {
+            name: None,
+            count: Some(-5),
+            ..Probe::default()
+        };
+        assert_eq!(
+            ValidationErrors::check(&p, "Probe", PROBE_FIELDS)
+                .expect_err("fails")
+                .to_string(),
+            "请求参数错误: Key: 'Probe.Name' Error:Field validation for 'Name' failed on the 'required' tag\n\
+             Key: 'Probe.Count' Error:Field validation for 'Count' failed on the 'min' tag"
+        );
+    }
+
     #[test]
     fn message_matches_the_go_validator() {
         let e = ValidationErrors::single("SyncExternalUserRequest", "ExternalUserId", "required");
