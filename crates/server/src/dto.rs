@@ -297,7 +297,9 @@ pub struct TokenView {
 }
 
 impl TokenView {
-    fn new(t: Token, balance: Quota, now: UnixTime) -> Self {
+    /// The key at `now`, masked, with what it can still spend out of `balance`.
+    #[must_use]
+    pub fn new(t: Token, balance: Quota, now: UnixTime) -> Self {
         TokenView {
             token_id: t.id.get(),
             access_key: t.hint.masked(),

@@ -3,7 +3,7 @@
 //! explicitly from the domain's read models. Money goes out as exact JSON numbers from
 //! [`Quota::to_usd`], next to the integer quota it comes from.
 
-use crate::dto::{LogView, ModelUsageView};
+use crate::dto::{LogView, ModelUsageView, TokenView};
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use std::collections::BTreeMap;
@@ -16,7 +16,6 @@ use tollgate_domain::admin_read::{
 use tollgate_domain::ids::ChannelId;
 use tollgate_domain::logs::LogQueryInput;
 use tollgate_domain::time::UnixTime;
-use tollgate_domain::token::Token;
 
 /// USD of `q` as an exact JSON number.
 #[expect(
@@ -179,41 +178,11 @@ impl From<UserList> for UsersData {
     }
 }
 
-/// A key as the admin API shows it: masked, as in stats (SPEC §3.4).
-#[derive(Debug, Serialize)]
-pub struct AdminTokenView {
-    token_id: i64,
-    token_name: String,
-    access_key: String,
-    status: u8,
-    created_time: i64,
-    expired_time: i64,
-    remain_quota: i64,
-    quota_limit: Option<i64>,
-    used_quota: i64,
-}
-
-impl AdminTokenView {
-    fn new(t: Token, capacity: Quota, now: UnixTime) -> Self {
-        AdminTokenView {
-            token_id: t.id.get(),
-            access_key: t.hint.masked(),
-            status: t.status(now) as u8,
-            created_time: t.created_at.secs(),
-            expired_time: t.expires_at.secs(),
-            remain_quota: t.remain_quota(capacity).get(),
-            quota_limit: t.quota_limit.map(Quota::get),
-            used_quota: t.used_quota.get(),
-            token_name: t.name,
-        }
-    }
-}
-
 /// `GET /api/admin/users/{user_id}` data.
 #[derive(Debug, Serialize)]
 pub struct UserDetailData {
     user: AdminUserView,
-    tokens: Vec<AdminTokenView>,
+    tokens: Vec<TokenView>,
     model_usage: BTreeMap<String, ModelUsageView>,
 }
 
@@ -226,7 +195,7 @@ impl UserDetailData {
             tokens: d
                 .tokens
                 .into_iter()
-                .map(|t| AdminTokenView::new(t, capacity, now))
+                .map(|t| TokenView::new(t, capacity, now))
                 .collect(),
             model_usage: d
                 .usage
