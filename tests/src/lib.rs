@@ -6,6 +6,7 @@
     reason = "test helpers fail the calling test by panicking"
 )]
 
+pub mod cut;
 pub mod mock;
 pub mod proxy;
 

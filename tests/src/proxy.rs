@@ -64,6 +64,21 @@ impl TcpProxy {
         self.down.store(false, Ordering::SeqCst);
     }
 
+    /// The server a `scheme://[user@]host[:port]/…` URL names (`default_port` when it names
+    /// none; `localhost` as 127.0.0.1): what a test puts this proxy in front of.
+    #[must_use]
+    pub fn target_of(url: &str, default_port: u16) -> Option<SocketAddr> {
+        let rest = &url[url.find("://")? + 3..];
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let host = &authority[authority.rfind('@').map_or(0, |i| i + 1)..];
+        let host = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:{default_port}")
+        };
+        host.replace("localhost", "127.0.0.1").parse().ok()
+    }
+
     /// `url` (a `mysql://user@host:port/db` URL) pointed at this proxy instead.
     ///
     /// # Panics

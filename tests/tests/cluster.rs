@@ -9,7 +9,6 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tollgate_storage::testing;
 use tollgate_tests::TestApp;
@@ -235,21 +234,12 @@ async fn two_instances_never_overspend_one_balance() {
     }
 }
 
-fn redis_addr(url: &str) -> Option<SocketAddr> {
-    let rest = url.strip_prefix("redis://")?;
-    let host = rest.split('/').next()?;
-    let host = &host[host.rfind('@').map_or(0, |i| i + 1)..];
-    let host = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:6379")
-    };
-    host.replace("localhost", "127.0.0.1").parse().ok()
-}
-
 #[tokio::test]
 async fn redis_down_mid_traffic_fails_nothing_and_changes_still_arrive() {
-    let Some(redis) = std::env::var(REDIS_ENV).ok().and_then(|u| redis_addr(&u)) else {
+    let Some(redis) = std::env::var(REDIS_ENV)
+        .ok()
+        .and_then(|u| TcpProxy::target_of(&u, 6379))
+    else {
         return; // Needs Redis: it is stopped (through a proxy) mid-traffic.
     };
     let proxy = TcpProxy::start(redis).await;

@@ -142,16 +142,7 @@ async fn tool_call_arguments_count_as_delivered_content() {
 
 /// Where `TOLLGATE_TEST_MYSQL_URL` points (host and port), for the proxy.
 fn mysql_server() -> Option<SocketAddr> {
-    let url = std::env::var(testing::MYSQL_ENV).ok()?;
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let host = &authority[authority.rfind('@').map_or(0, |i| i + 1)..];
-    let host = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:3306")
-    };
-    host.replace("localhost", "127.0.0.1").parse().ok()
+    TcpProxy::target_of(&std::env::var(testing::MYSQL_ENV).ok()?, 3306)
 }
 
 /// Findings 3 and 7: with the database unreachable, a finished stream's settlement must wait

@@ -91,40 +91,14 @@ pub enum ChatReply {
     },
 }
 
-/// A key's limits and its headroom after admitting this call: OpenAI's `x-ratelimit-*`
-/// headers, which the official SDKs read to back off by themselves.
+/// A key's limits and its headroom after admitting this call (the server writes them as
+/// OpenAI's `x-ratelimit-*` headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateHeaders {
     /// The limits.
     pub limits: RateLimits,
     /// What is left.
     pub headroom: Headroom,
-}
-
-impl RateHeaders {
-    /// Header names and values (only for the limits that are set).
-    #[must_use]
-    pub fn pairs(&self) -> Vec<(&'static str, String)> {
-        let reset = format!("{}s", self.headroom.reset_ms / 1000);
-        let mut out = Vec::new();
-        if let Some(rpm) = self.limits.rpm {
-            out.push(("x-ratelimit-limit-requests", rpm.to_string()));
-            out.push((
-                "x-ratelimit-remaining-requests",
-                self.headroom.remaining_requests.unwrap_or(0).to_string(),
-            ));
-            out.push(("x-ratelimit-reset-requests", reset.clone()));
-        }
-        if let Some(tpm) = self.limits.tpm {
-            out.push(("x-ratelimit-limit-tokens", tpm.to_string()));
-            out.push((
-                "x-ratelimit-remaining-tokens",
-                self.headroom.remaining_tokens.unwrap_or(0).to_string(),
-            ));
-            out.push(("x-ratelimit-reset-tokens", reset));
-        }
-        out
-    }
 }
 
 impl std::fmt::Debug for ChatReply {

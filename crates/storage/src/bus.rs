@@ -39,23 +39,29 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> RepoError {
     }
 }
 
+/// A deadpool-redis pool of `size` connections to `url` whose every wait (for a connection, to
+/// connect, to recycle) is bounded by `timeout`: Redis must never hold a request up.
+pub(crate) fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, StorageError> {
+    let mut pool = PoolConfig::new(size);
+    pool.timeouts = Timeouts {
+        wait: Some(timeout),
+        create: Some(timeout),
+        recycle: Some(timeout),
+    };
+    let mut config = Config::from_url(url);
+    config.pool = Some(pool);
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(|e| StorageError::Connect(format!("TOLLGATE_REDIS_URL: {e}")))
+}
+
 impl RedisBus {
     /// A bus on `url` (`redis://…`). Nothing connects yet: a Redis that is down at start-up
     /// only delays the first ring.
     pub fn new(url: &str) -> Result<Self, StorageError> {
         let client = redis::Client::open(url)
             .map_err(|e| StorageError::Connect(format!("TOLLGATE_REDIS_URL: {e}")))?;
-        let mut pool = PoolConfig::new(16);
-        pool.timeouts = Timeouts {
-            wait: Some(REDIS_TIMEOUT),
-            create: Some(REDIS_TIMEOUT),
-            recycle: Some(REDIS_TIMEOUT),
-        };
-        let mut config = Config::from_url(url);
-        config.pool = Some(pool);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StorageError::Connect(format!("TOLLGATE_REDIS_URL: {e}")))?;
+        let pool = pool(url, 16, REDIS_TIMEOUT)?;
         Ok(RedisBus {
             pool,
             client,

@@ -6,7 +6,7 @@
 //! leases (score: expiry).
 
 use async_trait::async_trait;
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::Pool;
 use std::time::Duration;
 use tollgate_domain::RepoError;
 use tollgate_domain::ratelimit::{
@@ -134,17 +134,7 @@ fn keys(subject: Subject) -> [String; 4] {
 impl RedisLimiter {
     /// A limiter on `url` (`redis://…`). Nothing connects yet.
     pub fn new(url: &str) -> Result<Self, StorageError> {
-        let mut pool = PoolConfig::new(32);
-        pool.timeouts = Timeouts {
-            wait: Some(LIMIT_TIMEOUT),
-            create: Some(LIMIT_TIMEOUT),
-            recycle: Some(LIMIT_TIMEOUT),
-        };
-        let mut config = Config::from_url(url);
-        config.pool = Some(pool);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StorageError::Connect(format!("TOLLGATE_REDIS_URL: {e}")))?;
+        let pool = crate::bus::pool(url, 32, LIMIT_TIMEOUT)?;
         Ok(RedisLimiter {
             pool,
             admit: redis::Script::new(ADMIT),

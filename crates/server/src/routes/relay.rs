@@ -33,9 +33,9 @@ const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
 /// Registers the routes (under `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/completions", web::post().to(chat))
-        .route("/completions", web::post().to(completions))
-        .route("/embeddings", web::post().to(embeddings))
+    cfg.route("/chat/completions", web::post().to(openai::<ChatApi>))
+        .route("/completions", web::post().to(openai::<CompletionsApi>))
+        .route("/embeddings", web::post().to(openai::<EmbeddingsApi>))
         .route("/messages", web::post().to(messages))
         .route("/messages/count_tokens", web::post().to(count_tokens))
         .route("/models", web::get().to(models));
@@ -75,6 +75,30 @@ async fn read_body(
         .map_err(|_| OpenAiError::body_timeout(limit.deadline))?
 }
 
+/// OpenAI's `x-ratelimit-*` headers for a key's limits and what is left of them (only for the
+/// limits that are set), which the official SDKs read to back off by themselves.
+fn rate_limit_headers(rate: &RateHeaders) -> Vec<(&'static str, String)> {
+    let reset = format!("{}s", rate.headroom.reset_ms / 1000);
+    let mut out = Vec::new();
+    if let Some(rpm) = rate.limits.rpm {
+        out.push(("x-ratelimit-limit-requests", rpm.to_string()));
+        out.push((
+            "x-ratelimit-remaining-requests",
+            rate.headroom.remaining_requests.unwrap_or(0).to_string(),
+        ));
+        out.push(("x-ratelimit-reset-requests", reset.clone()));
+    }
+    if let Some(tpm) = rate.limits.tpm {
+        out.push(("x-ratelimit-limit-tokens", tpm.to_string()));
+        out.push((
+            "x-ratelimit-remaining-tokens",
+            rate.headroom.remaining_tokens.unwrap_or(0).to_string(),
+        ));
+        out.push(("x-ratelimit-reset-tokens", reset));
+    }
+    out
+}
+
 /// Anthropic clients send the key in `x-api-key`; `Authorization: Bearer` works too.
 fn anthropic_key(req: &HttpRequest) -> Option<&str> {
     req.headers()
@@ -102,7 +126,7 @@ async fn relay(
         .map(|r| r.0.clone())
         .unwrap_or_default();
     let with_rate = |res: &mut actix_web::HttpResponseBuilder, rate: Option<RateHeaders>| {
-        for (name, value) in rate.iter().flat_map(RateHeaders::pairs) {
+        for (name, value) in rate.iter().flat_map(rate_limit_headers) {
             res.insert_header((name, value));
         }
     };
@@ -128,47 +152,33 @@ async fn relay(
     }
 }
 
-async fn chat(
-    req: HttpRequest,
-    payload: web::Payload,
-    gateway: web::Data<Gateway>,
-    limit: web::Data<BodyLimit>,
-) -> Result<HttpResponse, OpenAiError> {
-    relay(Api::Chat, bearer(&req), &req, payload, &gateway, **limit).await
+/// Which OpenAI-format API a route serves (one handler for all of them).
+trait OpenAiApi {
+    const API: Api;
 }
 
-async fn completions(
-    req: HttpRequest,
-    payload: web::Payload,
-    gateway: web::Data<Gateway>,
-    limit: web::Data<BodyLimit>,
-) -> Result<HttpResponse, OpenAiError> {
-    relay(
-        Api::Completions,
-        bearer(&req),
-        &req,
-        payload,
-        &gateway,
-        **limit,
-    )
-    .await
+struct ChatApi;
+struct CompletionsApi;
+struct EmbeddingsApi;
+
+impl OpenAiApi for ChatApi {
+    const API: Api = Api::Chat;
+}
+impl OpenAiApi for CompletionsApi {
+    const API: Api = Api::Completions;
+}
+impl OpenAiApi for EmbeddingsApi {
+    const API: Api = Api::Embeddings;
 }
 
-async fn embeddings(
+/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: Bearer key, OpenAI errors.
+async fn openai<A: OpenAiApi>(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
     limit: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, OpenAiError> {
-    relay(
-        Api::Embeddings,
-        bearer(&req),
-        &req,
-        payload,
-        &gateway,
-        **limit,
-    )
-    .await
+    relay(A::API, bearer(&req), &req, payload, &gateway, **limit).await
 }
 
 async fn messages(
