@@ -77,6 +77,18 @@ pub trait BillingRepository: Send + Sync {
     /// `total_requests`, all in one transaction, at most once per request id.
     async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError>;
 
+    /// Settles several calls at once, each at most once as [`BillingRepository::settle`] does;
+    /// the outcome of each, in order. Stores write the batch as one transaction (one balance
+    /// update per user and per key, one multi-row log insert); this default settles them one by
+    /// one. Either way a retry after an unclear failure charges nothing twice.
+    async fn settle_batch(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, RepoError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for s in batch {
+            out.push(self.settle(s).await?);
+        }
+        Ok(out)
+    }
+
     /// Releases the hold in full (the call failed before any answer); `false` when it was not
     /// in flight any more.
     async fn release(&self, request_id: &str) -> Result<bool, RepoError>;

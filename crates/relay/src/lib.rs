@@ -2,8 +2,10 @@
 //! provider. Provider adapters ([`provider`]), the pooled hyper client ([`client`]), the wire
 //! views that parse only what billing and routing need ([`wire`]), the tokenizer fallback
 //! ([`tokenizer`]), the in-memory caches of keys, channels and prices ([`cache`]), the
-//! background settlement worker ([`settle`]) and the [`Gateway`] that ties them to the hold and
-//! settle statements of the domain's `BillingRepository`. Across instances: the change feed that
+//! [`Ledger`] port through which every call's money moves ([`ledger`]; today's
+//! [`ExactLedger`] writes each hold and settlement to the domain's `BillingRepository`), and the
+//! [`Gateway`] that ties them together, with failover and channel health in modules of their
+//! own. Across instances: the change feed that
 //! keeps every cache current ([`feed`]), this instance's registry membership ([`membership`]),
 //! and the Prometheus series ([`metrics`]).
 //!
@@ -16,17 +18,21 @@ pub mod call;
 pub mod client;
 mod codec;
 mod error;
+mod failover;
 pub mod feed;
 pub mod gateway;
+mod health;
+pub mod ledger;
 pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod provider;
-pub mod settle;
+mod scrub;
+mod settle;
 mod stream;
 pub mod tokenizer;
 pub mod wire;
 
 pub use error::RelayError;
 pub use gateway::{ChatReply, Gateway, GatewayConfig, RateHeaders};
-pub use settle::Settler;
+pub use ledger::{Backlog, ExactLedger, ExactLedgerConfig, Ledger, Reservation};

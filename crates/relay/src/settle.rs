@@ -22,6 +22,7 @@ use tollgate_domain::ids::{ChannelId, TokenId, UserId};
 use tollgate_domain::pricing::{Price, Usage};
 use tollgate_domain::repository::BillingRepository;
 use tollgate_domain::time::UnixTime;
+use tracing::Instrument;
 
 /// Longest wait between two attempts of a failing job.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -53,6 +54,8 @@ pub(crate) struct Ticket {
     pub(crate) limit: Option<LimitTicket>,
     /// The channel that answered (set once one did).
     pub(crate) channel: Option<ChannelId>,
+    /// The call's span: its settlement is logged inside it, wherever and whenever it runs.
+    pub(crate) span: tracing::Span,
 }
 
 impl Ticket {
@@ -160,7 +163,16 @@ impl Finished {
 
 enum Job {
     Settle(Box<Finished>),
-    Release(String),
+    Release(String, tracing::Span),
+}
+
+impl Job {
+    fn span(&self) -> tracing::Span {
+        match self {
+            Job::Settle(f) => f.ticket.span.clone(),
+            Job::Release(_, span) => span.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -174,7 +186,7 @@ struct Pending {
 
 /// Sends settlements and releases to the background worker.
 #[derive(Clone)]
-pub struct Settler {
+pub(crate) struct Settler {
     tx: mpsc::UnboundedSender<Job>,
     pending: Arc<Pending>,
     capacity: usize,
@@ -189,26 +201,79 @@ impl std::fmt::Debug for Settler {
     }
 }
 
+/// How the worker groups settlements into database transactions (group commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batching {
+    /// How long the first settlement of a batch waits for others; zero writes each settlement
+    /// on its own, at once.
+    pub(crate) window: Duration,
+    /// Most settlements in one transaction.
+    pub(crate) max: usize,
+}
+
+impl Pending {
+    /// `n` jobs are done.
+    fn finished(&self, n: usize) {
+        let left = self.count.fetch_sub(n, Ordering::AcqRel) - n;
+        metrics::settlements(left, self.failing.load(Ordering::Acquire));
+        if left == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// Runs one job on a task of its own (releases always; settlements when not batched).
+fn spawn_one(billing: &Arc<dyn BillingRepository>, pending: &Arc<Pending>, job: Job) {
+    let billing = Arc::clone(billing);
+    let done = Arc::clone(pending);
+    let span = job.span();
+    tokio::spawn(
+        async move {
+            run(&*billing, job, &done).await;
+            done.finished(1);
+        }
+        .instrument(span),
+    );
+}
+
 impl Settler {
     /// Starts the worker on the current tokio runtime; `capacity` is the backlog at which
     /// [`Settler::is_full`] turns true.
     #[must_use]
-    pub fn start(billing: Arc<dyn BillingRepository>, capacity: usize) -> Self {
+    pub fn start(billing: Arc<dyn BillingRepository>, capacity: usize, batching: Batching) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let pending = Arc::new(Pending::default());
         let done = Arc::clone(&pending);
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
-                let billing = Arc::clone(&billing);
-                let done = Arc::clone(&done);
-                tokio::spawn(async move {
-                    run(&*billing, job, &done).await;
-                    let left = done.count.fetch_sub(1, Ordering::AcqRel) - 1;
-                    metrics::settlements(left, done.failing.load(Ordering::Acquire));
-                    if left == 0 {
-                        done.idle.notify_waiters();
+                if batching.window.is_zero() {
+                    spawn_one(&billing, &done, job);
+                    continue;
+                }
+                // Group commit: settlements arriving within the window share one transaction;
+                // batches are written one after another, so a batch never waits on its
+                // predecessor's locks.
+                let deadline = tokio::time::Instant::now() + batching.window;
+                let mut batch = Vec::new();
+                let mut next = Some(job);
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Settle(f) => batch.push(*f),
+                        release => spawn_one(&billing, &done, release),
                     }
-                });
+                    if batch.len() >= batching.max.max(1) {
+                        break;
+                    }
+                    next = tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten();
+                }
+                if !batch.is_empty() {
+                    let n = batch.len();
+                    run_batch(&*billing, batch, &done).await;
+                    done.finished(n);
+                }
             }
         });
         tokio::spawn(report_backlog(Arc::downgrade(&pending)));
@@ -226,7 +291,7 @@ impl Settler {
             self.pending.count.fetch_sub(1, Ordering::AcqRel);
             let what = match &job {
                 Job::Settle(f) => f.ticket.request_id.clone(),
-                Job::Release(id) => id.clone(),
+                Job::Release(id, _) => id.clone(),
             };
             tracing::error!(request_id = %what, "settlement worker is gone; the hold will expire instead");
         }
@@ -237,9 +302,10 @@ impl Settler {
         self.submit(Job::Settle(Box::new(finished)));
     }
 
-    /// Releases the hold of a call that failed before answering (in the background).
-    pub fn release(&self, request_id: String) {
-        self.submit(Job::Release(request_id));
+    /// Releases the hold of a call that failed before answering (in the background), logged
+    /// in `span`.
+    pub(crate) fn release(&self, request_id: String, span: tracing::Span) {
+        self.submit(Job::Release(request_id, span));
     }
 
     /// Jobs not finished yet.
@@ -321,28 +387,92 @@ impl Drop for Unfinished<'_> {
     }
 }
 
+/// A finished call priced (counted on the blocking pool when its text is long), its rate-limit
+/// windows given the real tokens.
+async fn price(f: Finished) -> Option<Settlement> {
+    let limit = f.ticket.limit.clone();
+    let s = if f.counts_much() {
+        match tokio::task::spawn_blocking(move || f.into_settlement()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "counting a settlement failed");
+                return None;
+            }
+        }
+    } else {
+        f.into_settlement()
+    };
+    if let Some(limit) = limit {
+        limit.settle(s.usage.total()).await;
+    }
+    Some(s)
+}
+
+/// Writes a batch of settlements in one transaction, retrying the whole batch until the
+/// database takes it (each settlement still moves money at most once).
+async fn run_batch(billing: &dyn BillingRepository, batch: Vec<Finished>, pending: &Pending) {
+    let mut settlements = Vec::with_capacity(batch.len());
+    let mut spans = Vec::with_capacity(batch.len());
+    for f in batch {
+        let span = f.ticket.span.clone();
+        if let Some(s) = price(f).await {
+            settlements.push(s);
+            spans.push(span);
+        }
+    }
+    let mut attempt = 0u32;
+    let outcomes = loop {
+        match billing.settle_batch(&settlements).await {
+            Ok(o) => break o,
+            Err(e) => {
+                attempt = attempt.saturating_add(1);
+                if attempt == 1 {
+                    pending
+                        .failing
+                        .fetch_add(settlements.len(), Ordering::AcqRel);
+                }
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    tracing::warn!(
+                        calls = settlements.len(),
+                        attempt,
+                        error = %e,
+                        detail = e.detail(),
+                        "settlement batch failed; retrying until the database answers"
+                    );
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    };
+    for ((s, o), span) in settlements.iter().zip(&outcomes).zip(&spans) {
+        span.in_scope(|| {
+            tracing::debug!(quota = s.quota.get(), outcome = ?o, batch = settlements.len(), "settled");
+        });
+        if *o != SettleOutcome::AlreadyFinished {
+            metrics::charged(&s.model, s.quota.get());
+        }
+        metrics::holds(-1.0);
+    }
+    if attempt > 0 {
+        pending
+            .failing
+            .fetch_sub(settlements.len(), Ordering::AcqRel);
+        tracing::info!(
+            calls = settlements.len(),
+            attempts = attempt + 1,
+            "settlement batch done after retries"
+        );
+    }
+}
+
 async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
     let (what, settlement, request_id) = match job {
         Job::Settle(f) => {
-            let limit = f.ticket.limit.clone();
-            let s = if f.counts_much() {
-                match tokio::task::spawn_blocking(move || f.into_settlement()).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "counting a settlement failed");
-                        return;
-                    }
-                }
-            } else {
-                f.into_settlement()
-            };
-            if let Some(limit) = limit {
-                limit.settle(s.usage.total()).await;
-            }
+            let Some(s) = price(*f).await else { return };
             let id = s.request_id.clone();
             ("settle", Some(s), id)
         }
-        Job::Release(id) => ("release", None, id),
+        Job::Release(id, _) => ("release", None, id),
     };
     let mut guard = Unfinished {
         what,
@@ -406,6 +536,8 @@ mod tests {
         calls: AtomicUsize,
         settled: Mutex<Vec<Settlement>>,
         released: Mutex<Vec<String>>,
+        /// Sizes of the batches written.
+        batches: Mutex<Vec<usize>>,
     }
 
     impl Flaky {
@@ -429,6 +561,15 @@ mod tests {
             self.up()?;
             self.settled.lock().expect("lock").push(s.clone());
             Ok(SettleOutcome::Settled)
+        }
+        async fn settle_batch(
+            &self,
+            batch: &[Settlement],
+        ) -> Result<Vec<SettleOutcome>, RepoError> {
+            self.up()?;
+            self.batches.lock().expect("lock").push(batch.len());
+            self.settled.lock().expect("lock").extend_from_slice(batch);
+            Ok(vec![SettleOutcome::Settled; batch.len()])
         }
         async fn release(&self, id: &str) -> Result<bool, RepoError> {
             self.up()?;
@@ -454,6 +595,7 @@ mod tests {
             started: Instant::now(),
             limit: None,
             channel: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -465,7 +607,14 @@ mod tests {
             down_for: 60,
             ..Flaky::default()
         });
-        let settler = Settler::start(store.clone(), 10);
+        let settler = Settler::start(
+            store.clone(),
+            10,
+            Batching {
+                window: Duration::ZERO,
+                max: 1,
+            },
+        );
         settler.settle(
             ticket("r1").finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
         );
@@ -490,16 +639,61 @@ mod tests {
             down_for: 30,
             ..Flaky::default()
         });
-        let settler = Settler::start(store.clone(), 2);
+        let settler = Settler::start(
+            store.clone(),
+            2,
+            Batching {
+                window: Duration::ZERO,
+                max: 1,
+            },
+        );
         assert!(!settler.is_full());
-        settler.release("a".into());
-        settler.release("b".into());
+        settler.release("a".into(), tracing::Span::none());
+        settler.release("b".into(), tracing::Span::none());
         assert!(settler.is_full(), "two jobs fill a backlog of two");
         assert!(settler.drain(Duration::from_secs(3600)).await);
         let mut released = store.released.lock().expect("lock").clone();
         released.sort();
         assert_eq!(released, ["a", "b"]);
         assert!(!settler.is_full());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settlements_within_the_window_share_one_write_and_a_failed_batch_is_retried_whole() {
+        let store = Arc::new(Flaky {
+            down_for: 3,
+            ..Flaky::default()
+        });
+        let batching = Batching {
+            window: Duration::from_millis(5),
+            max: 4,
+        };
+        let settler = Settler::start(store.clone(), 100, batching);
+        for n in 0..6 {
+            settler.settle(
+                ticket(&format!("b{n}"))
+                    .finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
+            );
+        }
+        settler.release("gone".into(), tracing::Span::none());
+        assert!(settler.drain(Duration::from_secs(60)).await);
+        // Six settlements, at most four a batch: 4 + 2, each batch written once it got through
+        // (the store was down for the first three calls, whoever made them).
+        let batches = store.batches.lock().expect("lock").clone();
+        assert_eq!(batches.iter().sum::<usize>(), 6, "{batches:?}");
+        assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
+        assert_eq!(batches.len(), 2, "{batches:?}");
+        let mut ids: Vec<String> = store
+            .settled
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|s| s.request_id.clone())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["b0", "b1", "b2", "b3", "b4", "b5"]);
+        assert_eq!(*store.released.lock().expect("lock"), ["gone"]);
+        assert_eq!((settler.pending(), settler.failing()), (0, 0));
     }
 
     #[test]

@@ -7,20 +7,21 @@
 
 use crate::client::{ByteStream, next_chunk};
 use crate::codec::{Pending, Transcode};
-use crate::settle::{Delivered, Settler, Ticket};
+use crate::ledger::Reservation;
+use crate::settle::{Delivered, Ticket};
 use crate::wire::SseSplitter;
 use bytes::Bytes;
 use futures_util::{Stream, stream};
 use std::time::Duration;
 use tollgate_domain::billing::ReportedUsage;
+use tracing::Instrument;
 
 /// The stream handed to the server: bytes for the client.
 pub type ClientStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 /// Settles its call exactly once: when told to, or when dropped.
 pub(crate) struct SettleGuard {
-    ticket: Option<Ticket>,
-    settler: Settler,
+    call: Option<(Ticket, Reservation)>,
     /// Usage reported by the upstream, once seen.
     pub(crate) usage: Option<ReportedUsage>,
     /// Generated text already handed to the client (for counting when the upstream gave no
@@ -29,28 +30,36 @@ pub(crate) struct SettleGuard {
 }
 
 impl SettleGuard {
-    pub(crate) fn new(ticket: Ticket, settler: Settler) -> Self {
+    pub(crate) fn new(ticket: Ticket, reservation: Reservation) -> Self {
         SettleGuard {
-            ticket: Some(ticket),
-            settler,
+            call: Some((ticket, reservation)),
             usage: None,
             delivered: Delivered::default(),
         }
     }
 
+    /// The call's span (none once settled).
+    fn span(&self) -> tracing::Span {
+        self.call
+            .as_ref()
+            .map_or_else(tracing::Span::none, |(t, _)| t.span.clone())
+    }
+
     /// Settles now (a second call does nothing).
     pub(crate) fn finish(&mut self) {
-        if let Some(t) = self.ticket.take() {
+        if let Some((ticket, reservation)) = self.call.take() {
             let delivered = std::mem::take(&mut self.delivered);
-            self.settler.settle(t.finish(self.usage, delivered));
+            reservation.settle(ticket.finish(self.usage, delivered));
         }
     }
 }
 
 impl Drop for SettleGuard {
     fn drop(&mut self) {
-        if self.ticket.is_some() {
-            tracing::info!("client went away mid-stream; settling what was delivered");
+        if let Some((ticket, _)) = &self.call {
+            ticket.span.in_scope(|| {
+                tracing::info!("client went away mid-stream; settling what was delivered");
+            });
         }
         self.finish();
     }
@@ -95,49 +104,56 @@ pub(crate) fn relay(
         transcode,
         guard,
     };
-    Box::pin(stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some((bytes, text)) = st.pending.pop_front() {
-                st.guard.delivered.push(&text);
-                // An item without bytes only carries text (an event that produced no client
-                // event yet); an empty chunk must never reach the client.
-                if bytes.is_empty() {
-                    continue;
-                }
-                return Some((Ok(bytes), st));
-            }
-            if st.ended {
-                st.guard.finish();
-                return None;
-            }
-            if st.upstream_done {
-                st.ended = true;
-                st.transcode.end(&mut st.pending);
+    // Each step runs in the call's span: the actix body is polled outside the handler's.
+    let span = state.guard.span();
+    Box::pin(stream::unfold(state, move |st| {
+        step(st).instrument(span.clone())
+    }))
+}
+
+/// The next bytes for the client, or the end (where the call is settled).
+async fn step(mut st: State) -> Option<(Result<Bytes, std::io::Error>, State)> {
+    loop {
+        if let Some((bytes, text)) = st.pending.pop_front() {
+            st.guard.delivered.push(&text);
+            // An item without bytes only carries text (an event that produced no client
+            // event yet); an empty chunk must never reach the client.
+            if bytes.is_empty() {
                 continue;
             }
-            match next_chunk(&mut st.body, st.idle).await {
-                Ok(Some(bytes)) => {
-                    st.splitter.push(&bytes);
-                    while let Some(ev) = st.splitter.next_event() {
-                        st.event(ev);
-                        if st.upstream_done {
-                            break;
-                        }
+            return Some((Ok(bytes), st));
+        }
+        if st.ended {
+            st.guard.finish();
+            return None;
+        }
+        if st.upstream_done {
+            st.ended = true;
+            st.transcode.end(&mut st.pending);
+            continue;
+        }
+        match next_chunk(&mut st.body, st.idle).await {
+            Ok(Some(bytes)) => {
+                st.splitter.push(&bytes);
+                while let Some(ev) = st.splitter.next_event() {
+                    st.event(ev);
+                    if st.upstream_done {
+                        break;
                     }
-                }
-                Ok(None) => {
-                    let mut rest = st.splitter.take_rest();
-                    if !rest.iter().all(u8::is_ascii_whitespace) {
-                        rest.extend_from_slice(b"\n\n");
-                        st.event(rest);
-                    }
-                    st.upstream_done = true;
-                }
-                Err(e) => {
-                    tracing::warn!(error = ?e, "upstream stream stopped early; ending the client stream");
-                    st.upstream_done = true;
                 }
             }
+            Ok(None) => {
+                let mut rest = st.splitter.take_rest();
+                if !rest.iter().all(u8::is_ascii_whitespace) {
+                    rest.extend_from_slice(b"\n\n");
+                    st.event(rest);
+                }
+                st.upstream_done = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "upstream stream stopped early; ending the client stream");
+                st.upstream_done = true;
+            }
         }
-    }))
+    }
 }

@@ -5,8 +5,8 @@ use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tollgate_domain::ratelimit::{MAX_CONCURRENCY, MAX_RPM, MAX_TPM, RateLimits};
-use tollgate_relay::GatewayConfig;
 use tollgate_relay::client::Timeouts;
+use tollgate_relay::{ExactLedgerConfig, GatewayConfig};
 use tollgate_storage::SecretKey;
 
 /// Largest JSON body of the external user API (its requests are a few hundred bytes).
@@ -42,6 +42,9 @@ pub struct RelaySettings {
     /// `TOLLGATE_SETTLEMENT_BACKLOG`: settlements waiting for the database at which new calls
     /// are refused with 503 (default 100,000).
     pub settlement_backlog: u64,
+    /// `TOLLGATE_SETTLEMENT_WINDOW_MS`: group commit — how long a settlement waits for others
+    /// to share its database transaction (default 2; 0 writes each on its own at once).
+    pub settlement_window_ms: u64,
 }
 
 impl Default for RelaySettings {
@@ -60,7 +63,8 @@ impl Default for RelaySettings {
             first_byte_timeout_secs: timeouts.first_byte.as_secs(),
             idle_timeout_secs: timeouts.idle.as_secs(),
             body_timeout_secs: 30,
-            settlement_backlog: gateway.settlement_backlog as u64,
+            settlement_backlog: ExactLedgerConfig::default().backlog_capacity as u64,
+            settlement_window_ms: ExactLedgerConfig::default().settlement_window.as_millis() as u64,
         }
     }
 }
@@ -284,6 +288,12 @@ impl Settings {
                 1,
                 10_000_000,
             )?,
+            settlement_window_ms: number(
+                "TOLLGATE_SETTLEMENT_WINDOW_MS",
+                d.settlement_window_ms,
+                0,
+                1_000,
+            )?,
         };
         let secret_key = get("TOLLGATE_SECRET_KEY")
             .map(|v| SecretKey::from_base64(&v))
@@ -374,6 +384,7 @@ mod tests {
                 idle_timeout_secs: 120,
                 body_timeout_secs: 30,
                 settlement_backlog: 100_000,
+                settlement_window_ms: 2,
             }
         );
         assert_eq!((s.database_timeout_secs, s.shutdown_grace_secs), (3, 30));

@@ -27,7 +27,7 @@ use tollgate_relay::client::{Timeouts, UpstreamClient};
 use tollgate_relay::feed::{Caches, Feed};
 use tollgate_relay::limits::Limiter;
 use tollgate_relay::membership::Membership;
-use tollgate_relay::{Gateway, GatewayConfig};
+use tollgate_relay::{ExactLedger, ExactLedgerConfig, Gateway, GatewayConfig, Ledger};
 use tollgate_storage::{KeyCipher, RedisBus, RedisLimiter, SeaStore, StorageError};
 use tracing::Instrument;
 
@@ -73,7 +73,7 @@ pub const WEAK_PLATFORM_SECRET_CHARS: usize = 16;
 pub struct Application {
     port: u16,
     server: Server,
-    gateway: web::Data<Gateway>,
+    ledger: Arc<dyn Ledger>,
     membership: Arc<Membership>,
     grace: Duration,
 }
@@ -227,11 +227,22 @@ impl Application {
             first_byte: Duration::from_secs(r.first_byte_timeout_secs),
             idle: Duration::from_secs(r.idle_timeout_secs),
         });
+        // Billing's one home: the ledger owns holds, settlements, the expiry sweep and the
+        // shutdown drain.
+        let ledger: Arc<dyn Ledger> = ExactLedger::start(
+            shared.clone(),
+            ExactLedgerConfig {
+                backlog_capacity: usize::try_from(r.settlement_backlog).unwrap_or(usize::MAX),
+                settlement_window: Duration::from_millis(r.settlement_window_ms),
+                ..ExactLedgerConfig::default()
+            },
+        );
         let gateway = web::Data::new(Gateway::new(
             shared,
             caches,
             feed.clone(),
             membership.me().id.clone(),
+            ledger.clone(),
             limiter,
             client,
             GatewayConfig {
@@ -239,11 +250,10 @@ impl Application {
                 default_max_tokens: r.default_max_tokens,
                 hold_ttl: Duration::from_secs(r.hold_ttl_secs),
                 failure_threshold: r.failure_threshold,
-                settlement_backlog: usize::try_from(r.settlement_backlog).unwrap_or(usize::MAX),
                 ..GatewayConfig::default()
             },
         ));
-        background_tasks(&gateway, Duration::from_secs(r.probe_secs));
+        channel_probe(&gateway, Duration::from_secs(r.probe_secs));
         feed.listen();
         membership.run();
         let cluster = web::Data::new(Cluster {
@@ -309,7 +319,7 @@ impl Application {
         Ok(Application {
             port,
             server,
-            gateway,
+            ledger,
             membership,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
         })
@@ -331,10 +341,11 @@ impl Application {
     /// streams finish, then their settlements are written before this returns).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
-        if !self.gateway.drain(self.grace).await {
+        if !self.ledger.drain(self.grace).await {
+            let backlog = self.ledger.backlog();
             tracing::error!(
-                pending = self.gateway.pending_settlements(),
-                failing = self.gateway.failing_settlements(),
+                pending = backlog.pending,
+                failing = backlog.failing,
                 "settlements still pending at exit (TOLLGATE_SHUTDOWN_GRACE_SECS passed); their holds will expire"
             );
         } else {
@@ -370,23 +381,8 @@ async fn provider_channels(admin: &AdminService, settings: &Settings) -> Result<
     Ok(())
 }
 
-/// The expiry sweep for holds left by a dead process, and the probe that brings back
-/// automatically disabled channels.
-fn background_tasks(gateway: &web::Data<Gateway>, probe_every: Duration) {
-    let sweeper = gateway.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tick.tick().await;
-            match sweeper.expire_holds().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(released = n, "released expired holds"),
-                Err(e) => {
-                    tracing::warn!(error = %e, detail = e.detail(), "hold expiry sweep failed")
-                }
-            }
-        }
-    });
+/// The probe that brings back automatically disabled channels.
+fn channel_probe(gateway: &web::Data<Gateway>, probe_every: Duration) {
     let prober = gateway.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(probe_every);

@@ -9,7 +9,7 @@
 use crate::SeaStore;
 use crate::entity::{hold, token, user};
 use crate::error::StorageError;
-use crate::logs::insert_log;
+use crate::logs::{insert_log, insert_logs};
 use crate::retry::{ATTEMPTS, backoff, is_transient};
 use crate::tokens::ENABLED;
 use async_trait::async_trait;
@@ -18,12 +18,15 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
+use std::collections::{BTreeMap, HashSet};
 use tollgate_domain::RepoError;
 use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
 use tollgate_domain::repository::BillingRepository;
 use tollgate_domain::time::UnixTime;
 
 pub(crate) const HELD: i16 = 0;
+/// A batch settlement that lost a race for one of its hold rows (rolled back and retried).
+pub(crate) const RACED: &str = "settlement batch raced a concurrent finish";
 const EXPIRED: i16 = 3;
 
 /// Runs `op` until it succeeds or fails for a reason other than a lock conflict.
@@ -238,6 +241,118 @@ impl SeaStore {
         Ok(outcome)
     }
 
+    /// Settles a batch in one transaction: the batch's hold rows are read, then deleted by one
+    /// DELETE keyed by request id and state; if that DELETE removed fewer rows than were read (a
+    /// concurrent release, sweep or settle took one in between), the whole transaction is
+    /// rolled back and retried, so each row's money moves exactly once. Then one UPDATE per user
+    /// and per key, and one multi-row log insert.
+    async fn settle_batch_once(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, DbErr> {
+        let mut seen = HashSet::new();
+        let ids: Vec<&str> = batch
+            .iter()
+            .map(|s| s.request_id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect();
+        let txn = self.db.begin().await?;
+        let mut rows: BTreeMap<String, hold::Model> = BTreeMap::new();
+        // Bounded IN lists: a batch never exceeds the worker's batch size, but stay safe.
+        for chunk in ids.chunks(500) {
+            for row in hold::Entity::find()
+                .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
+                .filter(hold::Column::State.is_in([HELD, EXPIRED]))
+                .all(&txn)
+                .await?
+            {
+                rows.insert(row.request_id.clone(), row);
+            }
+        }
+        let found: Vec<&str> = rows.keys().map(String::as_str).collect();
+        let mut deleted = 0;
+        for chunk in found.chunks(500) {
+            deleted += hold::Entity::delete_many()
+                .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
+                .filter(hold::Column::State.is_in([HELD, EXPIRED]))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        if deleted != found.len() as u64 {
+            txn.rollback().await?;
+            return Err(DbErr::Custom(RACED.into()));
+        }
+        // Per user: (charge, unheld, calls); per key: (charge, unheld).
+        let mut users: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+        let mut keys: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        let mut logs = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for s in batch {
+            let Some(row) = rows.remove(&s.request_id) else {
+                outcomes.push(SettleOutcome::AlreadyFinished);
+                continue;
+            };
+            let (outcome, unheld) = if row.state == HELD {
+                (SettleOutcome::Settled, row.amount)
+            } else {
+                // The sweeper gave the reservation back already: charge only.
+                (SettleOutcome::SettledAfterExpiry, 0)
+            };
+            let charge = s.quota.get();
+            let u = users.entry(row.user_id).or_default();
+            *u = (
+                u.0.saturating_add(charge),
+                u.1.saturating_add(unheld),
+                u.2 + 1,
+            );
+            let k = keys.entry(row.token_id).or_default();
+            *k = (k.0.saturating_add(charge), k.1.saturating_add(unheld));
+            let mut entry = s.log_entry();
+            // The hold row is the authority on whose call this was.
+            entry.user_id = tollgate_domain::ids::UserId::new(row.user_id);
+            logs.push(entry);
+            outcomes.push(outcome);
+        }
+        // Lock order as everywhere: (hold rows above,) users, then keys, each in id order.
+        for (user_id, (charge, unheld, calls)) in users {
+            user::Entity::update_many()
+                .col_expr(
+                    user::Column::Quota,
+                    Expr::col(user::Column::Quota).sub(charge),
+                )
+                .col_expr(
+                    user::Column::HeldQuota,
+                    Expr::col(user::Column::HeldQuota).sub(unheld),
+                )
+                .col_expr(
+                    user::Column::UsedQuota,
+                    Expr::col(user::Column::UsedQuota).add(charge),
+                )
+                .col_expr(
+                    user::Column::TotalRequests,
+                    Expr::col(user::Column::TotalRequests).add(calls),
+                )
+                .filter(user::Column::Id.eq(user_id))
+                .exec(&txn)
+                .await?;
+        }
+        for (token_id, (charge, unheld)) in keys {
+            token::Entity::update_many()
+                .col_expr(
+                    token::Column::UsedQuota,
+                    Expr::col(token::Column::UsedQuota).add(charge),
+                )
+                .col_expr(
+                    token::Column::HeldQuota,
+                    Expr::col(token::Column::HeldQuota).sub(unheld),
+                )
+                .filter(token::Column::Id.eq(token_id))
+                .exec(&txn)
+                .await?;
+        }
+        insert_logs(&txn, &logs).await?;
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+
     /// Releases (`expiring == false`) or expires a hold in flight.
     pub(crate) async fn finish_once(
         &self,
@@ -268,6 +383,10 @@ impl BillingRepository for SeaStore {
 
     async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
         retrying!("settle", self.settle_once(s))
+    }
+
+    async fn settle_batch(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, RepoError> {
+        retrying!("settle", self.settle_batch_once(batch))
     }
 
     async fn release(&self, request_id: &str) -> Result<bool, RepoError> {

@@ -99,12 +99,9 @@ fn filter(user: UserId, q: &LogQuery) -> Condition {
     c
 }
 
-/// Inserts a log row on `db` (a connection or an open transaction); returns its id.
-pub(crate) async fn insert_log(
-    db: &impl ConnectionTrait,
-    e: &NewLogEntry,
-) -> std::result::Result<i64, DbErr> {
-    let row = log::ActiveModel {
+/// The row of a new log entry.
+fn log_row(e: &NewLogEntry) -> log::ActiveModel {
+    log::ActiveModel {
         user_id: Set(e.user_id.get()),
         kind: Set(e.kind.code()),
         created_at: Set(e.created_at.secs()),
@@ -119,7 +116,29 @@ pub(crate) async fn insert_log(
         latency_ms: Set(e.latency_ms),
         channel_id: Set(e.channel_id.map(ChannelId::get)),
         ..Default::default()
-    };
+    }
+}
+
+/// Inserts several log rows with one multi-row INSERT on `db` (a transaction, in practice).
+pub(crate) async fn insert_logs(
+    db: &impl ConnectionTrait,
+    entries: &[NewLogEntry],
+) -> std::result::Result<(), DbErr> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    log::Entity::insert_many(entries.iter().map(log_row))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Inserts a log row on `db` (a connection or an open transaction); returns its id.
+pub(crate) async fn insert_log(
+    db: &impl ConnectionTrait,
+    e: &NewLogEntry,
+) -> std::result::Result<i64, DbErr> {
+    let row = log_row(e);
     Ok(log::Entity::insert(row).exec(db).await?.last_insert_id)
 }
 

@@ -13,6 +13,9 @@ pub(crate) fn is_unique_violation(e: &DbErr) -> bool {
 }
 
 pub(crate) fn is_transient(e: &DbErr) -> bool {
+    if matches!(e, DbErr::Custom(m) if m == crate::billing::RACED) {
+        return true;
+    }
     let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = e else {
         return false;
     };

@@ -5,6 +5,14 @@ use crate::{SeaStore, StorageError};
 use sea_orm::{ConnectionTrait, Database};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tollgate_domain::Quota;
+use tollgate_domain::ids::{PlatformId, TokenId, UserId};
+use tollgate_domain::ratelimit::RateLimits;
+use tollgate_domain::repository::{TokenRepository, TopUpRepository, UserRepository};
+use tollgate_domain::time::UnixTime;
+use tollgate_domain::token::{AccessKey, TokenRecord};
+use tollgate_domain::topup::{NumberInput, TopUpInput};
+use tollgate_domain::user::SyncUserInput;
 
 /// Environment variable naming a MySQL server for the tests that need one.
 pub const MYSQL_ENV: &str = "TOLLGATE_TEST_MYSQL_URL";
@@ -85,4 +93,54 @@ pub async fn stores() -> Result<Vec<SeaStore>, StorageError> {
         out.push(store);
     }
     Ok(out)
+}
+
+/// A user of platform `platform-a` with `usd` credited (none for `"0"`) and one key (capped at
+/// `cap` when given, its bytes all `key_fill`), all dated `now`; returns (user id, token id).
+///
+/// # Panics
+/// When a step fails: the calling test fails there.
+#[expect(clippy::expect_used, reason = "a test helper fails its test")]
+pub async fn funded(
+    store: &SeaStore,
+    external_id: &str,
+    usd: &str,
+    cap: Option<Quota>,
+    key_fill: u8,
+    now: UnixTime,
+) -> (UserId, TokenId) {
+    let p = PlatformId::from_secret("platform-a");
+    let cmd = SyncUserInput {
+        external_user_id: Some(external_id.into()),
+        username: Some("u".into()),
+        ..Default::default()
+    }
+    .into_command()
+    .expect("sync");
+    let user = store.sync_user(&p, &cmd, now).await.expect("sync").user;
+    if usd != "0" {
+        let top = TopUpInput {
+            external_user_id: Some(external_id.into()),
+            amount_usd: NumberInput::parse(usd),
+            payment_id: Some(format!("pay-{external_id}")),
+        }
+        .into_command()
+        .expect("top-up");
+        store.credit(&p, &top, now).await.expect("credit");
+    }
+    let key = AccessKey::generate(|b| b.fill(key_fill));
+    let token = store
+        .insert_token(&TokenRecord {
+            user_id: user.id,
+            name: "key".into(),
+            key_hash: key.hash(),
+            hint: key.hint(),
+            created_at: now,
+            expires_at: now.plus_days(30),
+            quota_limit: cap,
+            limits: RateLimits::default(),
+        })
+        .await
+        .expect("token");
+    (user.id, token.id)
 }

@@ -14,12 +14,10 @@ use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
 use tollgate_domain::logs::LogQueryInput;
 use tollgate_domain::pricing::Usage;
 use tollgate_domain::repository::{
-    BillingRepository, LogRepository, TokenRepository, TopUpRepository, UserRepository,
+    BillingRepository, LogRepository, TokenRepository, UserRepository,
 };
 use tollgate_domain::time::UnixTime;
-use tollgate_domain::token::{AccessKey, TokenRecord};
-use tollgate_domain::topup::{NumberInput, TopUpInput};
-use tollgate_domain::user::{SyncUserInput, User};
+use tollgate_domain::user::User;
 use tollgate_storage::{SeaStore, testing};
 
 const NOW: UnixTime = UnixTime::from_secs(1_764_000_000);
@@ -30,40 +28,7 @@ async fn stores() -> Vec<Arc<SeaStore>> {
 
 /// A user with `usd` credited and one key (optionally capped); returns (user id, token id).
 async fn funded(store: &SeaStore, id: &str, usd: &str, cap: Option<Quota>) -> (UserId, TokenId) {
-    let p = PlatformId::from_secret("platform-a");
-    let cmd = SyncUserInput {
-        external_user_id: Some(id.into()),
-        username: Some("u".into()),
-        ..Default::default()
-    }
-    .into_command()
-    .expect("sync");
-    let user = store.sync_user(&p, &cmd, NOW).await.expect("sync").user;
-    if usd != "0" {
-        let top = TopUpInput {
-            external_user_id: Some(id.into()),
-            amount_usd: NumberInput::parse(usd),
-            payment_id: Some(format!("pay-{id}")),
-        }
-        .into_command()
-        .expect("top-up");
-        store.credit(&p, &top, NOW).await.expect("credit");
-    }
-    let key = AccessKey::generate(|b| b.fill(7));
-    let token = store
-        .insert_token(&TokenRecord {
-            user_id: user.id,
-            name: "key".into(),
-            key_hash: key.hash(),
-            hint: key.hint(),
-            created_at: NOW,
-            expires_at: NOW.plus_days(30),
-            quota_limit: cap,
-            limits: Default::default(),
-        })
-        .await
-        .expect("token");
-    (user.id, token.id)
+    testing::funded(store, id, usd, cap, 7, NOW).await
 }
 
 async fn reload(store: &SeaStore, id: &str) -> User {
@@ -346,5 +311,148 @@ async fn concurrent_holds_never_overcommit_a_balance() {
             .await
             .expect("logs");
         assert_eq!(page.total, 10);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "b1", "1", None).await;
+        // A second user, with a key of its own.
+        let (u2, t2) = testing::funded(&store, "b2", "1", None, 8, NOW).await;
+        for (id, user, token) in [("a", u, t), ("b", u, t), ("c", u2, t2), ("gone", u, t)] {
+            store
+                .hold(&hold(id, user, token, 10_000), NOW)
+                .await
+                .expect("hold")
+                .expect("fits");
+        }
+        let mut old = hold("old", u, t, 5_000);
+        old.expires_at = UnixTime::from_secs(NOW.secs() - 1);
+        store.hold(&old, NOW).await.expect("hold").expect("fits");
+        assert_eq!(store.expire_holds(NOW, 10).await.expect("sweep"), 1);
+        assert!(store.release("gone").await.expect("release"));
+        let batch = [
+            settlement("a", u, t, 100),
+            settlement("b", u, t, 200),
+            settlement("c", u2, t2, 300),
+            settlement("old", u, t, 400),
+            settlement("gone", u, t, 500),
+            settlement("a", u, t, 100),
+        ];
+        assert_eq!(
+            store.settle_batch(&batch).await.expect("batch"),
+            [
+                SettleOutcome::Settled,
+                SettleOutcome::Settled,
+                SettleOutcome::Settled,
+                SettleOutcome::SettledAfterExpiry,
+                SettleOutcome::AlreadyFinished,
+                SettleOutcome::AlreadyFinished,
+            ]
+        );
+        // Written again (a retry after an unclear failure): nothing moves.
+        assert!(
+            store
+                .settle_batch(&batch)
+                .await
+                .expect("again")
+                .iter()
+                .all(|o| *o == SettleOutcome::AlreadyFinished)
+        );
+        let one = reload(&store, "b1").await;
+        assert_eq!(
+            (
+                one.quota.get(),
+                one.held_quota.get(),
+                one.used_quota.get(),
+                one.total_requests
+            ),
+            (500_000 - 700, 0, 700, 3)
+        );
+        let two = reload(&store, "b2").await;
+        assert_eq!((two.quota.get(), two.held_quota.get()), (500_000 - 300, 0));
+        let logged = |user| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .log_page(
+                        user,
+                        &LogQueryInput {
+                            kind: Some("consume".into()),
+                            ..Default::default()
+                        }
+                        .into_query()
+                        .expect("query"),
+                    )
+                    .await
+                    .expect("logs")
+                    .total
+            }
+        };
+        assert_eq!((logged(u).await, logged(u2).await), (3, 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_racing_releases_and_each_other_move_each_hold_once() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "race-b", "10", None).await;
+        let n = 40;
+        for i in 0..n {
+            store
+                .hold(&hold(&format!("r{i}"), u, t, 1_000), NOW)
+                .await
+                .expect("hold")
+                .expect("fits");
+        }
+        // Two overlapping batches settle every call; a third task releases every fourth call.
+        let all: Vec<Settlement> = (0..n)
+            .map(|i| settlement(&format!("r{i}"), u, t, 10))
+            .collect();
+        let mut tasks = Vec::new();
+        for part in [all[..30].to_vec(), all[10..].to_vec()] {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .settle_batch(&part)
+                    .await
+                    .expect("batch")
+                    .iter()
+                    .filter(|o| **o == SettleOutcome::Settled)
+                    .count()
+            }));
+        }
+        let releaser = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut released = 0;
+                for i in (0..n).step_by(4) {
+                    if store.release(&format!("r{i}")).await.expect("release") {
+                        released += 1;
+                    }
+                }
+                released
+            })
+        };
+        let mut settled = 0;
+        for task in tasks {
+            settled += task.await.expect("task");
+        }
+        let released = releaser.await.expect("task");
+        assert_eq!(settled + released, n, "every hold finished exactly once");
+        let after = reload(&store, "race-b").await;
+        assert_eq!(
+            (
+                after.quota.get(),
+                after.held_quota.get(),
+                after.total_requests
+            ),
+            (
+                5_000_000 - 10 * i64::try_from(settled).expect("count"),
+                0,
+                i64::try_from(settled).expect("count")
+            )
+        );
     }
 }

@@ -13,13 +13,9 @@ use tollgate_domain::cluster::{
 };
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
 use tollgate_domain::pricing::Usage;
-use tollgate_domain::repository::{
-    BillingRepository, TokenRepository, TopUpRepository, UserRepository,
-};
+use tollgate_domain::repository::{BillingRepository, UserRepository};
 use tollgate_domain::time::UnixTime;
-use tollgate_domain::token::{AccessKey, TokenRecord};
-use tollgate_domain::topup::{NumberInput, TopUpInput};
-use tollgate_domain::user::{SyncUserInput, User};
+use tollgate_domain::user::User;
 use tollgate_storage::{SeaStore, testing};
 
 const NOW: UnixTime = UnixTime::from_secs(1_764_000_000);
@@ -79,38 +75,7 @@ async fn the_change_log_reads_in_order_after_a_position_and_prunes_by_age() {
 
 /// A user with $1 and a key; (user, token).
 async fn funded(store: &SeaStore, id: &str, fill: u8) -> (UserId, TokenId) {
-    let p = PlatformId::from_secret("platform-a");
-    let cmd = SyncUserInput {
-        external_user_id: Some(id.into()),
-        username: Some("u".into()),
-        ..Default::default()
-    }
-    .into_command()
-    .expect("sync");
-    let user = store.sync_user(&p, &cmd, NOW).await.expect("sync").user;
-    let top = TopUpInput {
-        external_user_id: Some(id.into()),
-        amount_usd: NumberInput::parse("1"),
-        payment_id: Some(format!("pay-{id}")),
-    }
-    .into_command()
-    .expect("top-up");
-    store.credit(&p, &top, NOW).await.expect("credit");
-    let key = AccessKey::generate(|b| b.fill(fill));
-    let token = store
-        .insert_token(&TokenRecord {
-            user_id: user.id,
-            name: "key".into(),
-            key_hash: key.hash(),
-            hint: key.hint(),
-            created_at: NOW,
-            expires_at: NOW.plus_days(30),
-            quota_limit: None,
-            limits: Default::default(),
-        })
-        .await
-        .expect("token");
-    (user.id, token.id)
+    testing::funded(store, id, "1", None, fill, NOW).await
 }
 
 async fn user(store: &SeaStore, id: &str) -> User {

@@ -1,0 +1,244 @@
+//! Billing's one home: the [`Ledger`] port through which a call's money moves, and
+//! [`ExactLedger`], the implementation that writes every step to the book of record as it
+//! happens.
+//!
+//! A call asks the ledger for a [`Reservation`] (the hold). The reservation ends exactly one of
+//! two ways: [`Reservation::settle`] with what the call delivered, or being dropped — an early
+//! return, an upstream that failed before answering, a client that went away before the first
+//! byte — which releases it. The type makes a third way (forgetting) impossible without an
+//! explicit `mem::forget`. The ledger also owns what happens around calls: the sweep that
+//! releases holds a dead process left, the backlog that refuses new calls while settlements
+//! cannot be written, and the drain at shutdown. Start-up builds one ledger and injects it into
+//! the gateway, so another implementation (leases, group commit) can replace this one and be
+//! tested by the same suite.
+
+use crate::metrics;
+use crate::settle::{Batching, Finished, Settler, now};
+use async_trait::async_trait;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tollgate_domain::RepoError;
+use tollgate_domain::billing::{Hold, HoldRefusal};
+use tollgate_domain::repository::BillingRepository;
+
+/// Where a reservation's ending goes: settlement or release, both written in the background.
+pub(crate) trait Book: Send + Sync {
+    /// Writes the settlement of a finished call.
+    fn settle(&self, finished: Finished);
+    /// Gives the reservation of `request_id` back in full, logging in the call's `span`.
+    fn release(&self, request_id: String, span: tracing::Span);
+}
+
+/// Money held for one call. Settle it with [`Reservation::settle`]; dropping it unsettled
+/// releases the hold (in the background, never delaying the caller).
+#[must_use = "dropping a reservation releases its hold"]
+pub struct Reservation {
+    request_id: String,
+    book: Arc<dyn Book>,
+    open: bool,
+    /// The call's span (current when the hold was taken): a release is logged in it even
+    /// when the drop happens elsewhere.
+    span: tracing::Span,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("request_id", &self.request_id)
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl Reservation {
+    pub(crate) fn new(request_id: String, book: Arc<dyn Book>) -> Self {
+        Reservation {
+            request_id,
+            book,
+            open: true,
+            span: tracing::Span::current(),
+        }
+    }
+
+    /// The call's request id (the hold's key).
+    #[must_use]
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Ends the reservation with the call's charge (written in the background).
+    pub(crate) fn settle(mut self, finished: Finished) {
+        self.open = false;
+        self.book.settle(finished);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.open {
+            let span = std::mem::replace(&mut self.span, tracing::Span::none());
+            self.book
+                .release(std::mem::take(&mut self.request_id), span);
+        }
+    }
+}
+
+/// The state of the settlements not yet written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Settlements and releases not finished yet.
+    pub pending: usize,
+    /// Those failing and being retried (the database is down).
+    pub failing: usize,
+    /// Whether new calls should be refused until the backlog shrinks.
+    pub full: bool,
+}
+
+/// The port through which every call's money moves (see the module documentation).
+#[async_trait]
+pub trait Ledger: Send + Sync + std::fmt::Debug {
+    /// Holds `hold.amount` for a call if the user's balance and the key's cap both cover it
+    /// (and the key is usable at `hold.created_at`); nothing is held when it is refused.
+    async fn reserve(&self, hold: &Hold) -> Result<Result<Reservation, HoldRefusal>, RepoError>;
+
+    /// Settlements not written yet.
+    fn backlog(&self) -> Backlog;
+
+    /// Releases holds past their expiry (left by a process that died mid-call); how many.
+    async fn sweep(&self) -> Result<u64, RepoError>;
+
+    /// Waits until every settlement handed to the ledger is written, or `timeout` passes;
+    /// whether everything was written (shutdown).
+    async fn drain(&self, timeout: Duration) -> bool;
+}
+
+/// Settings of [`ExactLedger`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExactLedgerConfig {
+    /// Settlements waiting for the database at which new calls are refused.
+    pub backlog_capacity: usize,
+    /// How often holds past their expiry are looked for.
+    pub sweep_every: Duration,
+    /// Most holds released by one sweep.
+    pub sweep_batch: u64,
+    /// Group commit: how long a settlement waits for others to share its transaction (zero:
+    /// each is written on its own, at once).
+    pub settlement_window: Duration,
+    /// Most settlements in one transaction.
+    pub settlement_batch: usize,
+}
+
+impl Default for ExactLedgerConfig {
+    fn default() -> Self {
+        ExactLedgerConfig {
+            backlog_capacity: 100_000,
+            sweep_every: Duration::from_secs(30),
+            sweep_batch: 500,
+            settlement_window: Duration::from_millis(2),
+            settlement_batch: 256,
+        }
+    }
+}
+
+/// Today's ledger: each hold is one conditional transaction on the database, each settlement
+/// and release one more, written by a background worker that retries until the database takes
+/// it.
+pub struct ExactLedger {
+    billing: Arc<dyn BillingRepository>,
+    settler: Settler,
+    book: Arc<dyn Book>,
+    config: ExactLedgerConfig,
+}
+
+impl std::fmt::Debug for ExactLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExactLedger")
+            .field("settler", &self.settler)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Book for Settler {
+    fn settle(&self, finished: Finished) {
+        Settler::settle(self, finished);
+    }
+
+    fn release(&self, request_id: String, span: tracing::Span) {
+        Settler::release(self, request_id, span);
+    }
+}
+
+impl ExactLedger {
+    /// Starts the settlement worker and the expiry sweep on the current tokio runtime (the
+    /// sweep stops when the ledger is dropped).
+    #[must_use]
+    pub fn start(billing: Arc<dyn BillingRepository>, config: ExactLedgerConfig) -> Arc<Self> {
+        let settler = Settler::start(
+            Arc::clone(&billing),
+            config.backlog_capacity,
+            Batching {
+                window: config.settlement_window,
+                max: config.settlement_batch,
+            },
+        );
+        let ledger = Arc::new(ExactLedger {
+            book: Arc::new(settler.clone()),
+            settler,
+            billing,
+            config,
+        });
+        tokio::spawn(sweep_forever(Arc::downgrade(&ledger), config.sweep_every));
+        ledger
+    }
+}
+
+/// Runs the expiry sweep every `every` for as long as the ledger lives.
+async fn sweep_forever(ledger: Weak<ExactLedger>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(ledger) = ledger.upgrade() else {
+            return;
+        };
+        match ledger.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(released = n, "released expired holds"),
+            Err(e) => tracing::warn!(error = %e, detail = e.detail(), "hold expiry sweep failed"),
+        }
+    }
+}
+
+#[async_trait]
+impl Ledger for ExactLedger {
+    async fn reserve(&self, hold: &Hold) -> Result<Result<Reservation, HoldRefusal>, RepoError> {
+        let taken = self.billing.hold(hold, hold.created_at).await?;
+        Ok(taken.map(|()| {
+            metrics::holds(1.0);
+            Reservation::new(hold.request_id.clone(), Arc::clone(&self.book))
+        }))
+    }
+
+    fn backlog(&self) -> Backlog {
+        Backlog {
+            pending: self.settler.pending(),
+            failing: self.settler.failing(),
+            full: self.settler.is_full(),
+        }
+    }
+
+    async fn sweep(&self) -> Result<u64, RepoError> {
+        self.billing
+            .expire_holds(now(), self.config.sweep_batch)
+            .await
+    }
+
+    async fn drain(&self, timeout: Duration) -> bool {
+        self.settler.drain(timeout).await
+    }
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;
