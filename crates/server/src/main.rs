@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         eprintln!("tollgate: configuration error: TOLLGATE_LOG_DIR: cannot write logs there: {e}");
         return ExitCode::from(2);
     }
+    if let Some(path) = &settings.config_file {
+        tracing::info!(file = %path.display(), "configuration file read; the environment overrides it");
+    }
     let outcome = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(&settings)
             .await
