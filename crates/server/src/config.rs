@@ -5,6 +5,7 @@
 
 pub mod file;
 
+use crate::telemetry::LogFormat;
 use file::{CONFIG_VARIABLE, ConfigFile, FileValue};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
@@ -41,6 +42,7 @@ pub const SETTINGS: &[(&str, Shape)] = &[
     ("TOLLGATE_ADMIN_KEY", Shape::Text),
     ("TOLLGATE_EXTERNAL_API_KEYS", Shape::List),
     ("TOLLGATE_LOG_DIR", Shape::Text),
+    ("TOLLGATE_LOG_FORMAT", Shape::Text),
     ("TOLLGATE_DASHSCOPE_API_KEY", Shape::Text),
     ("TOLLGATE_DEEPSEEK_API_KEY", Shape::Text),
     ("TOLLGATE_OPENAI_API_KEY", Shape::Text),
@@ -148,6 +150,8 @@ pub struct Settings {
     pub external_api_keys: Vec<SecretString>,
     /// `TOLLGATE_LOG_DIR`.
     pub log_dir: PathBuf,
+    /// `TOLLGATE_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
     /// Relay settings.
     pub relay: RelaySettings,
     /// Start-up provider channels.
@@ -361,6 +365,11 @@ impl Settings {
         }
 
         let log_dir = PathBuf::from(get("TOLLGATE_LOG_DIR").unwrap_or_else(|| "logs".to_owned()));
+        let log_format = get("TOLLGATE_LOG_FORMAT")
+            .map(|v| v.parse())
+            .transpose()
+            .map_err(|problem: String| layers.err("TOLLGATE_LOG_FORMAT", problem))?
+            .unwrap_or_default();
 
         let number =
             |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
@@ -472,6 +481,7 @@ impl Settings {
             admin_key,
             external_api_keys,
             log_dir,
+            log_format,
             relay,
             provider_keys,
             secret_key,
@@ -504,6 +514,9 @@ mod tests {
         let s = load(&[]).expect("defaults are valid");
         assert_eq!(s.listen.to_string(), "0.0.0.0:3000");
         assert_eq!(s.database_url, "sqlite://./data/tollgate.db?mode=rwc");
+        assert_eq!(s.log_format, LogFormat::Text);
+        let json = load(&[("TOLLGATE_LOG_FORMAT", "json")]).expect("json");
+        assert_eq!(json.log_format, LogFormat::Json);
         assert!(s.external_api_keys.is_empty() && s.admin_key.is_none() && s.redis_url.is_none());
         // The documented defaults, written out (README's configuration table).
         assert_eq!(
@@ -552,6 +565,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
+        let e = load(&[("TOLLGATE_LOG_FORMAT", "xml")]).expect_err("bad format");
+        assert_eq!(
+            e.to_string(),
+            "TOLLGATE_LOG_FORMAT: \"xml\" is not a log format: use text or json"
+        );
         let e = load(&[("TOLLGATE_LISTEN", "nonsense")]).expect_err("bad listen");
         assert!(e.to_string().starts_with("TOLLGATE_LISTEN: "), "{e}");
         let e = load(&[("TOLLGATE_DATABASE_URL", "postgres://x")]).expect_err("bad url");
@@ -641,6 +659,7 @@ mod tests {
         assert_eq!(s.listen, defaults.listen);
         assert_eq!(s.database_url, defaults.database_url);
         assert_eq!(s.log_dir, defaults.log_dir);
+        assert_eq!(s.log_format, defaults.log_format);
         assert_eq!(s.relay, defaults.relay);
         assert_eq!(
             (

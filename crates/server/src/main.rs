@@ -12,7 +12,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = telemetry::init(settings.log_dir.clone()) {
+    if let Err(e) = telemetry::init(settings.log_dir.clone(), settings.log_format) {
         eprintln!("tollgate: configuration error: TOLLGATE_LOG_DIR: cannot write logs there: {e}");
         return ExitCode::from(2);
     }

@@ -75,6 +75,7 @@ fn bad_configuration_fails_with_one_line_naming_the_variable() {
         ("TOLLGATE_DATABASE_URL", "postgres://nope"),
         ("TOLLGATE_REDIS_URL", "tcp://x"),
         ("TOLLGATE_EXTERNAL_API_KEYS", "good-secret-1,,"),
+        ("TOLLGATE_LOG_FORMAT", "xml"),
     ] {
         let out = tollgate(&dir).env(var, value).output().expect("runs");
         assert_eq!(out.status.code(), Some(2), "{var}");

@@ -155,7 +155,7 @@ async fn relay(
     let span = call_span(api, &request_id);
     async {
         let token = gateway.authenticate(key).await?;
-        tracing::Span::current().record("token_id", tracing::field::display(token.id));
+        tracing::Span::current().record("token_id", token.id.get());
         let body = read_body(req, payload, limit).await?;
         let with_rate = |res: &mut actix_web::HttpResponseBuilder, rate: Option<RateHeaders>| {
             for (name, value) in rate.iter().flat_map(rate_limit_headers) {
