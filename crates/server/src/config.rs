@@ -1,7 +1,14 @@
-//! Configuration from the environment (SPEC §2). Every value is checked at start-up; a bad one
-//! fails with one line naming the variable. Secrets are wrapped so they never print.
+//! Configuration (SPEC §2): the environment, over an optional TOML file named by
+//! `TOLLGATE_CONFIG` (see [`file`]). Every value is checked at start-up; a bad one fails with
+//! one line naming the variable, or the file and its key. Secrets are wrapped so they never
+//! print.
 
-use secrecy::SecretString;
+pub mod file;
+
+use crate::telemetry::LogFormat;
+use file::{CONFIG_VARIABLE, ConfigFile, FileValue};
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tollgate_domain::ratelimit::{MAX_CONCURRENCY, MAX_RPM, MAX_TPM, RateLimits};
@@ -13,6 +20,55 @@ use tollgate_storage::SecretKey;
 pub const EXTERNAL_BODY_LIMIT: usize = 64 * 1024;
 /// Largest JSON body of the admin API.
 pub const ADMIN_BODY_LIMIT: usize = 256 * 1024;
+
+/// How a setting's value is written in the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A string.
+    Text,
+    /// A whole number: a TOML integer or a string of digits.
+    Number,
+    /// A list: a TOML array of strings or one comma-separated string.
+    List,
+}
+
+/// Every setting read from the environment or the file, with its shape in the file (the file's
+/// key is the name in lower case without `TOLLGATE_`). `TOLLGATE_CONFIG` itself is not here:
+/// it can only come from the environment.
+pub const SETTINGS: &[(&str, Shape)] = &[
+    ("TOLLGATE_LISTEN", Shape::Text),
+    ("TOLLGATE_DATABASE_URL", Shape::Text),
+    ("TOLLGATE_REDIS_URL", Shape::Text),
+    ("TOLLGATE_ADMIN_KEY", Shape::Text),
+    ("TOLLGATE_EXTERNAL_API_KEYS", Shape::List),
+    ("TOLLGATE_LOG_DIR", Shape::Text),
+    ("TOLLGATE_LOG_FORMAT", Shape::Text),
+    ("TOLLGATE_DASHSCOPE_API_KEY", Shape::Text),
+    ("TOLLGATE_DEEPSEEK_API_KEY", Shape::Text),
+    ("TOLLGATE_OPENAI_API_KEY", Shape::Text),
+    ("TOLLGATE_ANTHROPIC_API_KEY", Shape::Text),
+    ("TOLLGATE_GEMINI_API_KEY", Shape::Text),
+    ("TOLLGATE_SECRET_KEY", Shape::Text),
+    ("TOLLGATE_DEFAULT_RPM", Shape::Number),
+    ("TOLLGATE_DEFAULT_TPM", Shape::Number),
+    ("TOLLGATE_DEFAULT_CONCURRENCY", Shape::Number),
+    ("TOLLGATE_RELAY_BODY_LIMIT", Shape::Number),
+    ("TOLLGATE_RELAY_RETRIES", Shape::Number),
+    ("TOLLGATE_DEFAULT_MAX_TOKENS", Shape::Number),
+    ("TOLLGATE_HOLD_TTL_SECS", Shape::Number),
+    ("TOLLGATE_CHANNEL_FAILURE_THRESHOLD", Shape::Number),
+    ("TOLLGATE_CHANNEL_PROBE_SECS", Shape::Number),
+    ("TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_SECS", Shape::Number),
+    ("TOLLGATE_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS", Shape::Number),
+    ("TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECS", Shape::Number),
+    ("TOLLGATE_RELAY_BODY_TIMEOUT_SECS", Shape::Number),
+    ("TOLLGATE_SETTLEMENT_BACKLOG", Shape::Number),
+    ("TOLLGATE_SETTLEMENT_WINDOW_MS", Shape::Number),
+    ("TOLLGATE_DATABASE_TIMEOUT_SECS", Shape::Number),
+    ("TOLLGATE_SHUTDOWN_GRACE_SECS", Shape::Number),
+    ("TOLLGATE_INSTANCE_NAME", Shape::Text),
+    ("TOLLGATE_INSTANCE_TIMEOUT_SECS", Shape::Number),
+];
 
 /// Relay settings (`TOLLGATE_RELAY_*`, `TOLLGATE_UPSTREAM_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +155,8 @@ pub struct Settings {
     pub external_api_keys: Vec<SecretString>,
     /// `TOLLGATE_LOG_DIR`.
     pub log_dir: PathBuf,
+    /// `TOLLGATE_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
     /// Relay settings.
     pub relay: RelaySettings,
     /// Start-up provider channels.
@@ -121,22 +179,102 @@ pub struct Settings {
     /// `TOLLGATE_DEFAULT_RPM`, `_TPM`, `_CONCURRENCY`: limits of keys created without their
     /// own (unset: none).
     pub default_limits: RateLimits,
+    /// `TOLLGATE_CONFIG`: the file read under the environment, if any.
+    pub config_file: Option<PathBuf>,
 }
 
-/// A configuration value that cannot be used.
+/// A configuration value that cannot be used. Shown as one line: `VARIABLE: problem` for the
+/// environment, `path: key: problem` for a value from the file, `path: problem` for the file
+/// as a whole.
 #[derive(Debug, thiserror::Error)]
-#[error("{variable}: {problem}")]
 pub struct ConfigError {
-    /// The variable at fault.
+    /// The variable at fault (`TOLLGATE_CONFIG` for the file as a whole).
     pub variable: &'static str,
+    /// The configuration file, when the value (or the problem) is in it.
+    pub file: Option<PathBuf>,
     /// What is wrong with it (never its secret value).
     pub problem: String,
 }
 
-fn err(variable: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        problem: problem.into(),
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            None => write!(f, "{}: {}", self.variable, self.problem),
+            Some(path) if self.variable == CONFIG_VARIABLE => {
+                write!(f, "{}: {}", path.display(), self.problem)
+            }
+            Some(path) => write!(
+                f,
+                "{}: {}: {}",
+                path.display(),
+                file::file_key(self.variable),
+                self.problem
+            ),
+        }
+    }
+}
+
+/// The environment over the file: a variable set (and not empty) in the environment wins.
+struct Layers<L> {
+    env: L,
+    file: Option<ConfigFile>,
+}
+
+impl<L: Fn(&str) -> Option<String>> Layers<L> {
+    fn in_env(&self, variable: &str) -> Option<String> {
+        debug_assert!(
+            SETTINGS.iter().any(|(v, _)| *v == variable),
+            "{variable} is missing from SETTINGS (and so from the configuration file)"
+        );
+        (self.env)(variable).filter(|v| !v.trim().is_empty())
+    }
+
+    fn in_file(&self, variable: &str) -> Option<&FileValue> {
+        self.file.as_ref()?.get(variable).filter(|v| match v {
+            FileValue::One(s) => !s.expose_secret().trim().is_empty(),
+            FileValue::Many(items) => !items.is_empty(),
+        })
+    }
+
+    /// One value. Empty values count as unset, in both layers.
+    fn get(&self, variable: &str) -> Option<String> {
+        self.in_env(variable)
+            .or_else(|| match self.in_file(variable)? {
+                FileValue::One(s) => Some(s.expose_secret().to_owned()),
+                // Only list settings take arrays, and they are read with `list`.
+                FileValue::Many(_) => None,
+            })
+    }
+
+    /// A list: comma-separated in the environment; an array or comma-separated in the file.
+    fn list(&self, variable: &str) -> Option<Vec<String>> {
+        let split = |s: &str| s.split(',').map(|e| e.trim().to_owned()).collect();
+        if let Some(v) = self.in_env(variable) {
+            return Some(split(&v));
+        }
+        match self.in_file(variable)? {
+            FileValue::One(s) => Some(split(s.expose_secret())),
+            FileValue::Many(items) => Some(
+                items
+                    .iter()
+                    .map(|e| e.expose_secret().trim().to_owned())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The error for `variable`'s value, naming where that value came from.
+    fn err(&self, variable: &'static str, problem: impl Into<String>) -> ConfigError {
+        let file = if self.in_env(variable).is_none() && self.in_file(variable).is_some() {
+            self.file.as_ref().map(|f| f.path().to_owned())
+        } else {
+            None
+        };
+        ConfigError {
+            variable,
+            file,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -157,19 +295,33 @@ impl Settings {
     /// Default database.
     pub const DEFAULT_DATABASE_URL: &'static str = "sqlite://./data/tollgate.db?mode=rwc";
 
-    /// Reads the process environment.
+    /// Reads the process environment (and the file it names in `TOLLGATE_CONFIG`).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads settings through `lookup` (the environment, or a map in tests). Empty values count
-    /// as unset.
+    /// Reads settings through `lookup` (the environment, or a map in tests), over the file
+    /// that `lookup("TOLLGATE_CONFIG")` names, if any. Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let file = lookup(CONFIG_VARIABLE)
+            .filter(|v| !v.trim().is_empty())
+            .map(|path| ConfigFile::load(path.as_ref()))
+            .transpose()?;
+        Self::from_layers(lookup, file)
+    }
+
+    /// Reads settings through `lookup` over `file`.
+    pub fn from_layers(
+        lookup: impl Fn(&str) -> Option<String>,
+        file: Option<ConfigFile>,
+    ) -> Result<Self, ConfigError> {
+        let config_file = file.as_ref().map(|f| f.path().to_owned());
+        let layers = Layers { env: lookup, file };
+        let get = |name: &str| layers.get(name);
 
         let listen_text = get("TOLLGATE_LISTEN").unwrap_or_else(|| Self::DEFAULT_LISTEN.to_owned());
         let listen = listen_text.trim().parse().map_err(|_| {
-            err(
+            layers.err(
                 "TOLLGATE_LISTEN",
                 format!("{listen_text:?} is not an address like 0.0.0.0:3000"),
             )
@@ -179,7 +331,7 @@ impl Settings {
             get("TOLLGATE_DATABASE_URL").unwrap_or_else(|| Self::DEFAULT_DATABASE_URL.to_owned());
         let scheme = database_url.split(':').next().unwrap_or_default();
         if !matches!(scheme, "mysql" | "sqlite") {
-            return Err(err(
+            return Err(layers.err(
                 "TOLLGATE_DATABASE_URL",
                 "must start with mysql:// or sqlite://",
             ));
@@ -190,7 +342,7 @@ impl Settings {
             .as_ref()
             .is_some_and(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
         {
-            return Err(err(
+            return Err(layers.err(
                 "TOLLGATE_REDIS_URL",
                 "must start with redis:// or rediss://",
             ));
@@ -199,25 +351,30 @@ impl Settings {
         let admin_key = get("TOLLGATE_ADMIN_KEY").map(|k| SecretString::from(k.trim().to_owned()));
 
         let mut external_api_keys = Vec::new();
-        if let Some(list) = get("TOLLGATE_EXTERNAL_API_KEYS") {
-            for (i, key) in list.split(',').map(str::trim).enumerate() {
+        if let Some(list) = layers.list("TOLLGATE_EXTERNAL_API_KEYS") {
+            for (i, key) in list.into_iter().enumerate() {
                 if key.is_empty() {
-                    return Err(err(
+                    return Err(layers.err(
                         "TOLLGATE_EXTERNAL_API_KEYS",
                         format!("entry {} is empty", i + 1),
                     ));
                 }
                 if key.len() < 8 {
-                    return Err(err(
+                    return Err(layers.err(
                         "TOLLGATE_EXTERNAL_API_KEYS",
                         format!("entry {} is shorter than 8 characters", i + 1),
                     ));
                 }
-                external_api_keys.push(SecretString::from(key.to_owned()));
+                external_api_keys.push(SecretString::from(key));
             }
         }
 
         let log_dir = PathBuf::from(get("TOLLGATE_LOG_DIR").unwrap_or_else(|| "logs".to_owned()));
+        let log_format = get("TOLLGATE_LOG_FORMAT")
+            .map(|v| v.parse())
+            .transpose()
+            .map_err(|problem: String| layers.err("TOLLGATE_LOG_FORMAT", problem))?
+            .unwrap_or_default();
 
         let number =
             |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
@@ -229,7 +386,7 @@ impl Settings {
                         .ok()
                         .filter(|n| (min..=max).contains(n))
                         .ok_or_else(|| {
-                            err(name, format!("must be a whole number from {min} to {max}"))
+                            layers.err(name, format!("must be a whole number from {min} to {max}"))
                         }),
                 }
             };
@@ -298,7 +455,7 @@ impl Settings {
         let secret_key = get("TOLLGATE_SECRET_KEY")
             .map(|v| SecretKey::from_base64(&v))
             .transpose()
-            .map_err(|e| err("TOLLGATE_SECRET_KEY", e.to_string()))?;
+            .map_err(|e| layers.err("TOLLGATE_SECRET_KEY", e.to_string()))?;
         let database_timeout_secs = number("TOLLGATE_DATABASE_TIMEOUT_SECS", 3, 1, 300)?;
         let shutdown_grace_secs = number("TOLLGATE_SHUTDOWN_GRACE_SECS", 30, 0, 3600)?;
         let instance_timeout_secs = number("TOLLGATE_INSTANCE_TIMEOUT_SECS", 30, 3, 3600)?;
@@ -314,10 +471,7 @@ impl Settings {
         };
         let instance_name = match get("TOLLGATE_INSTANCE_NAME") {
             Some(n) if n.trim().chars().count() > 200 => {
-                return Err(err(
-                    "TOLLGATE_INSTANCE_NAME",
-                    "must be at most 200 characters",
-                ));
+                return Err(layers.err("TOLLGATE_INSTANCE_NAME", "must be at most 200 characters"));
             }
             Some(n) => Some(n.trim().to_owned()),
             None => None,
@@ -338,6 +492,7 @@ impl Settings {
             admin_key,
             external_api_keys,
             log_dir,
+            log_format,
             relay,
             provider_keys,
             secret_key,
@@ -346,6 +501,7 @@ impl Settings {
             instance_name,
             instance_timeout_secs,
             default_limits,
+            config_file,
         })
     }
 }
@@ -354,6 +510,7 @@ impl Settings {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::path::Path;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = pairs
@@ -368,6 +525,9 @@ mod tests {
         let s = load(&[]).expect("defaults are valid");
         assert_eq!(s.listen.to_string(), "0.0.0.0:3000");
         assert_eq!(s.database_url, "sqlite://./data/tollgate.db?mode=rwc");
+        assert_eq!(s.log_format, LogFormat::Text);
+        let json = load(&[("TOLLGATE_LOG_FORMAT", "json")]).expect("json");
+        assert_eq!(json.log_format, LogFormat::Json);
         assert!(s.external_api_keys.is_empty() && s.admin_key.is_none() && s.redis_url.is_none());
         // The documented defaults, written out (README's configuration table).
         assert_eq!(
@@ -417,6 +577,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
+        let e = load(&[("TOLLGATE_LOG_FORMAT", "xml")]).expect_err("bad format");
+        assert_eq!(
+            e.to_string(),
+            "TOLLGATE_LOG_FORMAT: \"xml\" is not a log format: use text or json"
+        );
         let e = load(&[("TOLLGATE_LISTEN", "nonsense")]).expect_err("bad listen");
         assert!(e.to_string().starts_with("TOLLGATE_LISTEN: "), "{e}");
         let e = load(&[("TOLLGATE_DATABASE_URL", "postgres://x")]).expect_err("bad url");
@@ -456,6 +621,179 @@ mod tests {
                 .starts_with("TOLLGATE_EXTERNAL_API_KEYS: entry 2"),
             "{e}"
         );
+    }
+
+    /// The example file as shipped.
+    const EXAMPLE: &str = include_str!("../../../deploy/tollgate.example.toml");
+
+    fn example_path() -> &'static Path {
+        Path::new("deploy/tollgate.example.toml")
+    }
+
+    fn with_file(pairs: &[(&str, &str)], toml: &str) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let file = ConfigFile::parse(Path::new("/etc/tollgate.toml"), toml)?;
+        Settings::from_layers(|k| map.get(k).cloned(), Some(file))
+    }
+
+    #[test]
+    fn the_example_file_lists_every_setting_at_its_default() {
+        let as_shipped = ConfigFile::parse(example_path(), EXAMPLE).expect("example parses");
+        let defaults = load(&[]).expect("defaults");
+        // Every "#key = value" line uncommented, placeholders ("<…>") left out.
+        let mut keys = Vec::new();
+        let mut uncommented = String::new();
+        for line in EXAMPLE.lines() {
+            let Some(setting) = line
+                .strip_prefix('#')
+                .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+            else {
+                continue;
+            };
+            keys.push(setting.split(" = ").next().unwrap_or_default().to_owned());
+            if !setting.contains("\"<") {
+                uncommented.push_str(setting);
+                uncommented.push('\n');
+            }
+        }
+        for (variable, _) in SETTINGS {
+            assert!(
+                keys.contains(&file::file_key(variable)),
+                "{variable} is missing from deploy/tollgate.example.toml"
+            );
+        }
+        assert_eq!(keys.len(), SETTINGS.len(), "a key appears twice: {keys:?}");
+        let file = ConfigFile::parse(example_path(), &uncommented).expect("uncommented parses");
+        let s = Settings::from_layers(|_| None, Some(file)).expect("valid settings");
+        assert_eq!(s.listen, defaults.listen);
+        assert_eq!(s.database_url, defaults.database_url);
+        assert_eq!(s.log_dir, defaults.log_dir);
+        assert_eq!(s.log_format, defaults.log_format);
+        assert_eq!(s.relay, defaults.relay);
+        assert_eq!(
+            (
+                s.database_timeout_secs,
+                s.shutdown_grace_secs,
+                s.instance_timeout_secs
+            ),
+            (
+                defaults.database_timeout_secs,
+                defaults.shutdown_grace_secs,
+                defaults.instance_timeout_secs
+            )
+        );
+        // Settings unset by default show an example, which must be valid too.
+        assert!(s.redis_url.is_some() && s.instance_name.is_some());
+        assert!(!s.default_limits.is_unlimited());
+        // As shipped, everything is commented out: the file changes nothing.
+        let shipped = Settings::from_layers(|_| None, Some(as_shipped)).expect("shipped");
+        assert_eq!(shipped.relay, defaults.relay);
+        assert_eq!(shipped.listen, defaults.listen);
+        assert!(shipped.external_api_keys.is_empty() && shipped.admin_key.is_none());
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let file = "listen = \"127.0.0.1:4000\"\nrelay_retries = 5\nadmin_key = \"admin-from-file\"\n\
+                    external_api_keys = [\"platform-from-file\", \"other-platform\"]\n";
+        let s = with_file(
+            &[
+                ("TOLLGATE_LISTEN", "127.0.0.1:5000"),
+                // Empty counts as unset, in the environment as in the file.
+                ("TOLLGATE_ADMIN_KEY", ""),
+            ],
+            file,
+        )
+        .expect("valid");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:5000");
+        assert_eq!(s.relay.retries, 5);
+        assert_eq!(
+            s.admin_key.as_ref().map(ExposeSecret::expose_secret),
+            Some("admin-from-file")
+        );
+        assert_eq!(s.external_api_keys.len(), 2);
+        assert_eq!(
+            s.config_file.as_deref(),
+            Some(Path::new("/etc/tollgate.toml"))
+        );
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("admin-from-file") && !shown.contains("platform-from-file"),
+            "{shown}"
+        );
+        // The environment's list replaces the file's, it does not add to it.
+        let s =
+            with_file(&[("TOLLGATE_EXTERNAL_API_KEYS", "platform-from-env")], file).expect("valid");
+        assert_eq!(s.external_api_keys.len(), 1);
+        // A comma-separated string works in the file too.
+        let s =
+            with_file(&[], "external_api_keys = \"platform-one, platform-two\"").expect("valid");
+        assert_eq!(s.external_api_keys.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_and_the_file_or_the_variable() {
+        let e = with_file(&[], "listen = \"nonsense\"").expect_err("bad listen");
+        assert_eq!(
+            e.to_string(),
+            "/etc/tollgate.toml: listen: \"nonsense\" is not an address like 0.0.0.0:3000"
+        );
+        let e = with_file(&[], "hold_ttl_secs = 5").expect_err("too short");
+        assert_eq!(
+            e.to_string(),
+            "/etc/tollgate.toml: hold_ttl_secs: must be a whole number from 60 to 604800"
+        );
+        let e = with_file(&[], "shutdown_grace_secs = -1").expect_err("negative");
+        assert_eq!(
+            e.to_string(),
+            "/etc/tollgate.toml: shutdown_grace_secs: must be a whole number from 0 to 3600"
+        );
+        let e = with_file(&[], "external_api_keys = [\"long-enough\", \"short\"]")
+            .expect_err("short secret");
+        assert_eq!(
+            e.to_string(),
+            "/etc/tollgate.toml: external_api_keys: entry 2 is shorter than 8 characters"
+        );
+        // A bad value from the environment over a good one in the file names the variable.
+        let e = with_file(&[("TOLLGATE_RELAY_RETRIES", "eleven")], "relay_retries = 1")
+            .expect_err("bad env");
+        assert_eq!(
+            e.to_string(),
+            "TOLLGATE_RELAY_RETRIES: must be a whole number from 0 to 10"
+        );
+        // And a good value from the environment hides a bad one in the file.
+        let s =
+            with_file(&[("TOLLGATE_RELAY_RETRIES", "1")], "relay_retries = 11").expect("env wins");
+        assert_eq!(s.relay.retries, 1);
+    }
+
+    #[test]
+    fn tollgate_config_names_the_file_to_read() {
+        let e = load(&[("TOLLGATE_CONFIG", "/nonexistent/tollgate.toml")]).expect_err("missing");
+        assert!(
+            e.to_string()
+                .starts_with("TOLLGATE_CONFIG: cannot read /nonexistent/tollgate.toml: "),
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 1);
+        let dir = std::env::temp_dir().join(format!("tollgate-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("tollgate.toml");
+        std::fs::write(&path, "relay_retries = 7\nlisen = \"x\"\n").expect("write");
+        let path_text = path.display().to_string();
+        let e = load(&[("TOLLGATE_CONFIG", &path_text)]).expect_err("unknown key");
+        assert_eq!(
+            e.to_string(),
+            format!("{path_text}: unknown key \"lisen\" (did you mean \"listen\"?)")
+        );
+        std::fs::write(&path, "relay_retries = 7\n").expect("write");
+        let s = load(&[("TOLLGATE_CONFIG", &path_text)]).expect("valid");
+        assert_eq!(s.relay.retries, 7);
+        assert_eq!(s.config_file, Some(path));
+        std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
     #[test]

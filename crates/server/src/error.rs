@@ -249,6 +249,17 @@ impl OpenAiError {
             format!("无法读取请求体: {detail}"),
         )
     }
+
+    /// 500 `internal_error`; the cause goes to the log only.
+    pub fn internal(cause: &dyn fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            "服务器内部错误".into(),
+        )
+    }
 }
 
 impl From<RelayError> for OpenAiError {

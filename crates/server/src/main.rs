@@ -12,9 +12,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = telemetry::init(settings.log_dir.clone()) {
+    if let Err(e) = telemetry::init(settings.log_dir.clone(), settings.log_format) {
         eprintln!("tollgate: configuration error: TOLLGATE_LOG_DIR: cannot write logs there: {e}");
         return ExitCode::from(2);
+    }
+    if let Some(path) = &settings.config_file {
+        tracing::info!(file = %path.display(), "configuration file read; the environment overrides it");
     }
     let outcome = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(&settings)

@@ -1,26 +1,26 @@
 //! Building and running the application: storage and migrations, the service graph, the HTTP
-//! server with its request-id middleware. Tests build it on port 0 against a fresh database.
+//! server with its request-id middleware ([`crate::request_id`]). Tests build it on port 0
+//! against a fresh database.
 
 use crate::auth::{AdminKey, Platforms};
 use crate::clock::now;
 use crate::config::{self, ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, Settings};
 use crate::error::{ApiError, OpenAiError};
 use crate::metrics;
+use crate::request_id::request_context;
+use crate::routes::health::Cluster;
 use crate::routes::{self, admin, admin_read, console, external, health, relay};
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, HttpMessage, HttpServer, web};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
 use secrecy::ExposeSecret;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tollgate_domain::RepoError;
 use tollgate_domain::admin::AdminService;
 use tollgate_domain::channel::ChannelKind;
 use tollgate_domain::cluster::{Doorbell, Instance, InstanceId};
-use tollgate_domain::ids::hex;
 use tollgate_domain::ratelimit::RateLimiter;
 use tollgate_domain::service::{Entropy, ExternalUserService};
 use tollgate_relay::client::{Timeouts, UpstreamClient};
@@ -29,7 +29,6 @@ use tollgate_relay::limits::Limiter;
 use tollgate_relay::membership::Membership;
 use tollgate_relay::{ExactLedger, ExactLedgerConfig, Gateway, GatewayConfig, Ledger};
 use tollgate_storage::{KeyCipher, RedisBus, RedisLimiter, SeaStore, StorageError};
-use tracing::Instrument;
 
 /// Random bytes from the operating system.
 struct OsEntropy;
@@ -76,60 +75,6 @@ pub struct Application {
     ledger: Arc<dyn Ledger>,
     membership: Arc<Membership>,
     grace: Duration,
-}
-
-/// This instance among those sharing the database, for `/readyz`.
-#[derive(Debug)]
-pub struct Cluster {
-    /// The change feed (and its Redis, when configured).
-    pub feed: Arc<Feed>,
-    /// This instance.
-    pub instance: Instance,
-}
-
-/// The id of the current request (also its `X-Request-Id` and its hold's key).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// The `X-Request-Id` header.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-fn request_id() -> String {
-    let mut bytes = [0u8; 12];
-    OsEntropy.fill(&mut bytes);
-    hex(&bytes)
-}
-
-/// Gives every request an id (in the `X-Request-Id` response header and its log span) and logs
-/// one line per response.
-async fn request_context(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = request_id();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
-    let started = Instant::now();
-    req.extensions_mut().insert(RequestId(id.clone()));
-    async move {
-        let mut res = next.call(req).await?;
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(REQUEST_ID, v);
-        }
-        // The route pattern, never the path: paths carry user ids.
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
-        metrics::http(&route, res.status().as_u16(), started.elapsed());
-        tracing::info!(
-            status = res.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "response"
-        );
-        Ok(res)
-    }
-    .instrument(span)
-    .await
 }
 
 impl Application {

@@ -1,15 +1,52 @@
-//! Logging: human-readable lines on stdout and in a daily file `tollgate-YYYY-MM-DD.log` (UTC)
-//! under `TOLLGATE_LOG_DIR`. The filter comes from `RUST_LOG` (default `info`). Prompts,
+//! Logging to stdout and to a daily file `tollgate-YYYY-MM-DD.log` (UTC) under
+//! `TOLLGATE_LOG_DIR`, as human-readable lines or, with `TOLLGATE_LOG_FORMAT=json`, one JSON
+//! object a line for log shippers. The filter comes from `RUST_LOG` (default `info`). Prompts,
 //! completions and secrets are never logged.
+//!
+//! Both formats carry the fields of the spans a line was logged in: the middleware's
+//! `request` span and a relayed call's `call` span both hold `request_id`, so
+//! `grep <request id>` finds every line of a call. A JSON line looks like
+//! `{"timestamp":…,"level":"WARN","fields":{"message":"upstream failed",…},
+//! "span":{"request_id":…,"route":"chat","token_id":…,"name":"call"},"spans":[{…"name":"request"},{…"name":"call"}]}`:
+//! `span` is the innermost span, `spans` all of them from the outermost.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// How log lines are written (`TOLLGATE_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on stdout, plain in the file).
+    #[default]
+    Text,
+    /// One JSON object a line, in both places.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "{:?} is not a log format: use text or json",
+                s.trim()
+            )),
+        }
+    }
+}
 
 /// A file writer that switches to a new file when the UTC date changes.
 #[derive(Clone)]
@@ -91,22 +128,53 @@ impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
     }
 }
 
+/// A layer of the subscriber, boxed so that both formats build the same type.
+type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync + 'static>;
+
+/// The two outputs in `format`: `stdout` and `file` (the daily file, or a buffer in tests).
+fn layers<S, O, F>(format: LogFormat, stdout: O, file: F) -> Vec<BoxedLayer<S>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    O: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    F: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::fmt;
+    match format {
+        LogFormat::Text => vec![
+            fmt::layer().with_target(false).with_writer(stdout).boxed(),
+            fmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .fmt_fields(PlainFields(fmt::format::DefaultFields::new()))
+                .with_writer(file)
+                .boxed(),
+        ],
+        // Both outputs share the JSON field formatter: its span fields are plain JSON, so one
+        // cached rendering serves both.
+        LogFormat::Json => vec![
+            fmt::layer()
+                .json()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(stdout)
+                .boxed(),
+            fmt::layer()
+                .json()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(file)
+                .boxed(),
+        ],
+    }
+}
+
 /// Installs the global subscriber. Call once, from `main`.
-pub fn init(log_dir: PathBuf) -> io::Result<()> {
+pub fn init(log_dir: PathBuf, format: LogFormat) -> io::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let file = DailyFile::new(log_dir)?;
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_target(false))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_ansi(false)
-                .fmt_fields(PlainFields(
-                    tracing_subscriber::fmt::format::DefaultFields::new(),
-                ))
-                .with_writer(file),
-        )
+        .with(layers(format, io::stdout, file))
         .try_init()
         .map_err(io::Error::other)
 }
@@ -114,6 +182,121 @@ pub fn init(log_dir: PathBuf) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use tracing::field::Empty;
+
+    /// Lines written to memory.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    impl Buffer {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.0.lock().expect("buffer").clone();
+            String::from_utf8(bytes)
+                .expect("utf-8")
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    /// Logs what a relayed call logs, spans as the middleware and the handler open them, in
+    /// `format`; returns the stdout and file lines.
+    fn log_a_call(format: LogFormat) -> (Vec<String>, Vec<String>) {
+        let (stdout, file) = (Buffer::default(), Buffer::default());
+        let subscriber =
+            tracing_subscriber::registry().with(layers(format, stdout.clone(), file.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("listening");
+            let request = tracing::info_span!("request", request_id = "abc123", method = "POST");
+            let _request = request.enter();
+            let call = tracing::info_span!(
+                "call",
+                request_id = "abc123",
+                route = "chat",
+                token_id = Empty,
+                model = Empty,
+                channel_id = Empty
+            );
+            let _call = call.enter();
+            call.record("token_id", 7);
+            tracing::warn!(status = 500, "upstream failed");
+            // Recorded later, as the gateway does once it has picked a channel.
+            call.record("model", "qwen-turbo");
+            call.record("channel_id", 3);
+            tracing::info!("settled");
+        });
+        (stdout.lines(), file.lines())
+    }
+
+    #[test]
+    fn json_lines_carry_the_span_fields_recorded_so_far() {
+        let (stdout, file) = log_a_call(LogFormat::Json);
+        assert_eq!(stdout.len(), 3, "{stdout:?}");
+        let lines: Vec<Value> = file
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{file:?}");
+        assert_eq!(lines[0]["fields"]["message"], "listening");
+        assert!(lines[0].get("span").is_none());
+        let failed = &lines[1];
+        assert_eq!(failed["level"], "WARN");
+        assert_eq!(failed["fields"]["status"], 500);
+        assert_eq!(failed["span"]["name"], "call");
+        assert_eq!(failed["span"]["request_id"], "abc123");
+        assert_eq!(failed["span"]["token_id"], 7);
+        assert!(failed["span"].get("channel_id").is_none());
+        assert_eq!(failed["spans"][0]["name"], "request");
+        assert_eq!(failed["spans"][0]["request_id"], "abc123");
+        let settled = &lines[2];
+        assert_eq!(settled["span"]["channel_id"], 3);
+        assert_eq!(settled["span"]["model"], "qwen-turbo");
+        assert_eq!(settled["span"]["token_id"], 7);
+        assert!(!file.iter().any(|l| l.contains('\u{1b}')));
+    }
+
+    #[test]
+    fn text_lines_carry_the_span_fields_and_the_file_has_no_colour() {
+        let (_, file) = log_a_call(LogFormat::Text);
+        assert_eq!(file.len(), 3, "{file:?}");
+        assert!(
+            file[1].contains("call{request_id=\"abc123\" route=\"chat\" token_id=7}"),
+            "{}",
+            file[1]
+        );
+        assert!(file[2].contains("channel_id=3"), "{}", file[2]);
+        assert!(!file.iter().any(|l| l.contains('\u{1b}')));
+    }
+
+    #[test]
+    fn log_formats_are_text_or_json() {
+        assert_eq!("json".parse(), Ok(LogFormat::Json));
+        assert_eq!(" Text ".parse(), Ok(LogFormat::Text));
+        assert_eq!(
+            "xml".parse::<LogFormat>(),
+            Err("\"xml\" is not a log format: use text or json".to_owned())
+        );
+    }
 
     #[test]
     fn writes_to_todays_file() {

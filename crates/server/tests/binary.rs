@@ -75,12 +75,52 @@ fn bad_configuration_fails_with_one_line_naming_the_variable() {
         ("TOLLGATE_DATABASE_URL", "postgres://nope"),
         ("TOLLGATE_REDIS_URL", "tcp://x"),
         ("TOLLGATE_EXTERNAL_API_KEYS", "good-secret-1,,"),
+        ("TOLLGATE_LOG_FORMAT", "xml"),
     ] {
         let out = tollgate(&dir).env(var, value).output().expect("runs");
         assert_eq!(out.status.code(), Some(2), "{var}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(var), "{stderr}");
+    }
+    // The configuration file: missing, a typo, a bad value, each one line naming file and key.
+    let file = dir.join("tollgate.toml");
+    let missing = dir.join("absent.toml");
+    for (contents, expected) in [
+        (
+            None,
+            format!("TOLLGATE_CONFIG: cannot read {}", missing.display()),
+        ),
+        (
+            Some("lisen = \"127.0.0.1:1\"\n"),
+            format!(
+                "{}: unknown key \"lisen\" (did you mean \"listen\"?)",
+                file.display()
+            ),
+        ),
+        (
+            Some("relay_retries = 11\n"),
+            format!(
+                "{}: relay_retries: must be a whole number from 0 to 10",
+                file.display()
+            ),
+        ),
+    ] {
+        let path = match contents {
+            Some(text) => {
+                std::fs::write(&file, text).expect("config file");
+                &file
+            }
+            None => &missing,
+        };
+        let out = tollgate(&dir)
+            .env("TOLLGATE_CONFIG", path)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{expected}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
     }
     let out = tollgate(&dir)
         .env("TOLLGATE_LISTEN", format!("127.0.0.1:{}", free_port()))

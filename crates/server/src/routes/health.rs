@@ -2,11 +2,22 @@
 //! a load balancer must learn of an outage quickly, not after a connection timeout; Redis is
 //! shown as a field).
 
-use crate::startup::Cluster;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
+use tollgate_domain::cluster::Instance;
+use tollgate_relay::feed::Feed;
 use tollgate_storage::SeaStore;
+
+/// This instance among those sharing the database, for `/readyz` (built at start-up).
+#[derive(Debug)]
+pub struct Cluster {
+    /// The change feed (and its Redis, when configured).
+    pub feed: Arc<Feed>,
+    /// This instance.
+    pub instance: Instance,
+}
 
 /// Longest wait for the database's answer in `/readyz`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(1);

@@ -6,16 +6,21 @@
 //!
 //! The key comes before the body so that a stranger cannot make Tollgate buffer megabytes: an
 //! unknown key is answered (and the connection closed) without reading a byte of the body.
+//!
+//! Each relayed call runs inside one tracing span, `call` (see [`call_span`]), so every line
+//! logged for it, here or in the gateway, carries its request id and key id.
 
 use crate::auth::bearer;
 use crate::error::{AnthropicError, OpenAiError};
-use crate::startup::RequestId;
+use crate::request_id::RequestId;
 use actix_web::http::header::{self, ContentType};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tollgate_domain::channel::Api;
 use tollgate_relay::{ChatReply, Gateway, RateHeaders};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// How relay request bodies are read: `TOLLGATE_RELAY_BODY_LIMIT` and
 /// `TOLLGATE_RELAY_BODY_TIMEOUT_SECS`.
@@ -109,7 +114,35 @@ fn anthropic_key(req: &HttpRequest) -> Option<&str> {
         .or_else(|| bearer(req))
 }
 
-/// Key, body, the gateway's answer as a response.
+/// The API's name in logs (the `route` field of a call's span).
+fn route_name(api: Api) -> &'static str {
+    match api {
+        Api::Chat => "chat",
+        Api::Messages => "messages",
+        Api::Embeddings => "embeddings",
+        Api::Completions => "completions",
+    }
+}
+
+/// The span of one relayed call, a child of the middleware's `request` span. Fields:
+/// `request_id`, `route` (the API), and, empty until known, `token_id` (the key's id, recorded
+/// here once the key is checked; never the key), `model` and `channel_id` (recorded by the
+/// gateway, which parses the body and picks the channel, into `Span::current()`). Nothing
+/// in it comes from the prompt.
+fn call_span(api: Api, request_id: &RequestId) -> tracing::Span {
+    tracing::info_span!(
+        "call",
+        request_id = %request_id,
+        route = route_name(api),
+        token_id = Empty,
+        model = Empty,
+        channel_id = Empty,
+    )
+}
+
+/// Key, body, the gateway's answer as a response, inside the call's span: the gateway runs in
+/// it, so it can record the model and channel and carry the span into the stream and the
+/// settlement.
 async fn relay(
     api: Api,
     key: Option<&str>,
@@ -118,38 +151,40 @@ async fn relay(
     gateway: &Gateway,
     limit: BodyLimit,
 ) -> Result<HttpResponse, OpenAiError> {
-    let token = gateway.authenticate(key).await?;
-    let body = read_body(req, payload, limit).await?;
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let with_rate = |res: &mut actix_web::HttpResponseBuilder, rate: Option<RateHeaders>| {
-        for (name, value) in rate.iter().flat_map(rate_limit_headers) {
-            res.insert_header((name, value));
-        }
-    };
-    match gateway.call(api, token, body, &request_id).await? {
-        ChatReply::Json { status, body, rate } => {
-            let mut res = HttpResponse::build(
-                actix_web::http::StatusCode::from_u16(status)
-                    .unwrap_or(actix_web::http::StatusCode::OK),
-            );
-            with_rate(&mut res, rate);
-            Ok(res.insert_header(ContentType::json()).body(body))
-        }
-        ChatReply::Stream { events, rate } => {
-            let mut res = HttpResponse::Ok();
-            with_rate(&mut res, rate);
-            Ok(res
-                .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-                .insert_header((header::CACHE_CONTROL, "no-cache"))
-                // Proxies such as nginx must not buffer the stream.
-                .insert_header(("X-Accel-Buffering", "no"))
-                .streaming(events))
+    let request_id = RequestId::of(req)?;
+    let span = call_span(api, &request_id);
+    async {
+        let token = gateway.authenticate(key).await?;
+        tracing::Span::current().record("token_id", token.id.get());
+        let body = read_body(req, payload, limit).await?;
+        let with_rate = |res: &mut actix_web::HttpResponseBuilder, rate: Option<RateHeaders>| {
+            for (name, value) in rate.iter().flat_map(rate_limit_headers) {
+                res.insert_header((name, value));
+            }
+        };
+        match gateway.call(api, token, body, request_id.as_str()).await? {
+            ChatReply::Json { status, body, rate } => {
+                let mut res = HttpResponse::build(
+                    actix_web::http::StatusCode::from_u16(status)
+                        .unwrap_or(actix_web::http::StatusCode::OK),
+                );
+                with_rate(&mut res, rate);
+                Ok(res.insert_header(ContentType::json()).body(body))
+            }
+            ChatReply::Stream { events, rate } => {
+                let mut res = HttpResponse::Ok();
+                with_rate(&mut res, rate);
+                Ok(res
+                    .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+                    .insert_header((header::CACHE_CONTROL, "no-cache"))
+                    // Proxies such as nginx must not buffer the stream.
+                    .insert_header(("X-Accel-Buffering", "no"))
+                    .streaming(events))
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 /// Which OpenAI-format API a route serves (one handler for all of them).

@@ -1,0 +1,159 @@
+//! Every request's id and the middleware that gives it: the id is made here, once, before any
+//! handler runs, and is the request's `X-Request-Id`, the `request_id` of its log lines and
+//! the unique key of its hold. The same middleware records the HTTP series of `/metrics`.
+//!
+//! Handlers read the id through the [`RequestId`] extractor, which fails with a 500 when the
+//! middleware did not run rather than inventing one: a made-up id (an empty string, say) would
+//! collide with another call's on the holds' unique request id.
+
+use crate::error::OpenAiError;
+use crate::metrics;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use std::fmt;
+use std::future::{Ready, ready};
+use std::time::Instant;
+use tollgate_domain::ids::hex;
+use tracing::Instrument;
+
+/// The `X-Request-Id` header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Random bytes in an id: 96 bits, so ids of concurrent calls on every instance never meet.
+const ID_BYTES: usize = 12;
+
+/// The id of one request: 24 lower-case hex characters, never empty.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// A new random id.
+    ///
+    /// # Panics
+    /// When the operating system's random source fails: ids that might repeat would merge two
+    /// calls' holds, so the request must not go on.
+    #[must_use]
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; ID_BYTES];
+        if let Err(e) = getrandom::fill(&mut bytes) {
+            panic!("operating system random source failed: {e}");
+        }
+        RequestId(hex(&bytes))
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id the middleware gave `req`; a 500 when it gave none (the middleware is not
+    /// installed on this route).
+    pub fn of(req: &HttpRequest) -> Result<Self, OpenAiError> {
+        req.extensions().get::<RequestId>().cloned().ok_or_else(|| {
+            OpenAiError::internal(&"no request id: the request_context middleware did not run")
+        })
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromRequest for RequestId {
+    type Error = OpenAiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Self::of(req))
+    }
+}
+
+/// Gives every request an id (in the `X-Request-Id` response header, its log span `request`
+/// and its extensions for [`RequestId`]), records the HTTP series and logs one line per
+/// response.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = RequestId::generate();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let started = Instant::now();
+    let header = HeaderValue::from_str(id.as_str()).ok();
+    req.extensions_mut().insert(id);
+    async move {
+        let mut res = next.call(req).await?;
+        if let Some(v) = header {
+            res.headers_mut().insert(REQUEST_ID, v);
+        }
+        // The route pattern, never the path: paths carry user ids.
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        metrics::http(&route, res.status().as_u16(), started.elapsed());
+        tracing::info!(
+            status = res.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "response"
+        );
+        Ok(res)
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::middleware::from_fn;
+    use actix_web::test as http;
+    use actix_web::{App, HttpResponse, web};
+
+    async fn echo(id: RequestId) -> HttpResponse {
+        HttpResponse::Ok().body(id.to_string())
+    }
+
+    #[test]
+    fn ids_are_24_hex_characters_and_differ() {
+        let (a, b) = (RequestId::generate(), RequestId::generate());
+        assert_eq!(a.as_str().len(), 24);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[actix_web::test]
+    async fn the_handler_sees_the_id_of_the_response_header() {
+        let app = http::init_service(
+            App::new()
+                .wrap(from_fn(request_context))
+                .route("/", web::get().to(echo)),
+        )
+        .await;
+        let res = http::call_service(&app, http::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(res.status(), 200);
+        let header = res
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let body = http::read_body(res).await;
+        assert_eq!(header.len(), 24);
+        assert_eq!(body, header.as_bytes());
+    }
+
+    #[actix_web::test]
+    async fn without_the_middleware_the_extractor_answers_500_instead_of_an_empty_id() {
+        let app = http::init_service(App::new().route("/", web::get().to(echo))).await;
+        let res = http::call_service(&app, http::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(res.status(), 500);
+        let body: serde_json::Value = http::read_body_json(res).await;
+        assert_eq!(body["error"]["code"], "internal_error");
+    }
+}
