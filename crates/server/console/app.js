@@ -64,6 +64,11 @@
     return typeof n === 'number' ? n.toLocaleString('en-US') : '—';
   }
 
+  // `1 call`, `2 calls`.
+  function counted(n, noun) {
+    return count(n) + ' ' + noun + (n === 1 ? '' : 's');
+  }
+
   function usd(v) {
     return v === null || v === undefined ? '—' : '$' + String(v);
   }
@@ -249,12 +254,12 @@
       var errorsKnown = usage.errors !== null && usage.errors !== undefined;
       var b = usage.buckets;
       var charts = [
-        barChart('Calls per hour', b, function (x) { return x.requests; }, function (x) { return count(x.requests) + ' calls'; }),
-        barChart('Tokens per hour', b, function (x) { return x.tokens; }, function (x) { return count(x.tokens) + ' tokens'; }),
+        barChart('Calls per hour', b, function (x) { return x.requests; }, function (x) { return counted(x.requests, 'call'); }),
+        barChart('Tokens per hour', b, function (x) { return x.tokens; }, function (x) { return counted(x.tokens, 'token'); }),
         barChart('Spend per hour', b, function (x) { return x.quota; }, function (x) { return usd(x.spend); })
       ];
       charts.push(errorsKnown
-        ? barChart('Errors per hour', b, function (x) { return x.errors || 0; }, function (x) { return count(x.errors || 0) + ' errors'; }, 'bad')
+        ? barChart('Errors per hour', b, function (x) { return x.errors || 0; }, function (x) { return counted(x.errors || 0, 'error'); }, 'bad')
         : el('div', { class: 'card chart' }, el('h3', null, 'Errors per hour'),
           el('p', { class: 'muted' }, 'Failed calls are not recorded by this version yet.')));
       var byId = {};
