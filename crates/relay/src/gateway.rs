@@ -290,6 +290,8 @@ impl Gateway {
         let req = parse_and_estimate(api, raw).await?;
         let prompt_estimate = req.prompt_estimate;
         let model = req.model.as_str().to_owned();
+        // The server's per-call span leaves the model to whoever parses the body.
+        tracing::Span::current().record("model", model.as_str());
         // Every one of the choices may use the whole completion limit.
         let limit = req.hold_completion(self.config.default_max_tokens);
         let catalog = self.catalog();

@@ -446,7 +446,7 @@ async fn run_batch(billing: &dyn BillingRepository, batch: Vec<Finished>, pendin
     };
     for ((s, o), span) in settlements.iter().zip(&outcomes).zip(&spans) {
         span.in_scope(|| {
-            tracing::debug!(quota = s.quota.get(), outcome = ?o, batch = settlements.len(), "settled");
+            tracing::info!(quota = s.quota.get(), outcome = ?o, batch = settlements.len(), "settled");
         });
         if *o != SettleOutcome::AlreadyFinished {
             metrics::charged(&s.model, s.quota.get());
@@ -484,7 +484,7 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
     loop {
         let result = match &settlement {
             Some(s) => billing.settle(s).await.map(|o| {
-                tracing::debug!(request_id = %s.request_id, quota = s.quota.get(), outcome = ?o, "settled");
+                tracing::info!(request_id = %s.request_id, quota = s.quota.get(), outcome = ?o, "settled");
                 if o != SettleOutcome::AlreadyFinished {
                     metrics::charged(&s.model, s.quota.get());
                 }

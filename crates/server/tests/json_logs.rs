@@ -248,6 +248,20 @@ async fn json_lines_of_a_call_carry_its_request_id_and_never_its_key_or_prompt()
             .unwrap_or_else(|| panic!("{source}: no response line of the call: {text}"));
         assert_eq!(response["fields"]["status"], 200);
         assert_eq!(response["span"]["request_id"], request_id.as_str());
+        // … and the settlement, written later by the ledger's worker, still in the call span,
+        // which by then knows the model and the channel that answered.
+        let settled = call
+            .iter()
+            .find(|l| l["fields"]["message"] == "settled")
+            .unwrap_or_else(|| panic!("{source}: no settlement line of the call: {text}"));
+        assert_eq!(settled["span"]["name"], "call", "{settled}");
+        assert_eq!(settled["span"]["request_id"], request_id.as_str());
+        assert_eq!(settled["span"]["model"], "qwen-turbo", "{settled}");
+        assert!(settled["span"]["channel_id"].is_u64(), "{settled}");
+        assert!(
+            settled["fields"]["quota"].as_i64().is_some_and(|q| q > 0),
+            "{settled}"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
