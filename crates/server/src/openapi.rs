@@ -136,7 +136,8 @@ pub const RATE_LIMITED: &[&str] = &[
 )]
 struct Root;
 
-/// The three ways a caller proves who it is (see `auth.rs` and `routes/relay.rs`).
+/// How each API takes its key: platform and admin secrets and API keys as Bearer tokens, API
+/// keys also in `x-api-key` on Anthropic's routes (see `auth.rs` and `routes/relay.rs`).
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -342,11 +343,32 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &m
     .filter_map(|(method, op)| op.as_mut().map(|op| (method, op)))
 }
 
+/// The methods a path has operations for.
+fn methods(item: &PathItem) -> impl Iterator<Item = &'static str> + '_ {
+    [
+        ("GET", &item.get),
+        ("PUT", &item.put),
+        ("POST", &item.post),
+        ("DELETE", &item.delete),
+        ("OPTIONS", &item.options),
+        ("HEAD", &item.head),
+        ("PATCH", &item.patch),
+        ("TRACE", &item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_ref().map(|_| method))
+}
+
 /// The document and what is wrong with it: routes two handlers both claim, operation ids used
 /// twice (empty unless a module mounts a route another one already serves; a test keeps it
 /// empty).
 fn build() -> (OpenApi, Vec<String>) {
     let mut api = Root::openapi();
+    for item in api.paths.paths.values_mut() {
+        for (_, op) in operations_mut(item) {
+            op.tags = Some(vec!["operations".to_owned()]);
+        }
+    }
     let mut problems = Vec::new();
     for mount in MOUNTS {
         let mut part = (mount.api)();
@@ -363,9 +385,8 @@ fn build() -> (OpenApi, Vec<String>) {
             let full = format!("{}{path}", mount.scope);
             match api.paths.paths.get_mut(&full) {
                 Some(existing) => {
-                    let mut theirs = item.clone();
-                    for (method, _) in operations_mut(&mut theirs) {
-                        if operations_mut(existing).any(|(m, _)| m == method) {
+                    for method in methods(&item) {
+                        if methods(existing).any(|m| m == method) {
                             problems.push(format!("{method} {full} is described twice"));
                         }
                     }
@@ -654,14 +675,10 @@ mod tests {
 
     /// `(METHOD, path)` of every operation of `api`.
     fn operations(api: &OpenApi) -> BTreeSet<(String, String)> {
-        let mut paths = api.paths.paths.clone();
-        paths
-            .iter_mut()
-            .flat_map(|(path, item)| {
-                operations_mut(item)
-                    .map(|(method, _)| (method.to_owned(), path.clone()))
-                    .collect::<Vec<_>>()
-            })
+        api.paths
+            .paths
+            .iter()
+            .flat_map(|(path, item)| methods(item).map(|m| (m.to_owned(), path.clone())))
             .collect()
     }
 
@@ -893,8 +910,34 @@ mod tests {
         assert_eq!(error_schema(topup, "413"), envelope);
         let chat = op(&doc, "post", "/v1/chat/completions");
         assert!(chat["responses"]["429"]["headers"]["Retry-After"].is_object());
+        for id in RATE_LIMITED {
+            let found = doc["paths"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .any(|(_, item)| {
+                    item.as_object()
+                        .into_iter()
+                        .flatten()
+                        .any(|(_, op)| op["operationId"] == *id)
+                });
+            assert!(found, "RATE_LIMITED names {id}, which no operation has");
+        }
         assert!(chat["responses"]["200"]["headers"]["x-ratelimit-remaining-requests"].is_object());
         assert!(chat["responses"]["200"]["content"]["text/event-stream"].is_object());
+        // Every operation is tagged with a declared tag.
+        let declared: BTreeSet<&str> = doc["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let tag = op["tags"][0].as_str().unwrap_or_default();
+                assert!(declared.contains(tag), "{method} {path} tagged {tag:?}");
+            }
+        }
         // Public routes carry no security requirement.
         for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/admin"] {
             assert!(op(&doc, "get", path).get("security").is_none(), "{path}");
