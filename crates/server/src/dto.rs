@@ -1,6 +1,10 @@
 //! The client JSON format of the external user API: request bodies (unknown fields refused,
 //! numbers kept as their decimal text) and response bodies, with explicit conversions from and
 //! to domain types. Money goes out as exact JSON numbers built from decimal text.
+//!
+//! Every type here also derives its OpenAPI schema (`utoipa`), so `/openapi.json` describes the
+//! JSON these types actually read and write. Request fields are optional in Rust because a
+//! missing one must fail with the validator's text; the schema marks the ones the rules require.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Number;
@@ -16,6 +20,9 @@ use tollgate_domain::token::{DeleteTokenInput, IssuedToken, Token, TokenInput};
 use tollgate_domain::topup::{NumberInput, TopUpInput, TopUpResult};
 use tollgate_domain::user::{SyncOutcome, SyncUserInput};
 use tollgate_relay::gateway::ChannelTest;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 /// A JSON number, parsed from its text (never through a float).
 #[derive(Debug, Clone, Copy)]
@@ -51,15 +58,46 @@ impl<'de> Deserialize<'de> for JsonInt {
     }
 }
 
-/// `POST /sync` body.
-#[derive(Debug, Deserialize)]
+/// An exact USD amount as a JSON number: printed from decimal text on the way out, read from
+/// its text on the way in (the request fields of type [`JsonNumber`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Usd(Number);
+
+impl PartialSchema for Usd {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .description(Some(
+                "US dollars as an exact decimal JSON number (1 USD = 500,000 quota; read from \
+                 and written as decimal text, never through a binary float)",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Usd {}
+
+impl From<Number> for Usd {
+    fn from(n: Number) -> Self {
+        Usd(n)
+    }
+}
+
+/// `POST /sync` body: creates the user, or updates the fields present.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
+    /// The platform's id of the user (at most 100 characters, matched byte for byte).
+    #[schema(required = true, value_type = String)]
     external_user_id: Option<String>,
+    /// At most 50 characters.
+    #[schema(required = true, value_type = String)]
     username: Option<String>,
     display_name: Option<String>,
     email: Option<String>,
     phone: Option<String>,
+    /// `email`, `wechat`, `alipay`, `sms` or `google`.
     login_type: Option<String>,
 }
 
@@ -76,12 +114,17 @@ impl From<SyncRequest> for SyncUserInput {
     }
 }
 
-/// `POST /topup` body.
-#[derive(Debug, Deserialize)]
+/// `POST /topup` body. A `payment_id` credits once per platform, forever.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopUpRequest {
+    #[schema(required = true, value_type = String)]
     external_user_id: Option<String>,
+    /// 0.01 to 100,000 USD.
+    #[schema(required = true, value_type = Usd)]
     amount_usd: Option<JsonNumber>,
+    /// The platform's payment id (at most 200 characters).
+    #[schema(required = true, value_type = String)]
     payment_id: Option<String>,
 }
 
@@ -96,15 +139,27 @@ impl From<TopUpRequest> for TopUpInput {
 }
 
 /// `POST /token` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[schema(required = true, value_type = String)]
     external_user_id: Option<String>,
+    #[schema(required = true, value_type = String)]
     token_name: Option<String>,
+    /// 1 to 3650; absent or 0 means 365 days.
+    #[schema(value_type = Option<i64>)]
     expires_in_days: Option<JsonInt>,
+    /// The key's own spending cap (absent: the user's balance only).
+    #[schema(value_type = Option<Usd>)]
     quota_limit_usd: Option<JsonNumber>,
+    /// Calls admitted in any 60 seconds.
+    #[schema(value_type = Option<i64>)]
     rpm_limit: Option<JsonInt>,
+    /// Tokens in any 60 seconds.
+    #[schema(value_type = Option<i64>)]
     tpm_limit: Option<JsonInt>,
+    /// Calls in flight.
+    #[schema(value_type = Option<i64>)]
     max_concurrency: Option<JsonInt>,
 }
 
@@ -123,10 +178,12 @@ impl From<TokenRequest> for TokenInput {
 }
 
 /// `DELETE /token` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteTokenRequest {
+    #[schema(required = true, value_type = String)]
     external_user_id: Option<String>,
+    #[schema(required = true, value_type = i64)]
     token_id: Option<JsonInt>,
 }
 
@@ -140,14 +197,23 @@ impl From<DeleteTokenRequest> for DeleteTokenInput {
 }
 
 /// `GET /{id}/logs` query string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// `YYYY-MM-DD` (UTC), inclusive.
     start_date: Option<String>,
+    /// `YYYY-MM-DD` (UTC), inclusive.
     end_date: Option<String>,
+    /// A substring of the model name (`%` and `_` are literal).
     model_name: Option<String>,
+    /// `consume` or `topup`.
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// From 1 (default 1).
+    #[param(value_type = Option<u64>)]
     page: Option<String>,
+    /// 1 to 100 (default 20).
+    #[param(value_type = Option<u64>)]
     page_size: Option<String>,
 }
 
@@ -174,14 +240,16 @@ fn usd_number(d: rust_decimal::Decimal) -> Number {
     Number::from_str(&d.normalize().to_string()).expect("decimal text is a JSON number")
 }
 
-fn usd(q: Quota) -> Number {
-    usd_number(q.to_usd())
+fn usd(q: Quota) -> Usd {
+    Usd(usd_number(q.to_usd()))
 }
 
 /// Success envelope.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Envelope<T: Serialize> {
+    /// Always `true`.
     success: bool,
+    /// A short text for people (may be empty).
     message: &'static str,
     data: T,
 }
@@ -198,7 +266,7 @@ impl<T: Serialize> Envelope<T> {
 }
 
 /// `POST /sync` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SyncData {
     user_id: i64,
     external_user_id: String,
@@ -220,15 +288,17 @@ impl From<SyncOutcome> for SyncData {
 }
 
 /// `POST /topup` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TopUpData {
     user_id: i64,
     external_user_id: String,
-    amount_usd: Number,
+    amount_usd: Usd,
     quota_added: i64,
+    /// The balance after this credit (a replay answers the first answer's value).
     current_quota: i64,
-    current_balance: Number,
+    current_balance: Usd,
     payment_id: String,
+    /// `true` when this `payment_id` had already been credited: nothing was added now.
     idempotent_replay: bool,
 }
 
@@ -238,7 +308,7 @@ impl From<TopUpResult> for TopUpData {
         TopUpData {
             user_id: t.user_id.get(),
             external_user_id: t.external_user_id.as_str().to_owned(),
-            amount_usd: usd_number(t.amount_usd),
+            amount_usd: Usd(usd_number(t.amount_usd)),
             quota_added: t.quota_added.get(),
             current_quota: t.quota_after.get(),
             current_balance: usd(t.quota_after),
@@ -249,9 +319,10 @@ impl From<TopUpResult> for TopUpData {
 }
 
 /// `POST /token` data: the only response that carries the full key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IssuedTokenData {
     token_id: i64,
+    /// `sk-` and 48 characters, shown only here.
     access_key: String,
     token_name: String,
     expires_at: i64,
@@ -271,7 +342,7 @@ impl From<IssuedToken> for IssuedTokenData {
 }
 
 /// `DELETE /token` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeletedTokenData {
     /// Deleted token.
     pub token_id: i64,
@@ -280,11 +351,13 @@ pub struct DeletedTokenData {
 }
 
 /// A token in stats, key masked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenView {
     token_id: i64,
     token_name: String,
+    /// Masked: `sk-abcd...wxyz`.
     access_key: String,
+    /// 1 enabled, 2 disabled, 3 expired, 4 exhausted.
     status: u8,
     created_time: i64,
     expired_time: i64,
@@ -317,11 +390,13 @@ impl TokenView {
     }
 }
 
-/// A log row (SPEC §3.5).
-#[derive(Debug, Serialize)]
+/// A row of the log: a settled call (`consume`) or a credit (`topup`).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LogView {
     id: i64,
+    /// `YYYY-MM-DD HH:MM:SS`, UTC.
     time: String,
+    /// `consume` or `topup`.
     #[serde(rename = "type")]
     kind: &'static str,
     model: String,
@@ -330,7 +405,8 @@ pub struct LogView {
     completion_tokens: i64,
     tokens: i64,
     quota: i64,
-    spend: Number,
+    /// Positive on both row types (a top-up's is the amount credited).
+    spend: Usd,
     request_id: String,
     is_stream: bool,
     latency_ms: i64,
@@ -357,13 +433,13 @@ impl From<LogEntry> for LogView {
 }
 
 /// Per-model usage in stats.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelUsageView {
     requests: i64,
     prompt_tokens: i64,
     completion_tokens: i64,
     quota: i64,
-    spend: Number,
+    spend: Usd,
 }
 
 impl From<&ModelUsage> for ModelUsageView {
@@ -378,26 +454,37 @@ impl From<&ModelUsage> for ModelUsageView {
     }
 }
 
+/// What the balance buys of one model, in tokens of each kind (`null`: unlimited, a free
+/// price).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelCapacityView {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
 /// `user_info` of stats.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserInfoView {
     external_user_id: String,
     username: String,
     display_name: String,
     email: String,
     current_quota: i64,
-    current_balance: Number,
+    current_balance: Usd,
     used_quota: i64,
     total_requests: i64,
-    balance_capacity: Number,
-    model_capacity: serde_json::Map<String, serde_json::Value>,
+    /// What the user can still start spending: the balance minus calls in flight.
+    balance_capacity: Usd,
+    /// Per served model.
+    model_capacity: BTreeMap<String, ModelCapacityView>,
 }
 
 /// `GET /{id}/stats` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatsData {
     user_info: UserInfoView,
     tokens: Vec<TokenView>,
+    /// The last 10 consume rows.
     recent_logs: Vec<LogView>,
     model_usage: BTreeMap<String, ModelUsageView>,
 }
@@ -412,10 +499,13 @@ impl StatsData {
         let model_capacity = s
             .model_capacity(served)
             .into_iter()
-            .map(|(m, (input, output))| {
+            .map(|(m, (input_tokens, output_tokens))| {
                 (
                     m,
-                    serde_json::json!({"input_tokens": input, "output_tokens": output}),
+                    ModelCapacityView {
+                        input_tokens,
+                        output_tokens,
+                    },
                 )
             })
             .collect();
@@ -450,7 +540,7 @@ impl StatsData {
 }
 
 /// `pagination` of logs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Pagination {
     page: u64,
     page_size: u64,
@@ -458,16 +548,18 @@ pub struct Pagination {
     total_page: u64,
 }
 
-/// `summary` of logs.
-#[derive(Debug, Serialize)]
+/// `summary` of logs: the whole filtered range, not one page.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Summary {
     total_tokens: i64,
-    total_spend: Number,
-    total_topup: Number,
+    /// Consume rows only.
+    total_spend: Usd,
+    /// Top-up rows only.
+    total_topup: Usd,
 }
 
-/// `GET /{id}/logs` data.
-#[derive(Debug, Serialize)]
+/// `GET /{id}/logs` data, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LogsData {
     logs: Vec<LogView>,
     pagination: Pagination,
@@ -500,20 +592,36 @@ impl From<UserLogs> for LogsData {
     }
 }
 
-/// `POST /channels` and `PUT /channels/{id}` body.
-#[derive(Debug, Deserialize)]
+/// `POST /channels` and `PUT /channels/{id}` body (on `PUT`, absent fields keep their value).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRequest {
+    /// Required when creating.
     name: Option<String>,
+    /// Required when creating: `openai`, `dashscope`, `deepseek`, `openai_compatible`,
+    /// `anthropic`, `gemini` (or `echo`, a local test channel).
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// Including the version path (`…/v1`); default per type.
     base_url: Option<String>,
+    /// The provider's key (required when creating, except for types that need none): stored
+    /// encrypted when `TOLLGATE_SECRET_KEY` is set, never shown.
     key: Option<String>,
+    /// Required when creating: public model names, each with a price.
     models: Option<Vec<String>>,
+    /// Public name → the upstream's name.
     model_mapping: Option<BTreeMap<String, String>>,
+    /// Higher first.
+    #[schema(value_type = Option<i64>)]
     priority: Option<JsonInt>,
+    /// Weighted random within a priority.
+    #[schema(value_type = Option<i64>)]
     weight: Option<JsonInt>,
+    /// The upstream account's requests per minute.
+    #[schema(value_type = Option<i64>)]
     rpm_limit: Option<JsonInt>,
+    /// The upstream account's tokens per minute.
+    #[schema(value_type = Option<i64>)]
     tpm_limit: Option<JsonInt>,
 }
 
@@ -535,13 +643,14 @@ impl From<ChannelRequest> for ChannelInput {
 }
 
 /// A channel as the admin API shows it: everything but the key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelView {
     id: i64,
     name: String,
     #[serde(rename = "type")]
     kind: &'static str,
     base_url: String,
+    /// Whether a key is stored (the key itself is never returned).
     has_key: bool,
     models: Vec<String>,
     model_mapping: BTreeMap<String, String>,
@@ -549,6 +658,8 @@ pub struct ChannelView {
     weight: u32,
     rpm_limit: Option<u32>,
     tpm_limit: Option<u64>,
+    /// `enabled`, `disabled` (by an admin) or `auto_disabled` (by Tollgate, probed to come
+    /// back).
     status: &'static str,
     disabled_reason: String,
     created_at: i64,
@@ -582,8 +693,15 @@ impl From<Channel> for ChannelView {
     }
 }
 
+/// `DELETE /channels/{id}` data.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedChannelData {
+    /// The deleted channel.
+    pub id: i64,
+}
+
 /// `POST /channels/{id}/test` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelTestView {
     ok: bool,
     status: Option<u16>,
@@ -602,12 +720,16 @@ impl From<ChannelTest> for ChannelTestView {
     }
 }
 
-/// `PUT /pricing/{model}` body.
-#[derive(Debug, Deserialize)]
+/// `PUT /pricing/{model}` body: USD per 1M tokens.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceRequest {
+    #[schema(required = true, value_type = Usd)]
     input: Option<JsonNumber>,
+    #[schema(required = true, value_type = Usd)]
     output: Option<JsonNumber>,
+    /// Defaults to `input`.
+    #[schema(value_type = Option<Usd>)]
     cached_input: Option<JsonNumber>,
 }
 
@@ -622,25 +744,25 @@ impl From<PriceRequest> for PriceInput {
 }
 
 /// A price, USD per 1M tokens, as exact JSON numbers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PriceView {
-    input: Number,
-    output: Number,
-    cached_input: Number,
+    input: Usd,
+    output: Usd,
+    cached_input: Usd,
 }
 
 impl From<&Price> for PriceView {
     fn from(p: &Price) -> Self {
         PriceView {
-            input: usd_number(p.input()),
-            output: usd_number(p.output()),
-            cached_input: usd_number(p.cached_input()),
+            input: Usd(usd_number(p.input())),
+            output: Usd(usd_number(p.output())),
+            cached_input: Usd(usd_number(p.cached_input())),
         }
     }
 }
 
 /// An entry of the external API's `GET /models`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelPriceView {
     model: String,
     #[serde(flatten)]

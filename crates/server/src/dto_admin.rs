@@ -1,9 +1,10 @@
 //! The client JSON of the admin read API (SPEC §7): query strings (unknown parameters refused,
 //! so a misspelt filter cannot silently widen an answer) and response bodies, converted
 //! explicitly from the domain's read models. Money goes out as exact JSON numbers from
-//! [`Quota::to_usd`], next to the integer quota it comes from.
+//! [`Quota::to_usd`], next to the integer quota it comes from. Every type derives its OpenAPI
+//! schema or parameters (`utoipa`) for `/openapi.json`.
 
-use crate::dto::{LogView, ModelUsageView, TokenView};
+use crate::dto::{LogView, ModelUsageView, TokenView, Usd};
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use tollgate_domain::admin_read::{
 use tollgate_domain::ids::ChannelId;
 use tollgate_domain::logs::LogQueryInput;
 use tollgate_domain::time::UnixTime;
+use utoipa::{IntoParams, ToSchema};
 
 /// USD of `q` as an exact JSON number.
 #[expect(
@@ -23,16 +25,25 @@ use tollgate_domain::time::UnixTime;
     reason = "a normalised Decimal prints plain digits, always valid JSON number text; \
               a silent fallback would show a wrong amount"
 )]
-fn usd(q: Quota) -> Number {
-    Number::from_str(&q.to_usd().normalize().to_string()).expect("decimal text is a JSON number")
+fn usd(q: Quota) -> Usd {
+    Usd::from(
+        Number::from_str(&q.to_usd().normalize().to_string())
+            .expect("decimal text is a JSON number"),
+    )
 }
 
 /// `GET /api/admin/users` query string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsersQuery {
+    /// Part of an external user id or username.
     query: Option<String>,
+    /// From 1 (default 1).
+    #[param(value_type = Option<u64>)]
     page: Option<String>,
+    /// 1 to 100 (default 20).
+    #[param(value_type = Option<u64>)]
     page_size: Option<String>,
 }
 
@@ -47,17 +58,29 @@ impl From<UsersQuery> for UserSearchInput {
 }
 
 /// `GET /api/admin/logs` query string: the filters of SPEC §3.5 plus `user_id`, `channel_id`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AdminLogsQuery {
+    /// `YYYY-MM-DD` (UTC), inclusive.
     start_date: Option<String>,
+    /// `YYYY-MM-DD` (UTC), inclusive.
     end_date: Option<String>,
+    /// A substring of the model name (`%` and `_` are literal).
     model_name: Option<String>,
+    /// `consume` or `topup`.
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// From 1 (default 1).
+    #[param(value_type = Option<u64>)]
     page: Option<String>,
+    /// 1 to 100 (default 20).
+    #[param(value_type = Option<u64>)]
     page_size: Option<String>,
+    /// Tollgate's user id.
+    #[param(value_type = Option<i64>)]
     user_id: Option<String>,
+    #[param(value_type = Option<i64>)]
     channel_id: Option<String>,
 }
 
@@ -79,9 +102,12 @@ impl From<AdminLogsQuery> for AdminLogQueryInput {
 }
 
 /// `GET /api/admin/usage` query string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
+    /// The window in whole hours, the current one included (1–168, default 24).
+    #[param(value_type = Option<u64>)]
     hours: Option<String>,
 }
 
@@ -93,7 +119,7 @@ impl From<UsageQuery> for UsageQueryInput {
 
 /// `pagination` of the admin listings. `total` stops at the listing window; `total_capped`
 /// says that more rows match (narrow the filter to reach them).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminPagination {
     page: u64,
     page_size: u64,
@@ -115,7 +141,7 @@ impl AdminPagination {
 }
 
 /// A user as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminUserView {
     user_id: i64,
     platform: String,
@@ -126,12 +152,14 @@ pub struct AdminUserView {
     phone: String,
     login_type: String,
     current_quota: i64,
-    current_balance: Number,
+    current_balance: Usd,
+    /// Held by calls in flight.
     held_quota: i64,
-    held_balance: Number,
-    balance_capacity: Number,
+    held_balance: Usd,
+    /// What the user can still start spending: the balance minus holds.
+    balance_capacity: Usd,
     used_quota: i64,
-    used_balance: Number,
+    used_balance: Usd,
     total_requests: i64,
     created_at: i64,
 }
@@ -163,7 +191,7 @@ impl From<AdminUser> for AdminUserView {
 }
 
 /// `GET /api/admin/users` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsersData {
     users: Vec<AdminUserView>,
     pagination: AdminPagination,
@@ -179,7 +207,7 @@ impl From<UserList> for UsersData {
 }
 
 /// `GET /api/admin/users/{user_id}` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserDetailData {
     user: AdminUserView,
     tokens: Vec<TokenView>,
@@ -207,8 +235,8 @@ impl UserDetailData {
     }
 }
 
-/// A row of the cross-user log: the row of SPEC §3.5 with its user and channel.
-#[derive(Debug, Serialize)]
+/// A row of the cross-user log: the external log's row with its user and channel.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminLogView {
     #[serde(flatten)]
     row: LogView,
@@ -242,7 +270,7 @@ impl From<AdminLogEntry> for AdminLogView {
 }
 
 /// `GET /api/admin/logs` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminLogsData {
     logs: Vec<AdminLogView>,
     pagination: AdminPagination,
@@ -263,14 +291,14 @@ impl From<AdminLogs> for AdminLogsData {
 }
 
 /// Consumption totals with their USD.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TotalsView {
     requests: i64,
     prompt_tokens: i64,
     completion_tokens: i64,
     tokens: i64,
     quota: i64,
-    spend: Number,
+    spend: Usd,
 }
 
 impl From<&UsageTotals> for TotalsView {
@@ -287,7 +315,7 @@ impl From<&UsageTotals> for TotalsView {
 }
 
 /// One hourly bucket.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BucketView {
     start: i64,
     time: String,
@@ -298,7 +326,7 @@ pub struct BucketView {
 }
 
 /// One channel's consumption over the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelUsageView {
     /// `null` for calls settled before channels were recorded.
     channel_id: Option<i64>,
@@ -307,11 +335,11 @@ pub struct ChannelUsageView {
 }
 
 /// Holds in flight.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HoldsView {
     count: i64,
     quota: i64,
-    amount: Number,
+    amount: Usd,
 }
 
 impl From<HoldsInFlight> for HoldsView {
@@ -325,7 +353,7 @@ impl From<HoldsInFlight> for HoldsView {
 }
 
 /// `GET /api/admin/usage` data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsageData {
     hours: u64,
     from: i64,

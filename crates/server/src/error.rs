@@ -21,10 +21,16 @@ pub struct ApiError {
     message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The error envelope of the external and admin APIs, as sent (and as `/openapi.json` shows it).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope<'a> {
+    /// Always `false`.
     success: bool,
+    /// For people: the validator's text for 400s, never storage or driver detail.
     message: &'a str,
+    /// For programs: `validation_error` (400), `unauthorized` (401), `user_not_found`,
+    /// `token_not_found`, `channel_not_found`, `not_found` (404), `payment_id_conflict` (409),
+    /// `payload_too_large` (413), `internal_error` (500), `service_unavailable` (503).
     code: &'a str,
 }
 
@@ -118,7 +124,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(Body {
+        HttpResponse::build(self.status).json(ErrorEnvelope {
             success: false,
             message: &self.message,
             code: self.code,
@@ -180,17 +186,28 @@ pub struct OpenAiError {
     retry_after: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct OpenAiBody<'a> {
-    error: OpenAiDetail<'a>,
+/// An error of the OpenAI-format relay APIs, as sent. An upstream's own 400/404/422 answer is
+/// passed through instead (scrubbed of the channel key), usually in this shape too.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorBody<'a> {
+    error: OpenAiErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct OpenAiDetail<'a> {
+/// The `error` of an OpenAI-format error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail<'a> {
     message: &'a str,
+    /// `authentication_error`, `invalid_request_error`, `insufficient_quota`,
+    /// `rate_limit_error`, `upstream_error` or `server_error`.
     #[serde(rename = "type")]
     kind: &'a str,
+    /// Always `null`.
+    #[schema(value_type = Option<String>)]
     param: Option<()>,
+    /// `invalid_api_key`, `token_expired`, `token_disabled`, `invalid_request_error`,
+    /// `model_not_found`, `insufficient_user_quota`, `payload_too_large`, `request_timeout`,
+    /// `rate_limit_exceeded`, `channel_rate_limited`, `no_available_channel`, `upstream_error`,
+    /// `upstream_timeout`, `service_unavailable`, `internal_error`, `unknown_url`.
     code: Option<&'a str>,
 }
 
@@ -382,15 +399,21 @@ impl From<OpenAiError> for AnthropicError {
     }
 }
 
-#[derive(Serialize)]
-struct AnthropicBody<'a> {
+/// An error of Anthropic's Messages API (`/v1/messages`), as sent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AnthropicErrorBody<'a> {
+    /// Always `error`.
     #[serde(rename = "type")]
     kind: &'static str,
-    error: AnthropicDetail<'a>,
+    error: AnthropicErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct AnthropicDetail<'a> {
+/// The `error` of an Anthropic-format error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AnthropicErrorDetail<'a> {
+    /// `invalid_request_error` (400, 413), `authentication_error` (401), `permission_error`
+    /// (403: the balance), `not_found_error` (404), `rate_limit_error` (429), `api_error`
+    /// (5xx).
     #[serde(rename = "type")]
     kind: &'static str,
     message: &'a str,
@@ -418,9 +441,9 @@ impl ResponseError for AnthropicError {
         if let Some(secs) = self.0.retry_after {
             res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
-        res.json(AnthropicBody {
+        res.json(AnthropicErrorBody {
             kind: "error",
-            error: AnthropicDetail {
+            error: AnthropicErrorDetail {
                 kind: tollgate_relay::anthropic::error_type_for_status(self.0.status.as_u16()),
                 message: &self.0.message,
             },
@@ -455,8 +478,8 @@ impl ResponseError for OpenAiError {
         if let Some(secs) = self.retry_after {
             res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
-        res.json(OpenAiBody {
-            error: OpenAiDetail {
+        res.json(OpenAiErrorBody {
+            error: OpenAiErrorDetail {
                 message: &self.message,
                 kind: self.kind,
                 param: None,

@@ -9,6 +9,7 @@ pub mod dto;
 pub mod dto_admin;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

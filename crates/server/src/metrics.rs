@@ -81,6 +81,19 @@ pub fn http(route: &str, status: u16, elapsed: Duration) {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((
+        status = 200,
+        description = "Prometheus text format: `tollgate_http_requests_total{route,status}`, \
+            `tollgate_http_request_duration_seconds`, `tollgate_gateway_overhead_seconds`, \
+            `tollgate_upstream_requests_total{channel,outcome}`, `tollgate_quota_charged_total{model}`, \
+            `tollgate_holds_in_flight`, `tollgate_rate_limited_total`, …",
+        content_type = "text/plain; version=0.0.4",
+        body = String,
+    )),
+)]
 pub async fn scrape() -> HttpResponse {
     let body = recorder().map_or_else(String::new, |h| {
         h.run_upkeep();

@@ -242,6 +242,7 @@ impl Application {
                         .configure(admin_read::configure),
                 )
                 .configure(console::configure)
+                .configure(crate::openapi::configure)
                 .service(
                     web::scope("/v1")
                         .configure(relay::configure)

@@ -5,10 +5,12 @@
 use crate::auth::Admin;
 use crate::clock::now;
 use crate::dto::{
-    ChannelRequest, ChannelTestView, ChannelView, Envelope, ModelPriceView, PriceRequest, PriceView,
+    ChannelRequest, ChannelTestView, ChannelView, DeletedChannelData, Envelope, ModelPriceView,
+    PriceRequest, PriceView,
 };
-use crate::error::ApiError;
-use actix_web::{HttpResponse, web};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::openapi::{EnvelopeBodyErrors, EnvelopeErrors};
+use actix_web::{HttpResponse, delete, get, post, put, web};
 use std::collections::BTreeMap;
 use tollgate_domain::admin::AdminService;
 use tollgate_domain::ids::ChannelId;
@@ -21,19 +23,18 @@ fn ok<T: serde::Serialize>(message: &'static str, data: T) -> HttpResponse {
     HttpResponse::Ok().json(Envelope::ok(message, data))
 }
 
-/// Registers the routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/channels", web::get().to(list_channels))
-        .route("/channels", web::post().to(create_channel))
-        .route("/channels/{id}", web::get().to(get_channel))
-        .route("/channels/{id}", web::put().to(update_channel))
-        .route("/channels/{id}", web::delete().to(delete_channel))
-        .route("/channels/{id}/enable", web::post().to(enable_channel))
-        .route("/channels/{id}/disable", web::post().to(disable_channel))
-        .route("/channels/{id}/test", web::post().to(test_channel))
-        .route("/pricing", web::get().to(prices))
-        .route("/pricing/{model}", web::put().to(put_price));
-}
+super::routes!(
+    list_channels,
+    create_channel,
+    get_channel,
+    update_channel,
+    delete_channel,
+    enable_channel,
+    disable_channel,
+    test_channel,
+    prices,
+    put_price
+);
 
 /// A channel id from the path; anything that is not one names no channel.
 fn channel_id(raw: &str) -> Result<ChannelId, ApiError> {
@@ -44,6 +45,12 @@ fn channel_id(raw: &str) -> Result<ChannelId, ApiError> {
         .ok_or_else(|| tollgate_domain::DomainError::ChannelNotFound.into())
 }
 
+/// Every channel (keys never shown).
+#[utoipa::path(
+    responses((status = 200, body = Envelope<Vec<ChannelView>>), EnvelopeErrors),
+    security(("admin_key" = [])),
+)]
+#[get("/channels")]
 async fn list_channels(_: Admin, service: Service) -> Result<HttpResponse, ApiError> {
     let channels: Vec<ChannelView> = service
         .channels()
@@ -54,6 +61,16 @@ async fn list_channels(_: Admin, service: Service) -> Result<HttpResponse, ApiEr
     Ok(ok("", channels))
 }
 
+/// One channel.
+#[utoipa::path(
+    responses(
+        (status = 200, body = Envelope<ChannelView>),
+        (status = 404, description = "`channel_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[get("/channels/{id}")]
 async fn get_channel(
     _: Admin,
     service: Service,
@@ -63,6 +80,15 @@ async fn get_channel(
     Ok(ok("", ChannelView::from(channel)))
 }
 
+/// Creates a channel; it serves from the next request here and within a second everywhere.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`渠道创建成功`", body = Envelope<ChannelView>),
+        EnvelopeBodyErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[post("/channels")]
 async fn create_channel(
     _: Admin,
     service: Service,
@@ -74,6 +100,16 @@ async fn create_channel(
     Ok(ok("渠道创建成功", ChannelView::from(channel)))
 }
 
+/// Changes a channel: fields absent from the body keep their value.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`渠道更新成功`", body = Envelope<ChannelView>),
+        (status = 404, description = "`channel_not_found`", body = ErrorEnvelope),
+        EnvelopeBodyErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[put("/channels/{id}")]
 async fn update_channel(
     _: Admin,
     service: Service,
@@ -86,6 +122,16 @@ async fn update_channel(
     Ok(ok("渠道更新成功", ChannelView::from(channel)))
 }
 
+/// Deletes a channel.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`渠道删除成功`", body = Envelope<DeletedChannelData>),
+        (status = 404, description = "`channel_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[delete("/channels/{id}")]
 async fn delete_channel(
     _: Admin,
     service: Service,
@@ -93,9 +139,19 @@ async fn delete_channel(
 ) -> Result<HttpResponse, ApiError> {
     let id = channel_id(&id)?;
     service.delete_channel(id).await?;
-    Ok(ok("渠道删除成功", serde_json::json!({ "id": id.get() })))
+    Ok(ok("渠道删除成功", DeletedChannelData { id: id.get() }))
 }
 
+/// Enables a channel (no body needed).
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`渠道已启用`", body = Envelope<ChannelView>),
+        (status = 404, description = "`channel_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[post("/channels/{id}/enable")]
 async fn enable_channel(
     admin: Admin,
     service: Service,
@@ -104,6 +160,16 @@ async fn enable_channel(
     switch(admin, service, id, true).await
 }
 
+/// Disables a channel (no body needed); Tollgate never re-enables what an admin disabled.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`渠道已禁用`", body = Envelope<ChannelView>),
+        (status = 404, description = "`channel_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[post("/channels/{id}/disable")]
 async fn disable_channel(
     admin: Admin,
     service: Service,
@@ -127,6 +193,17 @@ async fn switch(
     Ok(ok(message, ChannelView::from(channel)))
 }
 
+/// Sends one small call through the channel and reports how it went (the answer is 200 either
+/// way; `ok` tells).
+#[utoipa::path(
+    responses(
+        (status = 200, body = Envelope<ChannelTestView>),
+        (status = 404, description = "`channel_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[post("/channels/{id}/test")]
 async fn test_channel(
     _: Admin,
     service: Service,
@@ -138,6 +215,12 @@ async fn test_channel(
     Ok(ok("", ChannelTestView::from(result)))
 }
 
+/// Every price: model → USD per 1M tokens.
+#[utoipa::path(
+    responses((status = 200, body = Envelope<BTreeMap<String, PriceView>>), EnvelopeErrors),
+    security(("admin_key" = [])),
+)]
+#[get("/pricing")]
 async fn prices(_: Admin, service: Service) -> Result<HttpResponse, ApiError> {
     let prices: BTreeMap<String, PriceView> = service
         .prices()
@@ -148,6 +231,15 @@ async fn prices(_: Admin, service: Service) -> Result<HttpResponse, ApiError> {
     Ok(ok("", prices))
 }
 
+/// Sets a model's price (USD per 1M tokens); applies from the next request.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`价格已更新`", body = Envelope<ModelPriceView>),
+        EnvelopeBodyErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[put("/pricing/{model}")]
 async fn put_price(
     _: Admin,
     service: Service,

@@ -8,8 +8,9 @@ use crate::dto::Envelope;
 use crate::dto_admin::{
     AdminLogsData, AdminLogsQuery, UsageData, UsageQuery, UserDetailData, UsersData, UsersQuery,
 };
-use crate::error::ApiError;
-use actix_web::{HttpResponse, web};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::openapi::EnvelopeErrors;
+use actix_web::{HttpResponse, get, web};
 use tollgate_domain::admin_read::AdminReadService;
 use tollgate_storage::SeaStore;
 
@@ -22,14 +23,15 @@ fn ok<T: serde::Serialize>(data: T) -> HttpResponse {
     HttpResponse::Ok().json(Envelope::ok("", data))
 }
 
-/// Registers the routes (inside the `/api/admin` scope).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/users", web::get().to(users))
-        .route("/users/{user_id}", web::get().to(user))
-        .route("/logs", web::get().to(logs))
-        .route("/usage", web::get().to(usage));
-}
+super::routes!(users, user, logs, usage);
 
+/// Users across platforms, newest first, searched by external id or username.
+#[utoipa::path(
+    params(UsersQuery),
+    responses((status = 200, body = Envelope<UsersData>), EnvelopeErrors),
+    security(("admin_key" = [])),
+)]
+#[get("/users")]
 async fn users(
     _: Admin,
     store: web::Data<SeaStore>,
@@ -39,6 +41,16 @@ async fn users(
     Ok(ok(UsersData::from(list)))
 }
 
+/// One user by Tollgate's id: balance, keys (masked) and usage per model.
+#[utoipa::path(
+    responses(
+        (status = 200, body = Envelope<UserDetailData>),
+        (status = 404, description = "`user_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+#[get("/users/{user_id}")]
 async fn user(
     _: Admin,
     store: web::Data<SeaStore>,
@@ -49,6 +61,14 @@ async fn user(
     Ok(ok(UserDetailData::new(detail, at)))
 }
 
+/// The log across users with the filters of the external log plus user and channel; pages
+/// reach the newest 10,000 rows of a filter.
+#[utoipa::path(
+    params(AdminLogsQuery),
+    responses((status = 200, body = Envelope<AdminLogsData>), EnvelopeErrors),
+    security(("admin_key" = [])),
+)]
+#[get("/logs")]
 async fn logs(
     _: Admin,
     store: web::Data<SeaStore>,
@@ -58,6 +78,14 @@ async fn logs(
     Ok(ok(AdminLogsData::from(logs)))
 }
 
+/// Hourly calls, tokens, quota and spend over the last `hours`, per channel, and the holds in
+/// flight.
+#[utoipa::path(
+    params(UsageQuery),
+    responses((status = 200, body = Envelope<UsageData>), EnvelopeErrors),
+    security(("admin_key" = [])),
+)]
+#[get("/usage")]
 async fn usage(
     _: Admin,
     store: web::Data<SeaStore>,

@@ -9,7 +9,7 @@ use actix_web::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
 };
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, get};
 
 /// The page.
 pub const INDEX_HTML: &str = include_str!("../../console/index.html");
@@ -24,13 +24,7 @@ pub const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
-/// Registers `/admin` and its assets.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin", web::get().to(index))
-        .route("/admin/", web::get().to(index))
-        .route("/admin/app.js", web::get().to(script))
-        .route("/admin/app.css", web::get().to(style));
-}
+super::routes!(index, index_slash, script, style);
 
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -44,14 +38,30 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// The console's page; it signs in with the admin key in the browser.
+#[utoipa::path(responses((status = 200, description = "The console", content_type = "text/html", body = String)))]
+#[get("/admin")]
 async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
+/// The console's page, as `/admin` serves it.
+#[utoipa::path(responses((status = 200, description = "The console", content_type = "text/html", body = String)))]
+#[get("/admin/")]
+async fn index_slash() -> HttpResponse {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// The console's script.
+#[utoipa::path(responses((status = 200, description = "The console's script", content_type = "text/javascript", body = String)))]
+#[get("/admin/app.js")]
 async fn script() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
+/// The console's stylesheet.
+#[utoipa::path(responses((status = 200, description = "The console's stylesheet", content_type = "text/css", body = String)))]
+#[get("/admin/app.css")]
 async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", APP_CSS)
 }

@@ -6,8 +6,9 @@ use crate::dto::{
     DeleteTokenRequest, DeletedTokenData, Envelope, IssuedTokenData, LogsData, LogsQuery,
     ModelPriceView, StatsData, SyncData, SyncRequest, TokenRequest, TopUpData, TopUpRequest,
 };
-use crate::error::ApiError;
-use actix_web::{HttpResponse, web};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::openapi::{EnvelopeBodyErrors, EnvelopeErrors};
+use actix_web::{HttpResponse, delete, get, post, web};
 use tollgate_domain::service::ExternalUserService;
 use tollgate_relay::Gateway;
 
@@ -17,17 +18,26 @@ fn ok<T: serde::Serialize>(message: &'static str, data: T) -> HttpResponse {
     HttpResponse::Ok().json(Envelope::ok(message, data))
 }
 
-/// Registers the routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/sync", web::post().to(sync))
-        .route("/topup", web::post().to(top_up))
-        .route("/token", web::post().to(create_token))
-        .route("/token", web::delete().to(delete_token))
-        .route("/models", web::get().to(models))
-        .route("/{external_user_id}/stats", web::get().to(stats))
-        .route("/{external_user_id}/logs", web::get().to(logs));
-}
+super::routes!(
+    sync,
+    top_up,
+    create_token,
+    delete_token,
+    models,
+    stats,
+    logs
+);
 
+/// Creates the user, or updates the fields present (`is_new_user` tells which). Never touches
+/// quota, usage or keys.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`用户创建成功` or `用户信息更新成功`", body = Envelope<SyncData>),
+        EnvelopeBodyErrors,
+    ),
+    security(("platform_key" = [])),
+)]
+#[post("/sync")]
 async fn sync(
     service: Service,
     Platform(p): Platform,
@@ -42,6 +52,18 @@ async fn sync(
     Ok(ok(message, SyncData::from(outcome)))
 }
 
+/// Credits the user in USD, once per `payment_id` (a repeat with the same user and amount
+/// answers the first credit with `idempotent_replay: true`).
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`充值成功`", body = Envelope<TopUpData>),
+        (status = 404, description = "`user_not_found`", body = ErrorEnvelope),
+        (status = 409, description = "`payment_id_conflict`: the `payment_id` was used with another user or amount; nothing changed", body = ErrorEnvelope),
+        EnvelopeBodyErrors,
+    ),
+    security(("platform_key" = [])),
+)]
+#[post("/topup")]
 async fn top_up(
     service: Service,
     Platform(p): Platform,
@@ -51,6 +73,16 @@ async fn top_up(
     Ok(ok("充值成功", TopUpData::from(result)))
 }
 
+/// Issues an API key for the relay; the full key is in this answer only.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`Token创建成功`", body = Envelope<IssuedTokenData>),
+        (status = 404, description = "`user_not_found`", body = ErrorEnvelope),
+        EnvelopeBodyErrors,
+    ),
+    security(("platform_key" = [])),
+)]
+#[post("/token")]
 async fn create_token(
     service: Service,
     Platform(p): Platform,
@@ -62,6 +94,16 @@ async fn create_token(
     Ok(ok("Token创建成功", IssuedTokenData::from(issued)))
 }
 
+/// Deletes a key; every instance refuses it within a second.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "`Token删除成功`", body = Envelope<DeletedTokenData>),
+        (status = 404, description = "`token_not_found`: no such key of this user", body = ErrorEnvelope),
+        EnvelopeBodyErrors,
+    ),
+    security(("platform_key" = [])),
+)]
+#[delete("/token")]
 async fn delete_token(
     service: Service,
     Platform(p): Platform,
@@ -78,6 +120,17 @@ async fn delete_token(
     ))
 }
 
+/// The user's balance, what it buys per served model, keys (masked), the last 10 calls and usage
+/// per model.
+#[utoipa::path(
+    responses(
+        (status = 200, body = Envelope<StatsData>),
+        (status = 404, description = "`user_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("platform_key" = [])),
+)]
+#[get("/{external_user_id}/stats")]
 async fn stats(
     service: Service,
     gateway: web::Data<Gateway>,
@@ -90,6 +143,17 @@ async fn stats(
     Ok(ok("", StatsData::new(stats, at, catalog.served())))
 }
 
+/// The user's log (calls and top-ups), newest first, with a summary of the whole filtered range.
+#[utoipa::path(
+    params(LogsQuery),
+    responses(
+        (status = 200, body = Envelope<LogsData>),
+        (status = 404, description = "`user_not_found`", body = ErrorEnvelope),
+        EnvelopeErrors,
+    ),
+    security(("platform_key" = [])),
+)]
+#[get("/{external_user_id}/logs")]
 async fn logs(
     service: Service,
     Platform(p): Platform,
@@ -101,7 +165,15 @@ async fn logs(
 }
 
 /// The models that have an enabled channel, with their prices (USD per 1M tokens).
-async fn models(Platform(_): Platform, gateway: web::Data<Gateway>) -> HttpResponse {
+#[utoipa::path(
+    responses(
+        (status = 200, body = Envelope<Vec<ModelPriceView>>),
+        EnvelopeErrors,
+    ),
+    security(("platform_key" = [])),
+)]
+#[get("/models")]
+async fn models(_: Platform, gateway: web::Data<Gateway>) -> HttpResponse {
     let catalog = gateway.catalog();
     let served: Vec<ModelPriceView> = catalog
         .served()

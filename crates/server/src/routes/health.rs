@@ -3,12 +3,13 @@
 //! shown as a field).
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_domain::cluster::Instance;
 use tollgate_relay::feed::Feed;
 use tollgate_storage::SeaStore;
+use utoipa::ToSchema;
 
 /// This instance among those sharing the database, for `/readyz` (built at start-up).
 #[derive(Debug)]
@@ -22,14 +23,47 @@ pub struct Cluster {
 /// Longest wait for the database's answer in `/readyz`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// `GET /healthz`.
+/// `GET /healthz` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    status: &'static str,
+}
+
+/// `GET /readyz` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness<'a> {
+    /// `ready` (200) or `unavailable` (503).
+    status: &'a str,
+    /// `sqlite` or `mysql`.
+    database: &'a str,
+    /// `up`, `down`, or `off` when not configured; never makes the instance unready.
+    redis: &'a str,
+    /// This instance's name.
+    instance: &'a str,
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    responses((status = 200, body = Health)),
+)]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// `GET /readyz`: ready while the database answers. Redis is reported as a field (`up`,
 /// `down`, or `off` when not configured) and never makes the instance unready: without it,
 /// changes reach this instance by polling the database.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, description = "The database answered within 1 s", body = Readiness),
+        (status = 503, description = "The database did not answer within 1 s", body = Readiness),
+    ),
+)]
 pub async fn readyz(store: web::Data<SeaStore>, cluster: web::Data<Cluster>) -> HttpResponse {
     let (database, redis) = tokio::join!(
         tokio::time::timeout(READY_TIMEOUT, store.ping()),
@@ -40,9 +74,11 @@ pub async fn readyz(store: web::Data<SeaStore>, cluster: web::Data<Cluster>) -> 
         Ok(Some(true)) => "up",
         Ok(Some(false)) | Err(_) => "down",
     };
-    let body = |status: &str| {
-        json!({"status": status, "database": store.backend_name(), "redis": redis,
-               "instance": cluster.instance.name})
+    let body = |status| Readiness {
+        status,
+        database: store.backend_name(),
+        redis,
+        instance: &cluster.instance.name,
     };
     match database {
         Ok(Ok(())) => HttpResponse::Ok().json(body("ready")),

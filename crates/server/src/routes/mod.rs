@@ -1,5 +1,33 @@
 //! HTTP routes. Each handler extracts, converts to a domain input, calls one service method and
 //! maps the result; nothing here computes money or touches storage directly.
+//!
+//! A handler's method and path are written once, in its actix route attribute (`#[post("/sync")]`),
+//! which `#[utoipa::path]` above it reads too; each module lists its handlers once, in
+//! [`routes!`], which makes both its `configure` (the registration) and its `openapi` (the
+//! description `crate::openapi` publishes). A route cannot be served without being described.
+
+/// Declares a module's handlers once. Expands to `configure`, which registers each handler at
+/// the method and path of its actix route attribute, and `openapi`, the OpenAPI description of
+/// exactly those handlers (paths relative to the scope the module is mounted at).
+macro_rules! routes {
+    ($($handler:ident),+ $(,)?) => {
+        /// Registers the routes (each at the method and path of its route attribute).
+        pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+            $(cfg.service($handler);)+
+        }
+
+        /// The OpenAPI description of the routes that `configure` registers, paths relative
+        /// to the module's scope.
+        #[must_use]
+        pub fn openapi() -> utoipa::openapi::OpenApi {
+            #[derive(utoipa::OpenApi)]
+            #[openapi(paths($($handler),+))]
+            struct Routes;
+            <Routes as utoipa::OpenApi>::openapi()
+        }
+    };
+}
+pub(crate) use routes;
 
 pub mod admin;
 pub mod admin_read;

@@ -12,15 +12,21 @@
 
 use crate::auth::bearer;
 use crate::error::{AnthropicError, OpenAiError};
+use crate::openapi::wire::{
+    AnthropicMessageResponse, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest,
+    CountTokensRequest, EmbeddingList, EmbeddingRequest, MessagesRequest,
+};
+use crate::openapi::{AnthropicCountErrors, AnthropicErrors, OpenAiErrors, OpenAiKeyErrors};
 use crate::request_id::RequestId;
 use actix_web::http::header::{self, ContentType};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tollgate_domain::channel::Api;
 use tollgate_relay::{ChatReply, Gateway, RateHeaders};
 use tracing::Instrument;
 use tracing::field::Empty;
+use utoipa::ToSchema;
 
 /// How relay request bodies are read: `TOLLGATE_RELAY_BODY_LIMIT` and
 /// `TOLLGATE_RELAY_BODY_TIMEOUT_SECS`.
@@ -36,15 +42,14 @@ pub struct BodyLimit {
 /// actually arrive.
 const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
-/// Registers the routes (under `/v1`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/completions", web::post().to(openai::<ChatApi>))
-        .route("/completions", web::post().to(openai::<CompletionsApi>))
-        .route("/embeddings", web::post().to(openai::<EmbeddingsApi>))
-        .route("/messages", web::post().to(messages))
-        .route("/messages/count_tokens", web::post().to(count_tokens))
-        .route("/models", web::get().to(models));
-}
+super::routes!(
+    chat_completions,
+    completions,
+    embeddings,
+    messages,
+    count_tokens,
+    models
+);
 
 /// Reads the whole body within the deadline, refusing it as soon as it passes the limit (or
 /// at once when its declared length does).
@@ -187,35 +192,95 @@ async fn relay(
     .await
 }
 
-/// Which OpenAI-format API a route serves (one handler for all of them).
-trait OpenAiApi {
-    const API: Api;
-}
-
-struct ChatApi;
-struct CompletionsApi;
-struct EmbeddingsApi;
-
-impl OpenAiApi for ChatApi {
-    const API: Api = Api::Chat;
-}
-impl OpenAiApi for CompletionsApi {
-    const API: Api = Api::Completions;
-}
-impl OpenAiApi for EmbeddingsApi {
-    const API: Api = Api::Embeddings;
-}
-
-/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: Bearer key, OpenAI errors.
-async fn openai<A: OpenAiApi>(
+/// Chat completions (OpenAI's API), streamed or not, routed to any channel serving the model
+/// (converted for `anthropic` channels) and billed for the tokens used.
+#[utoipa::path(
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true` a server-sent event stream of `chat.completion.chunk` events ending with `data: [DONE]`", content(
+            (ChatCompletion = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        OpenAiErrors,
+    ),
+    security(("api_key" = [])),
+)]
+#[post("/chat/completions")]
+async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
     limit: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, OpenAiError> {
-    relay(A::API, bearer(&req), &req, payload, &gateway, **limit).await
+    openai(Api::Chat, req, payload, gateway, limit).await
 }
 
+/// Legacy text completions (OpenAI's API), streamed or not.
+#[utoipa::path(
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true` a server-sent event stream", content(
+            (Completion = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        OpenAiErrors,
+    ),
+    security(("api_key" = [])),
+)]
+#[post("/completions")]
+async fn completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, OpenAiError> {
+    openai(Api::Completions, req, payload, gateway, limit).await
+}
+
+/// Embeddings (OpenAI's API), billed by their input tokens.
+#[utoipa::path(
+    request_body = EmbeddingRequest,
+    responses(
+        (status = 200, description = "The embeddings", body = EmbeddingList),
+        OpenAiErrors,
+    ),
+    security(("api_key" = [])),
+)]
+#[post("/embeddings")]
+async fn embeddings(
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, OpenAiError> {
+    openai(Api::Embeddings, req, payload, gateway, limit).await
+}
+
+/// The OpenAI-format routes' one body: Bearer key, OpenAI errors.
+async fn openai(
+    api: Api,
+    req: HttpRequest,
+    payload: web::Payload,
+    gateway: web::Data<Gateway>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, OpenAiError> {
+    relay(api, bearer(&req), &req, payload, &gateway, **limit).await
+}
+
+/// Anthropic's Messages API, streamed or not: natively to `anthropic` channels, converted to
+/// and from chat completions for the others. `anthropic-version` is accepted.
+#[utoipa::path(
+    request_body = MessagesRequest,
+    responses(
+        (status = 200, description = "The message; with `stream: true` Anthropic's events (`message_start`, `content_block_start`, `content_block_delta`, `content_block_stop`, `message_delta` with usage, `message_stop`)", content(
+            (AnthropicMessageResponse = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        AnthropicErrors,
+    ),
+    security(("anthropic_api_key" = []), ("api_key" = [])),
+)]
+#[post("/messages")]
 async fn messages(
     req: HttpRequest,
     payload: web::Payload,
@@ -233,13 +298,21 @@ async fn messages(
     .await?)
 }
 
-#[derive(Serialize)]
+/// `POST /v1/messages/count_tokens` answer.
+#[derive(Serialize, ToSchema)]
 struct TokenCount {
+    /// The prompt's tokens, as Tollgate estimates them for its holds.
     input_tokens: u64,
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens, as Tollgate estimates them for its
 /// holds (no charge).
+#[utoipa::path(
+    request_body = CountTokensRequest,
+    responses((status = 200, body = TokenCount), AnthropicCountErrors),
+    security(("anthropic_api_key" = []), ("api_key" = [])),
+)]
+#[post("/messages/count_tokens")]
 async fn count_tokens(
     req: HttpRequest,
     payload: web::Payload,
@@ -258,20 +331,33 @@ async fn count_tokens(
     Ok(HttpResponse::Ok().json(TokenCount { input_tokens }))
 }
 
-#[derive(Serialize)]
+/// `GET /v1/models` answer.
+#[derive(Serialize, ToSchema)]
 struct ModelList {
+    /// `list`.
     object: &'static str,
     data: Vec<ModelEntry>,
 }
 
-#[derive(Serialize)]
+/// A model some enabled channel serves.
+#[derive(Serialize, ToSchema)]
 struct ModelEntry {
+    /// The public model name.
     id: String,
+    /// `model`.
     object: &'static str,
+    /// Always 0.
     created: i64,
+    /// `tollgate`.
     owned_by: &'static str,
 }
 
+/// The models some enabled channel serves (OpenAI's format).
+#[utoipa::path(
+    responses((status = 200, body = ModelList), OpenAiKeyErrors),
+    security(("api_key" = [])),
+)]
+#[get("/models")]
 async fn models(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
