@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Mutation testing of the money and rule code of `domain` (docs/testing.md): cargo-mutants
-# changes quota.rs, pricing.rs, billing.rs, token.rs, validation.rs and `route` in channel.rs
-# one mutant at a time (a `<` made `<=`, a body replaced by a default…) and runs the domain
-# crate's tests against each; a mutant the tests do not notice is "missed". Prints
-# caught/missed/unviable/timeouts and exits non-zero when fewer than 95% of the viable mutants
-# (caught + missed + timeouts) are caught.
+# changes quota.rs, pricing.rs, billing.rs, token.rs, validation.rs, ratelimit.rs (the sliding
+# window of the rate limits) and `route` in channel.rs one mutant at a time (a `<` made `<=`,
+# a body replaced by a default…) and runs the domain crate's tests against each; a mutant the
+# tests do not notice is "missed". Prints caught/missed/unviable/timeouts and exits non-zero
+# when fewer than 95% of the viable mutants (caught + missed + timeouts) are caught.
 #
 #   bash scripts/mutants.sh              # always runs (installs cargo-mutants once)
 #   bash scripts/mutants.sh --if-changed # skips when the files above and the domain tests are
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 MUTANTS_VERSION=27.1.0
 THRESHOLD=${MUTANTS_THRESHOLD:-95}
 cache=${MUTANTS_CACHE:-$HOME/.cache/tollgate-mutants}
-files=(quota pricing billing token validation)
+files=(quota pricing billing token validation ratelimit)
 
 # What the result depends on: the mutated files, the domain tests outside them, this script.
 inputs() {
@@ -41,7 +41,7 @@ fi
 
 args=(-p tollgate-domain --jobs 1 --timeout 120 --no-shuffle --output "$cache")
 for f in "${files[@]}" channel; do args+=(--file "crates/domain/src/$f.rs"); done
-# Every mutant of the five files, and of channel.rs only those in `route`.
+# Every mutant of the six files, and of channel.rs only those in `route`.
 args+=(--re "crates/domain/src/($(IFS='|'; echo "${files[*]}"))\\.rs:")
 args+=(--re 'crates/domain/src/channel\.rs:.* route( |$)')
 

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tollgate_domain::ids::UserId;
+use tollgate_domain::ids::{TokenId, UserId};
 use tollgate_domain::ratelimit::RateLimits;
 use tollgate_domain::repository::TokenRepository;
 use tollgate_domain::time::UnixTime;
@@ -249,6 +249,30 @@ async fn the_error_table_of_spec_4() {
             "令牌已过期",
         );
 
+        // 401 token_disabled: a key switched off in the database (no API does it) before its
+        // first call, so the relay reads the disabled row itself. (A key already in the key
+        // cache when it is switched off: `a_key_disabled_after_its_first_call_is_refused`.)
+        let off = app.funded_key("e-off", "10").await;
+        let off_id =
+            app.ext(Method::GET, "/e-off/stats", None).await.data()["tokens"][0]["token_id"]
+                .as_i64()
+                .expect("token id");
+        let store = SeaStore::connect(&url).await.expect("store");
+        assert!(
+            testing::set_token_status(&store, TokenId::new(off_id), true)
+                .await
+                .expect("disable")
+        );
+        let before = mock.calls();
+        check(
+            &app.chat(&off, &ask("qwen-turbo")).await,
+            401,
+            "token_disabled",
+            "authentication_error",
+            "令牌已被禁用",
+        );
+        assert_eq!(mock.calls(), before);
+
         // 400: malformed JSON, missing `model` or `messages`, a field of the wrong type.
         let bad_request = |r: &tollgate_tests::Reply, message: &str| {
             check(
@@ -357,6 +381,59 @@ async fn the_error_table_of_spec_4() {
         .await
         .data();
         invalid_key(&app.chat(&key, &ask("qwen-turbo")).await);
+        app.stop().await;
+    }
+}
+
+/// SPEC §4: a disabled key is refused with 401 `token_disabled` also when the relay has it in
+/// its key cache as enabled (it was used before it was switched off, by a write that no change
+/// feed announced): the hold, taken in the database before any upstream call, reads the row.
+/// Nothing is sent upstream and nothing is held or charged; switched on again, it works.
+#[tokio::test]
+async fn a_key_disabled_after_its_first_call_is_refused() {
+    for (url, backend) in databases().await {
+        let app = TestApp::start(url.clone(), backend).await;
+        let mock = MockProvider::start().await;
+        setup(&app, &mock).await;
+        let key = app.funded_key("d1", "10").await;
+        let stats = app.ext(Method::GET, "/d1/stats", None).await;
+        let id = TokenId::new(stats.data()["tokens"][0]["token_id"].as_i64().expect("id"));
+        // The first call caches the key as enabled.
+        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
+        assert_eq!(app.settled("d1", 1).await["used_quota"], CALL_QUOTA);
+
+        let store = SeaStore::connect(&url).await.expect("store");
+        assert!(
+            testing::set_token_status(&store, id, true)
+                .await
+                .expect("disable")
+        );
+        let stats = app.ext(Method::GET, "/d1/stats", None).await;
+        assert_eq!(stats.data()["tokens"][0]["status"], 2, "{backend}");
+        for _ in 0..2 {
+            let r = app.chat(&key, &ask("qwen-turbo")).await;
+            assert_eq!(r.status, 401, "{backend}: {}", r.body);
+            assert_eq!(r.body["error"]["code"], "token_disabled", "{}", r.body);
+            assert_eq!(r.body["error"]["type"], "authentication_error");
+            assert_eq!(r.body["error"]["message"], "令牌已被禁用");
+        }
+        let mut body = ask("qwen-turbo");
+        body["stream"] = json!(true);
+        let (status, _, text) = app.chat_stream(&key, &body).await;
+        assert_eq!(status, 401, "{backend}: {text}");
+        assert!(text.contains("\"token_disabled\""), "{text}");
+        assert_eq!(mock.calls(), 1, "{backend}: nothing sent upstream");
+        let info = app.no_hold_left("d1").await;
+        assert_eq!(info["used_quota"], CALL_QUOTA);
+        assert_eq!(info["total_requests"], 1);
+        assert_eq!(info["current_quota"], 5_000_000 - CALL_QUOTA);
+
+        assert!(
+            testing::set_token_status(&store, id, false)
+                .await
+                .expect("enable")
+        );
+        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
         app.stop().await;
     }
 }

@@ -567,6 +567,42 @@ pub fn served_models(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::time::Duration;
+
+    /// Set when a call of [`routed`] got no answer: the later ones fail at once.
+    static HUNG: AtomicBool = AtomicBool::new(false);
+
+    /// [`route`] on a thread of its own, failing the test when it has not answered within 5 s.
+    /// A mutant that makes `route` loop forever (a group's end never moving past its start;
+    /// `scripts/mutants.sh`) then fails these tests at once rather than hanging them until
+    /// cargo-mutants' timeout. After one call hung the next ones fail without waiting, so the
+    /// property test's shrinking neither waits 5 s per case nor leaves a spinning thread each.
+    fn routed(
+        channels: &[Channel],
+        model: &str,
+        api: Api,
+        random: impl FnMut(u64) -> u64 + Send + 'static,
+    ) -> Route {
+        assert!(
+            !HUNG.load(Ordering::Relaxed),
+            "an earlier route call never answered"
+        );
+        let (channels, model) = (channels.to_vec(), model.to_owned());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(route(&channels, &model, api, random));
+        });
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                HUNG.store(true, Ordering::Relaxed);
+                panic!("route did not answer within 5 s");
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!("route panicked"),
+        }
+    }
 
     fn channel(id: i64, priority: i64, weight: u32, status: ChannelStatus) -> Channel {
         Channel {
@@ -592,14 +628,17 @@ mod tests {
     #[test]
     fn unknown_and_disabled_models_are_told_apart() {
         let cs = vec![channel(1, 0, 1, ChannelStatus::Disabled)];
-        assert_eq!(route(&cs, "other", Api::Chat, |_| 0), Route::UnknownModel);
+        assert_eq!(routed(&cs, "other", Api::Chat, |_| 0), Route::UnknownModel);
         assert_eq!(
-            route(&cs, "m", Api::Embeddings, |_| 0),
+            routed(&cs, "m", Api::Embeddings, |_| 0),
             Route::NoEnabledChannel
         );
-        assert_eq!(route(&cs, "m", Api::Chat, |_| 0), Route::NoEnabledChannel);
+        assert_eq!(routed(&cs, "m", Api::Chat, |_| 0), Route::NoEnabledChannel);
         let auto = vec![channel(1, 0, 1, ChannelStatus::AutoDisabled)];
-        assert_eq!(route(&auto, "m", Api::Chat, |_| 0), Route::NoEnabledChannel);
+        assert_eq!(
+            routed(&auto, "m", Api::Chat, |_| 0),
+            Route::NoEnabledChannel
+        );
     }
 
     #[test]
@@ -609,12 +648,12 @@ mod tests {
         let cs = vec![claude];
         for api in [Api::Chat, Api::Messages] {
             assert_eq!(
-                route(&cs, "m", api, |_| 0),
+                routed(&cs, "m", api, |_| 0),
                 Route::Channels(vec![ChannelId::new(7)])
             );
         }
         for api in [Api::Embeddings, Api::Completions] {
-            assert_eq!(route(&cs, "m", api, |_| 0), Route::UnknownModel, "{api:?}");
+            assert_eq!(routed(&cs, "m", api, |_| 0), Route::UnknownModel, "{api:?}");
         }
         assert!(Api::Embeddings.served_by(ChannelKind::Gemini));
         assert!(!Api::Completions.served_by(ChannelKind::Echo));
@@ -650,7 +689,7 @@ mod tests {
             channel(3, 5, 1, ChannelStatus::Disabled),
         ];
         assert_eq!(
-            route(&cs, "m", Api::Chat, |_| 0),
+            routed(&cs, "m", Api::Chat, |_| 0),
             Route::Channels(vec![ChannelId::new(2), ChannelId::new(1)])
         );
         assert_eq!(cs[0].upstream_model("m"), "upstream-m");
@@ -669,7 +708,7 @@ mod tests {
         ];
         let mut firsts = [0u32; 3];
         for r in 0..4 {
-            if let Route::Channels(o) = route(&cs, "m", Api::Chat, |n| r % n) {
+            if let Route::Channels(o) = routed(&cs, "m", Api::Chat, move |n| r % n) {
                 firsts[usize::try_from(o[0].get()).expect("id")] += 1;
             }
         }
@@ -737,7 +776,7 @@ mod tests {
                 channel(i as i64, *p, *w, if *on { ChannelStatus::Enabled } else { ChannelStatus::Disabled })
             }).collect();
             let mut s = seed;
-            let r = route(&cs, "m", Api::Chat, |n| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); (s >> 33) % n });
+            let r = routed(&cs, "m", Api::Chat, move |n| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); (s >> 33) % n });
             let enabled: Vec<_> = cs.iter().filter(|c| c.status == ChannelStatus::Enabled).collect();
             match r {
                 Route::Channels(order) => {

@@ -175,7 +175,7 @@ impl Window {
         {
             return Err(Refusal {
                 kind: LimitKind::Tokens,
-                retry_after_ms: self.tokens_free_at(used, tokens, max) - now_ms,
+                retry_after_ms: self.tokens_free_at(now_ms, used, tokens, max) - now_ms,
             });
         }
         self.entries.push_back(Entry {
@@ -199,8 +199,9 @@ impl Window {
     }
 
     /// When enough tokens have left the window for `tokens` more to fit under `max` (a call
-    /// larger than the limit itself never fits: a full window from now).
-    fn tokens_free_at(&self, used: u64, tokens: u64, max: u64) -> i64 {
+    /// larger than the limit itself never fits: when the window is empty, or a full window from
+    /// `now_ms` if it is empty already — as the Redis script answers).
+    fn tokens_free_at(&self, now_ms: i64, used: u64, tokens: u64, max: u64) -> i64 {
         let mut left = used;
         for e in &self.entries {
             left = left.saturating_sub(e.tokens);
@@ -208,7 +209,7 @@ impl Window {
                 return e.at_ms + WINDOW_MS;
             }
         }
-        self.entries.back().map_or(0, |e| e.at_ms) + WINDOW_MS
+        self.entries.back().map_or(now_ms, |e| e.at_ms) + WINDOW_MS
     }
 
     /// The call's real token count, once settled (it replaces the estimate).

@@ -1,8 +1,11 @@
 //! Fresh databases for tests: a temporary SQLite file always, and a new MariaDB/MySQL database
 //! when `TOLLGATE_TEST_MYSQL_URL` names a server. Used by this crate's tests and by `tests/`.
 
+use crate::entity::token;
+use crate::tokens::{DISABLED, ENABLED};
 use crate::{SeaStore, StorageError};
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, Database, EntityTrait, QueryFilter};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_domain::Quota;
@@ -143,4 +146,20 @@ pub async fn funded(
         .await
         .expect("token");
     (user.id, token.id)
+}
+
+/// Switches a key off (`disabled`) or on again in the database, as no API does (SPEC §3.4's
+/// status 2): the row only — no cache of a running relay is told. Whether the token exists.
+pub async fn set_token_status(
+    store: &SeaStore,
+    token_id: TokenId,
+    disabled: bool,
+) -> Result<bool, StorageError> {
+    let status = if disabled { DISABLED } else { ENABLED };
+    let done = token::Entity::update_many()
+        .col_expr(token::Column::Status, Expr::value(status))
+        .filter(token::Column::Id.eq(token_id.get()))
+        .exec(&store.db)
+        .await?;
+    Ok(done.rows_affected == 1)
 }

@@ -14,7 +14,7 @@ use tollgate_domain::{Quota, RepoError};
 
 /// Stored status codes.
 pub(crate) const ENABLED: i16 = 1;
-const DISABLED: i16 = 2;
+pub(crate) const DISABLED: i16 = 2;
 
 fn to_token(m: token::Model) -> Token {
     Token {
