@@ -30,7 +30,8 @@ use crate::SeaStore;
 use crate::billing::HELD;
 use crate::entity::{hold, log, user};
 use crate::error::{Result, StorageError, corrupt};
-use crate::logs::{join, with_sums};
+use crate::logs::{join, usage_by_model_query, with_sums};
+use crate::tokens::user_tokens_query;
 use crate::users::to_user;
 use async_trait::async_trait;
 use sea_orm::sea_query::extension::mysql::{IndexHintScope, MySqlSelectStatementExt};
@@ -40,6 +41,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, QueryTrait, Select, Statement,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_domain::admin_read::{
     AdminLogEntry, AdminLogPage, AdminLogQuery, AdminReadRepository, AdminUser, Counted, HOUR,
     HoldsInFlight, Limits, LogOwner, PlatformTag, UsageCell, UsageTotals, UserPage, UserSearch,
@@ -56,6 +58,18 @@ const CHANNEL: &str = "channel_id";
 /// would treat `%` and `_` as wildcards, and SQLite's would fold ASCII case).
 fn contains(column: impl sea_orm::sea_query::IntoColumnRef, needle: &str) -> Expr {
     Expr::expr(Func::cust("INSTR").arg(Expr::col(column)).arg(needle)).gt(0)
+}
+
+/// One statement an admin read issues, with the database's plan for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementPlan {
+    /// Which statement of the read (`count`, `page`, `usage`, …).
+    pub name: &'static str,
+    /// Its SQL with the values written in, as built by the code that runs it.
+    pub sql: String,
+    /// One line per row of `EXPLAIN QUERY PLAN` (SQLite) or of `EXPLAIN` (MySQL: table, access
+    /// type, key, extra).
+    pub plan: Vec<String>,
 }
 
 /// How a log query walks the table.
@@ -248,6 +262,52 @@ fn user_filter(search: &UserSearch) -> Condition {
     }
 }
 
+/// The users a search counts, up to one past the window.
+fn users_count_query(search: &UserSearch) -> SelectStatement {
+    count_query(
+        user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .filter(user_filter(search))
+            .into_query(),
+        search.limits.window,
+    )
+}
+
+/// A page of users, newest first by primary key.
+fn users_page_query(search: &UserSearch) -> Select<user::Entity> {
+    user::Entity::find()
+        .filter(user_filter(search))
+        .order_by_desc(user::Column::Id)
+        .offset(search.offset())
+        .limit(within_window(
+            search.page_size,
+            search.offset(),
+            search.limits,
+        ))
+}
+
+/// The owners of a page's rows, by primary key.
+fn owners_query(ids: Vec<i64>) -> Select<user::Entity> {
+    user::Entity::find()
+        .select_only()
+        .columns([
+            user::Column::Id,
+            user::Column::PlatformId,
+            user::Column::ExternalUserId,
+            user::Column::Username,
+        ])
+        .filter(user::Column::Id.is_in(ids))
+}
+
+/// Holds of calls in flight, through `holds`' `(state, expires_at)` index.
+fn holds_query(backend: DbBackend) -> Select<hold::Entity> {
+    let select = hold::Entity::find()
+        .select_only()
+        .column_as(Expr::cust("COUNT(*)"), "count");
+    with_sums(select, backend, &[("amount", "amount", None)]).filter(hold::Column::State.eq(HELD))
+}
+
 #[derive(Debug, FromQueryResult)]
 struct LogRow {
     id: i64,
@@ -317,9 +377,14 @@ struct HoldsRow {
 
 impl SeaStore {
     async fn capped_count(&self, inner: SelectStatement, window: u64) -> Result<Counted> {
+        self.counted(&count_query(inner, window), window).await
+    }
+
+    /// Runs a [`count_query`] built for `window`.
+    async fn counted(&self, count: &SelectStatement, window: u64) -> Result<Counted> {
         let n = self
             .db
-            .query_one(&count_query(inner, window))
+            .query_one(count)
             .await?
             .map(|r| r.try_get_by_index::<i64>(0))
             .transpose()?
@@ -353,15 +418,7 @@ impl SeaStore {
     }
 
     async fn owners(&self, ids: Vec<i64>) -> Result<HashMap<i64, LogOwner>> {
-        let rows = user::Entity::find()
-            .select_only()
-            .columns([
-                user::Column::Id,
-                user::Column::PlatformId,
-                user::Column::ExternalUserId,
-                user::Column::Username,
-            ])
-            .filter(user::Column::Id.is_in(ids))
+        let rows = owners_query(ids)
             .into_model::<OwnerRow>()
             .all(&self.db)
             .await?;
@@ -424,28 +481,10 @@ impl SeaStore {
     }
 
     async fn users(&self, search: &UserSearch) -> Result<UserPage> {
-        let cond = user_filter(search);
         let counted = self
-            .capped_count(
-                user::Entity::find()
-                    .select_only()
-                    .column(user::Column::Id)
-                    .filter(cond.clone())
-                    .into_query(),
-                search.limits.window,
-            )
+            .counted(&users_count_query(search), search.limits.window)
             .await?;
-        let rows = user::Entity::find()
-            .filter(cond)
-            .order_by_desc(user::Column::Id)
-            .offset(search.offset())
-            .limit(within_window(
-                search.page_size,
-                search.offset(),
-                search.limits,
-            ))
-            .all(&self.db)
-            .await?;
+        let rows = users_page_query(search).all(&self.db).await?;
         let users = rows
             .into_iter()
             .map(|m| {
@@ -481,12 +520,7 @@ impl SeaStore {
     }
 
     async fn holds(&self) -> Result<HoldsInFlight> {
-        let backend = self.db.get_database_backend();
-        let select = hold::Entity::find()
-            .select_only()
-            .column_as(Expr::cust("COUNT(*)"), "count");
-        let row = with_sums(select, backend, &[("amount", "amount", None)])
-            .filter(hold::Column::State.eq(HELD))
+        let row = holds_query(self.db.get_database_backend())
             .into_model::<HoldsRow>()
             .one(&self.db)
             .await?;
@@ -496,16 +530,16 @@ impl SeaStore {
         }))
     }
 
-    /// The database's plan for each statement that reads `logs` for `query`, and for the
-    /// usage buckets over `[from, until)`: `(statement, plan lines)` for `boundary`, `count`,
-    /// `page`, `rows` and `usage` (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on MySQL). Tests
-    /// and benchmarks use it to check that no read scans the table.
+    /// The database's plan for each statement of `GET /logs` with `query`, and of `GET /usage`
+    /// over `[from, until)`: `boundary` (only when a filter needs it), `count`, `page`, `rows`,
+    /// `owners`, `usage` and `holds`.
+    /// Tests and benchmarks use it to check that no read scans the table.
     pub async fn admin_read_plans(
         &self,
         query: &AdminLogQuery,
         from: UnixTime,
         until: UnixTime,
-    ) -> std::result::Result<Vec<(&'static str, Vec<String>)>, StorageError> {
+    ) -> std::result::Result<Vec<StatementPlan>, StorageError> {
         let backend = self.db.get_database_backend();
         let Plan {
             index,
@@ -531,11 +565,46 @@ impl SeaStore {
             ),
             ("page", page_query(index, cond, query).build(backend)),
             ("rows", rows_query(vec![1, 2]).build(backend)),
+            ("owners", owners_query(vec![1, 2]).build(backend)),
             ("usage", usage_query(backend, from, until).build(backend)),
+            ("holds", holds_query(backend).build(backend)),
         ]);
+        self.explain_all(statements).await
+    }
+
+    /// The database's plan for each statement of `GET /users` with `search` (`users.count`,
+    /// `users.page`) and of `GET /users/{user}` (`user`, `tokens`, `usage_by_model`), built by
+    /// the same functions the reads run, as [`SeaStore::admin_read_plans`] does for the log.
+    pub async fn admin_user_plans(
+        &self,
+        search: &UserSearch,
+        user: UserId,
+    ) -> std::result::Result<Vec<StatementPlan>, StorageError> {
+        let backend = self.db.get_database_backend();
+        self.explain_all(vec![
+            ("users.count", backend.build(&users_count_query(search))),
+            ("users.page", users_page_query(search).build(backend)),
+            ("user", user::Entity::find_by_id(user.get()).build(backend)),
+            ("tokens", user_tokens_query(user).build(backend)),
+            (
+                "usage_by_model",
+                usage_by_model_query(backend, user).build(backend),
+            ),
+        ])
+        .await
+    }
+
+    async fn explain_all(
+        &self,
+        statements: Vec<(&'static str, Statement)>,
+    ) -> Result<Vec<StatementPlan>> {
         let mut out = Vec::new();
         for (name, s) in statements {
-            out.push((name, self.explain(s).await?));
+            out.push(StatementPlan {
+                name,
+                sql: s.to_string(),
+                plan: self.explain(s).await?,
+            });
         }
         Ok(out)
     }
@@ -543,9 +612,14 @@ impl SeaStore {
     async fn explain(&self, s: Statement) -> Result<Vec<String>> {
         let mysql = s.db_backend == DbBackend::MySql;
         let prefix = if mysql {
-            "EXPLAIN "
+            // A text of its own each time: the driver keeps prepared statements per
+            // connection, and MariaDB (10.11) explains a re-executed prepared statement
+            // without `Using index` although it still reads only the index.
+            static EXPLAINED: AtomicU64 = AtomicU64::new(0);
+            let n = EXPLAINED.fetch_add(1, Ordering::Relaxed);
+            format!("EXPLAIN /* plan {n} */ ")
         } else {
-            "EXPLAIN QUERY PLAN "
+            "EXPLAIN QUERY PLAN ".to_owned()
         };
         let explained = Statement {
             sql: format!("{prefix}{}", s.sql),

@@ -600,7 +600,8 @@ async fn no_log_read_scans_or_sorts_the_table() {
                 // large-table test below.
                 continue;
             }
-            for (statement, lines) in &plans {
+            for p in &plans {
+                let (statement, lines) = (p.name, &p.plan);
                 for line in lines {
                     let scans_table = line.starts_with("SCAN logs") && !line.contains("INDEX");
                     assert!(!scans_table, "{statement}: {line} for {q:?}");
@@ -610,7 +611,7 @@ async fn no_log_read_scans_or_sorts_the_table() {
                     );
                 }
             }
-            let page = &plans.iter().find(|(s, _)| *s == "page").expect("page").1;
+            let page = &plans.iter().find(|p| p.name == "page").expect("page").plan;
             assert!(
                 page.iter().any(|l| l.contains(&format!("INDEX {index} "))
                     || l.ends_with(&format!("INDEX {index}"))),
@@ -690,7 +691,8 @@ async fn on_a_large_log_every_read_uses_an_index() {
                 q.filter.model_contains,
                 q.filter.page,
             );
-            for (statement, lines) in &plans {
+            for p in &plans {
+                let (statement, lines) = (p.name, &p.plan);
                 println!("  {statement}: {}", lines.join(" | "));
                 for line in lines {
                     assert!(
