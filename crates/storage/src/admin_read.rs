@@ -4,9 +4,9 @@
 //! Which index each log read walks (named to MySQL with `FORCE INDEX`; SQLite's planner picks
 //! the same by itself). [`SeaStore::admin_read_plans`] shows the database's plans; the tests
 //! check that SQLite's never scans or sorts `logs`, and, on 300,000 rows, that MySQL's do not
-//! either:
+//! either; `scripts/bench/admin-read.sh` prints them on 1,000,000 rows:
 //!
-//! | filter | index | checked on the rows it yields |
+//! | filter | index | checked on the entries it yields |
 //! |---|---|---|
 //! | `user_id` (+ `type`) | `ix_logs_user_time` / `ix_logs_user_kind_time` | `channel_id`, `model_name` |
 //! | `channel_id` | `ix_logs_channel_time` | `model_name` |
@@ -16,15 +16,19 @@
 //! Dates are the index's range. Rows come newest first in index order, so a page reads at most
 //! `offset + page_size` matching entries of the index (the page is at most the window), and
 //! the count stops one row past the window. A filter the index does not answer is checked
-//! on the newest [`Limits::scan`] rows of the indexed range only: the `created_at` of the last
-//! of those rows bounds the walk, and the page reports it as `searched_from`. The page's ids
-//! come from the index alone; the rows and their owners are then read by primary key.
+//! on the newest [`Limits::scan`] entries of the indexed range only: the `created_at` of the
+//! last of those bounds the walk, and the page reports it as `searched_from`. Each index
+//! carries the columns those filters check (migration `m20261203_000007`), so the check, the
+//! count and the page's ids come from the index alone; only the page's rows and their owners
+//! are then read by primary key.
 //!
-//! The usage buckets read the consume rows of the window through `ix_logs_kind_time`, so their
-//! cost follows the calls in the window (at most 168 hours), never the table. Holds in flight
-//! are read through `holds`' `(state, expires_at)` index. Users are listed newest first by
-//! primary key; a search is a substring match, which no B-tree index answers, so it checks
-//! `users` rows (never `logs`) until the page is full, and counts up to the window.
+//! The usage buckets read the consume rows of the window from `ix_logs_kind_time` alone (it
+//! carries the channel and the summed columns), so their cost follows the calls in the window
+//! (at most 168 hours), never the table; a user's usage per model reads their consume rows
+//! from `ix_logs_user_kind_time` the same way. Holds in flight are read through `holds`'
+//! `(state, expires_at)` index. Users are listed newest first by primary key; a search is a
+//! substring match, which no B-tree index answers, so it checks `users` rows (never `logs`)
+//! until the page is full, and counts up to the window.
 
 use crate::SeaStore;
 use crate::billing::HELD;
