@@ -13,7 +13,8 @@
 # to the folder of an earlier run (it keeps `manifest.json`, and the SQLite file when
 # BENCH_DATABASE_URL is unset), the seed is skipped and the same rows are measured again.
 # Settings: BENCH_ROWS (1000000), BENCH_USERS (1000), BENCH_DAYS (30); BENCH_REQUESTS (200 per
-# case and round), BENCH_WARMUP (20), BENCH_ROUNDS (3).
+# case and round), BENCH_WARMUP (20), BENCH_ROUNDS (3); BENCH_ONLY=usage,model measures only the
+# cases whose names contain one of those parts. TOLLGATE_BIN and BENCH_BIN name other binaries.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=${CARGO_TARGET_DIR:-$here/../../target}

@@ -86,7 +86,9 @@ struct Plan {
     residual: Option<Condition>,
 }
 
-fn plan(q: &AdminLogQuery) -> Plan {
+/// The plan of `q`; `floor` is the boundary of a bounded search (see [`boundary_query`]), which
+/// replaces the start date as the range's lower bound.
+fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
     let f = &q.filter;
     let mut indexed = Condition::all();
     let mut residual = Condition::all();
@@ -126,8 +128,15 @@ fn plan(q: &AdminLogQuery) -> Plan {
             None => "ix_logs_time",
         },
     };
-    if let Some(from) = f.from {
-        indexed = indexed.add(log::Column::CreatedAt.gte(from.secs()));
+    // One lower bound, the later one: given two on the same column, SQLite's planner walks
+    // from whichever it picks, which may be the start date, far below a bounded search's
+    // boundary. The boundary lies in the range, so it is never the earlier of the two.
+    let from = match (f.from.map(UnixTime::secs), floor) {
+        (Some(date), Some(floor)) => Some(std::cmp::max(date, floor)),
+        (date, floor) => date.or(floor),
+    };
+    if let Some(from) = from {
+        indexed = indexed.add(log::Column::CreatedAt.gte(from));
     }
     if let Some(until) = f.until {
         indexed = indexed.add(log::Column::CreatedAt.lt(until.secs()));
@@ -406,18 +415,15 @@ impl SeaStore {
             index,
             indexed,
             residual,
-        } = plan(q);
+        } = plan(q, None);
         let Some(residual) = residual else {
             return Ok((index, indexed, None));
         };
-        let boundary: Option<i64> = boundary_query(index, indexed.clone(), q.limits)
+        let boundary: Option<i64> = boundary_query(index, indexed, q.limits)
             .into_tuple()
             .one(&self.db)
             .await?;
-        let mut cond = indexed.add(residual);
-        if let Some(t) = boundary {
-            cond = cond.add(log::Column::CreatedAt.gte(t));
-        }
+        let cond = plan(q, boundary).indexed.add(residual);
         Ok((index, cond, boundary.map(UnixTime::from_secs)))
     }
 
@@ -549,7 +555,7 @@ impl SeaStore {
             index,
             indexed,
             residual,
-        } = plan(query);
+        } = plan(query, None);
         let (_, cond, _) = self.bounded(query).await?;
         let mut statements = Vec::new();
         // The boundary is read only when a filter needs it, as in `log_page`.

@@ -412,6 +412,39 @@ async fn counts_stop_at_the_window_and_unindexed_filters_say_how_far_back_they_l
             (5, true, Some(T0 + 13 * 60)),
             "{backend}"
         );
+        // With a start date too, the walk starts at the boundary, the later lower bound: the
+        // statements carry that one only (given both, SQLite may walk from the start date).
+        let dated = query(|i| {
+            i.log.model_name = Some("common".into());
+            i.log.start_date = Some(date(T0));
+        })
+        .with_limits(small);
+        let (_, total, is_capped, from) = db.logs(&dated).await;
+        assert_eq!(
+            (total, is_capped, from),
+            (5, true, Some(T0 + 13 * 60)),
+            "{backend}"
+        );
+        let plans = db
+            .store
+            .admin_read_plans(
+                &dated,
+                UnixTime::from_secs(T0),
+                UnixTime::from_secs(T0 + HOUR),
+            )
+            .await
+            .expect("plans");
+        for p in plans.iter().filter(|p| matches!(p.name, "count" | "page")) {
+            let lower_bounds = p.sql.matches("created_at\" >= ").count()
+                + p.sql.matches("created_at` >= ").count();
+            assert_eq!(lower_bounds, 1, "{backend} {}: {}", p.name, p.sql);
+            assert!(
+                p.sql.contains(&format!(">= {}", T0 + 13 * 60)),
+                "{backend} {}: {}",
+                p.name,
+                p.sql
+            );
+        }
         // A channel with a user is checked on the user's rows, bounded the same way.
         let on_one = query(|i| {
             i.user_id = Some(u.to_string());

@@ -11,6 +11,9 @@
 //!                                          # BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS
 //! ```
 //!
+//! `BENCH_ONLY=usage,heaviest` limits `plans` and `measure` to the cases whose names contain one
+//! of those parts.
+//!
 //! The manifest, written by `seed`, names the users, channel and dates the cases use, so that
 //! `plans` and `measure` ask about the same rows. Requests are sent one at a time on one
 //! keep-alive connection: the figure is the latency of one request on an idle server, which is
@@ -422,6 +425,7 @@ fn cases(m: &Value) -> Vec<Case> {
         v => v.to_string(),
     };
     let p = |k: &'static str, v: &str| (k, v.to_owned());
+    let month_from = date(m["from"].as_i64().expect("from"));
     let user = |name: &str, id: String| Case {
         name: name.into(),
         path: format!("/users/{id}"),
@@ -487,6 +491,10 @@ fn cases(m: &Value) -> Vec<Case> {
             ],
         ),
         logs_case(
+            "logs, all 30 days + model qwen-plus",
+            &[p("start_date", &month_from), p("model_name", "qwen-plus")],
+        ),
+        logs_case(
             "logs, dates + type + model",
             &[
                 p("start_date", &s("week_from")),
@@ -498,6 +506,17 @@ fn cases(m: &Value) -> Vec<Case> {
         usage(24),
         usage(168),
     ]
+}
+
+/// The cases whose name contains one of `BENCH_ONLY`'s comma-separated parts (all without it).
+fn selected(cases: Vec<Case>) -> Vec<Case> {
+    let Ok(only) = std::env::var("BENCH_ONLY") else {
+        return cases;
+    };
+    cases
+        .into_iter()
+        .filter(|c| only.split(',').any(|part| c.name.contains(part.trim())))
+        .collect()
 }
 
 fn read_manifest(path: &str) -> Value {
@@ -521,7 +540,7 @@ async fn plans(url: &str, manifest: &str) {
     // The SQL itself is long; BENCH_SQL=1 shows it under each plan.
     let show_sql = std::env::var("BENCH_SQL").is_ok_and(|v| v == "1");
     let mut scanning = 0;
-    for case in cases(&m) {
+    for case in selected(cases(&m)) {
         let plans = match case.call {
             Call::Users(input) => {
                 let search = input.into_search().expect("valid search");
@@ -646,7 +665,7 @@ async fn measure(base: &str, key: &str, manifest: &str) {
             .bearer_auth(key)
             .send()
     };
-    let cases = cases(&m);
+    let cases = selected(cases(&m));
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
     let mut gists = vec![String::new(); cases.len()];
     for round in 1..=rounds {
