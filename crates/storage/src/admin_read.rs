@@ -4,9 +4,9 @@
 //! Which index each log read walks (named to MySQL with `FORCE INDEX`; SQLite's planner picks
 //! the same by itself). [`SeaStore::admin_read_plans`] shows the database's plans; the tests
 //! check that SQLite's never scans or sorts `logs`, and, on 300,000 rows, that MySQL's do not
-//! either:
+//! either; `scripts/bench/admin-read.sh` prints them on 1,000,000 rows:
 //!
-//! | filter | index | checked on the rows it yields |
+//! | filter | index | checked on the entries it yields |
 //! |---|---|---|
 //! | `user_id` (+ `type`) | `ix_logs_user_time` / `ix_logs_user_kind_time` | `channel_id`, `model_name` |
 //! | `channel_id` | `ix_logs_channel_time` | `model_name` |
@@ -16,21 +16,26 @@
 //! Dates are the index's range. Rows come newest first in index order, so a page reads at most
 //! `offset + page_size` matching entries of the index (the page is at most the window), and
 //! the count stops one row past the window. A filter the index does not answer is checked
-//! on the newest [`Limits::scan`] rows of the indexed range only: the `created_at` of the last
-//! of those rows bounds the walk, and the page reports it as `searched_from`. The page's ids
-//! come from the index alone; the rows and their owners are then read by primary key.
+//! on the newest [`Limits::scan`] entries of the indexed range only: the `created_at` of the
+//! last of those bounds the walk, and the page reports it as `searched_from`. Each index
+//! carries the columns those filters check (migration `m20261203_000007`), so the check, the
+//! count and the page's ids come from the index alone; only the page's rows and their owners
+//! are then read by primary key.
 //!
-//! The usage buckets read the consume rows of the window through `ix_logs_kind_time`, so their
-//! cost follows the calls in the window (at most 168 hours), never the table. Holds in flight
-//! are read through `holds`' `(state, expires_at)` index. Users are listed newest first by
-//! primary key; a search is a substring match, which no B-tree index answers, so it checks
-//! `users` rows (never `logs`) until the page is full, and counts up to the window.
+//! The usage buckets read the consume rows of the window from `ix_logs_kind_time` alone (it
+//! carries the channel and the summed columns), so their cost follows the calls in the window
+//! (at most 168 hours), never the table; a user's usage per model reads their consume rows
+//! from `ix_logs_user_kind_time` the same way. Holds in flight are read through `holds`'
+//! `(state, expires_at)` index. Users are listed newest first by primary key; a search is a
+//! substring match, which no B-tree index answers, so it checks `users` rows (never `logs`)
+//! until the page is full, and counts up to the window.
 
 use crate::SeaStore;
 use crate::billing::HELD;
 use crate::entity::{hold, log, user};
 use crate::error::{Result, StorageError, corrupt};
-use crate::logs::{join, with_sums};
+use crate::logs::{join, usage_by_model_query, with_sums};
+use crate::tokens::user_tokens_query;
 use crate::users::to_user;
 use async_trait::async_trait;
 use sea_orm::sea_query::extension::mysql::{IndexHintScope, MySqlSelectStatementExt};
@@ -40,6 +45,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, QueryTrait, Select, Statement,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_domain::admin_read::{
     AdminLogEntry, AdminLogPage, AdminLogQuery, AdminReadRepository, AdminUser, Counted, HOUR,
     HoldsInFlight, Limits, LogOwner, PlatformTag, UsageCell, UsageTotals, UserPage, UserSearch,
@@ -58,6 +64,18 @@ fn contains(column: impl sea_orm::sea_query::IntoColumnRef, needle: &str) -> Exp
     Expr::expr(Func::cust("INSTR").arg(Expr::col(column)).arg(needle)).gt(0)
 }
 
+/// One statement an admin read issues, with the database's plan for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementPlan {
+    /// Which statement of the read (`count`, `page`, `usage`, …).
+    pub name: &'static str,
+    /// Its SQL with the values written in, as built by the code that runs it.
+    pub sql: String,
+    /// One line per row of `EXPLAIN QUERY PLAN` (SQLite) or of `EXPLAIN` (MySQL: table, access
+    /// type, key, extra).
+    pub plan: Vec<String>,
+}
+
 /// How a log query walks the table.
 struct Plan {
     /// The index it walks.
@@ -68,7 +86,9 @@ struct Plan {
     residual: Option<Condition>,
 }
 
-fn plan(q: &AdminLogQuery) -> Plan {
+/// The plan of `q`; `floor` is the boundary of a bounded search (see [`boundary_query`]), which
+/// replaces the start date as the range's lower bound.
+fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
     let f = &q.filter;
     let mut indexed = Condition::all();
     let mut residual = Condition::all();
@@ -108,8 +128,15 @@ fn plan(q: &AdminLogQuery) -> Plan {
             None => "ix_logs_time",
         },
     };
-    if let Some(from) = f.from {
-        indexed = indexed.add(log::Column::CreatedAt.gte(from.secs()));
+    // One lower bound, the later one: given two on the same column, SQLite's planner walks
+    // from whichever it picks, which may be the start date, far below a bounded search's
+    // boundary. The boundary lies in the range, so it is never the earlier of the two.
+    let from = match (f.from.map(UnixTime::secs), floor) {
+        (Some(date), Some(floor)) => Some(std::cmp::max(date, floor)),
+        (date, floor) => date.or(floor),
+    };
+    if let Some(from) = from {
+        indexed = indexed.add(log::Column::CreatedAt.gte(from));
     }
     if let Some(until) = f.until {
         indexed = indexed.add(log::Column::CreatedAt.lt(until.secs()));
@@ -248,6 +275,52 @@ fn user_filter(search: &UserSearch) -> Condition {
     }
 }
 
+/// The users a search counts, up to one past the window.
+fn users_count_query(search: &UserSearch) -> SelectStatement {
+    count_query(
+        user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .filter(user_filter(search))
+            .into_query(),
+        search.limits.window,
+    )
+}
+
+/// A page of users, newest first by primary key.
+fn users_page_query(search: &UserSearch) -> Select<user::Entity> {
+    user::Entity::find()
+        .filter(user_filter(search))
+        .order_by_desc(user::Column::Id)
+        .offset(search.offset())
+        .limit(within_window(
+            search.page_size,
+            search.offset(),
+            search.limits,
+        ))
+}
+
+/// The owners of a page's rows, by primary key.
+fn owners_query(ids: Vec<i64>) -> Select<user::Entity> {
+    user::Entity::find()
+        .select_only()
+        .columns([
+            user::Column::Id,
+            user::Column::PlatformId,
+            user::Column::ExternalUserId,
+            user::Column::Username,
+        ])
+        .filter(user::Column::Id.is_in(ids))
+}
+
+/// Holds of calls in flight, through `holds`' `(state, expires_at)` index.
+fn holds_query(backend: DbBackend) -> Select<hold::Entity> {
+    let select = hold::Entity::find()
+        .select_only()
+        .column_as(Expr::cust("COUNT(*)"), "count");
+    with_sums(select, backend, &[("amount", "amount", None)]).filter(hold::Column::State.eq(HELD))
+}
+
 #[derive(Debug, FromQueryResult)]
 struct LogRow {
     id: i64,
@@ -317,9 +390,14 @@ struct HoldsRow {
 
 impl SeaStore {
     async fn capped_count(&self, inner: SelectStatement, window: u64) -> Result<Counted> {
+        self.counted(&count_query(inner, window), window).await
+    }
+
+    /// Runs a [`count_query`] built for `window`.
+    async fn counted(&self, count: &SelectStatement, window: u64) -> Result<Counted> {
         let n = self
             .db
-            .query_one(&count_query(inner, window))
+            .query_one(count)
             .await?
             .map(|r| r.try_get_by_index::<i64>(0))
             .transpose()?
@@ -337,31 +415,20 @@ impl SeaStore {
             index,
             indexed,
             residual,
-        } = plan(q);
+        } = plan(q, None);
         let Some(residual) = residual else {
             return Ok((index, indexed, None));
         };
-        let boundary: Option<i64> = boundary_query(index, indexed.clone(), q.limits)
+        let boundary: Option<i64> = boundary_query(index, indexed, q.limits)
             .into_tuple()
             .one(&self.db)
             .await?;
-        let mut cond = indexed.add(residual);
-        if let Some(t) = boundary {
-            cond = cond.add(log::Column::CreatedAt.gte(t));
-        }
+        let cond = plan(q, boundary).indexed.add(residual);
         Ok((index, cond, boundary.map(UnixTime::from_secs)))
     }
 
     async fn owners(&self, ids: Vec<i64>) -> Result<HashMap<i64, LogOwner>> {
-        let rows = user::Entity::find()
-            .select_only()
-            .columns([
-                user::Column::Id,
-                user::Column::PlatformId,
-                user::Column::ExternalUserId,
-                user::Column::Username,
-            ])
-            .filter(user::Column::Id.is_in(ids))
+        let rows = owners_query(ids)
             .into_model::<OwnerRow>()
             .all(&self.db)
             .await?;
@@ -424,28 +491,10 @@ impl SeaStore {
     }
 
     async fn users(&self, search: &UserSearch) -> Result<UserPage> {
-        let cond = user_filter(search);
         let counted = self
-            .capped_count(
-                user::Entity::find()
-                    .select_only()
-                    .column(user::Column::Id)
-                    .filter(cond.clone())
-                    .into_query(),
-                search.limits.window,
-            )
+            .counted(&users_count_query(search), search.limits.window)
             .await?;
-        let rows = user::Entity::find()
-            .filter(cond)
-            .order_by_desc(user::Column::Id)
-            .offset(search.offset())
-            .limit(within_window(
-                search.page_size,
-                search.offset(),
-                search.limits,
-            ))
-            .all(&self.db)
-            .await?;
+        let rows = users_page_query(search).all(&self.db).await?;
         let users = rows
             .into_iter()
             .map(|m| {
@@ -481,12 +530,7 @@ impl SeaStore {
     }
 
     async fn holds(&self) -> Result<HoldsInFlight> {
-        let backend = self.db.get_database_backend();
-        let select = hold::Entity::find()
-            .select_only()
-            .column_as(Expr::cust("COUNT(*)"), "count");
-        let row = with_sums(select, backend, &[("amount", "amount", None)])
-            .filter(hold::Column::State.eq(HELD))
+        let row = holds_query(self.db.get_database_backend())
             .into_model::<HoldsRow>()
             .one(&self.db)
             .await?;
@@ -496,22 +540,22 @@ impl SeaStore {
         }))
     }
 
-    /// The database's plan for each statement that reads `logs` for `query`, and for the
-    /// usage buckets over `[from, until)`: `(statement, plan lines)` for `boundary`, `count`,
-    /// `page`, `rows` and `usage` (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on MySQL). Tests
-    /// and benchmarks use it to check that no read scans the table.
+    /// The database's plan for each statement of `GET /logs` with `query`, and of `GET /usage`
+    /// over `[from, until)`: `boundary` (only when a filter needs it), `count`, `page`, `rows`,
+    /// `owners`, `usage` and `holds`.
+    /// Tests and benchmarks use it to check that no read scans the table.
     pub async fn admin_read_plans(
         &self,
         query: &AdminLogQuery,
         from: UnixTime,
         until: UnixTime,
-    ) -> std::result::Result<Vec<(&'static str, Vec<String>)>, StorageError> {
+    ) -> std::result::Result<Vec<StatementPlan>, StorageError> {
         let backend = self.db.get_database_backend();
         let Plan {
             index,
             indexed,
             residual,
-        } = plan(query);
+        } = plan(query, None);
         let (_, cond, _) = self.bounded(query).await?;
         let mut statements = Vec::new();
         // The boundary is read only when a filter needs it, as in `log_page`.
@@ -531,11 +575,46 @@ impl SeaStore {
             ),
             ("page", page_query(index, cond, query).build(backend)),
             ("rows", rows_query(vec![1, 2]).build(backend)),
+            ("owners", owners_query(vec![1, 2]).build(backend)),
             ("usage", usage_query(backend, from, until).build(backend)),
+            ("holds", holds_query(backend).build(backend)),
         ]);
+        self.explain_all(statements).await
+    }
+
+    /// The database's plan for each statement of `GET /users` with `search` (`users.count`,
+    /// `users.page`) and of `GET /users/{user}` (`user`, `tokens`, `usage_by_model`), built by
+    /// the same functions the reads run, as [`SeaStore::admin_read_plans`] does for the log.
+    pub async fn admin_user_plans(
+        &self,
+        search: &UserSearch,
+        user: UserId,
+    ) -> std::result::Result<Vec<StatementPlan>, StorageError> {
+        let backend = self.db.get_database_backend();
+        self.explain_all(vec![
+            ("users.count", backend.build(&users_count_query(search))),
+            ("users.page", users_page_query(search).build(backend)),
+            ("user", user::Entity::find_by_id(user.get()).build(backend)),
+            ("tokens", user_tokens_query(user).build(backend)),
+            (
+                "usage_by_model",
+                usage_by_model_query(backend, user).build(backend),
+            ),
+        ])
+        .await
+    }
+
+    async fn explain_all(
+        &self,
+        statements: Vec<(&'static str, Statement)>,
+    ) -> Result<Vec<StatementPlan>> {
         let mut out = Vec::new();
         for (name, s) in statements {
-            out.push((name, self.explain(s).await?));
+            out.push(StatementPlan {
+                name,
+                sql: s.to_string(),
+                plan: self.explain(s).await?,
+            });
         }
         Ok(out)
     }
@@ -543,9 +622,14 @@ impl SeaStore {
     async fn explain(&self, s: Statement) -> Result<Vec<String>> {
         let mysql = s.db_backend == DbBackend::MySql;
         let prefix = if mysql {
-            "EXPLAIN "
+            // A text of its own each time: the driver keeps prepared statements per
+            // connection, and MariaDB (10.11) explains a re-executed prepared statement
+            // without `Using index` although it still reads only the index.
+            static EXPLAINED: AtomicU64 = AtomicU64::new(0);
+            let n = EXPLAINED.fetch_add(1, Ordering::Relaxed);
+            format!("EXPLAIN /* plan {n} */ ")
         } else {
-            "EXPLAIN QUERY PLAN "
+            "EXPLAIN QUERY PLAN ".to_owned()
         };
         let explained = Statement {
             sql: format!("{prefix}{}", s.sql),

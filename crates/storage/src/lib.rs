@@ -18,6 +18,7 @@ mod tokens;
 mod topups;
 mod users;
 
+pub use admin_read::StatementPlan;
 pub use bus::RedisBus;
 pub use channels::KeyStatus;
 pub use crypto::{CipherError, KeyCipher, KeyError, SecretKey};

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use tollgate_domain::ids::{ChannelId, LogId, TokenId, UserId};
 use tollgate_domain::logs::{
@@ -181,6 +181,27 @@ pub(crate) fn with_sums<Q: QuerySelect>(
     query
 }
 
+/// A user's consumption grouped by model, by model name; the admin read plans show it too.
+pub(crate) fn usage_by_model_query(backend: DbBackend, user: UserId) -> Select<log::Entity> {
+    let query = log::Entity::find()
+        .select_only()
+        .column(log::Column::Model)
+        .column_as(Expr::cust("COUNT(*)"), "requests");
+    with_sums(
+        query,
+        backend,
+        &[
+            ("prompt", "prompt_tokens", None),
+            ("completion", "completion_tokens", None),
+            ("quota", "quota", None),
+        ],
+    )
+    .filter(log::Column::UserId.eq(user.get()))
+    .filter(log::Column::Kind.eq(LogKind::Consume.code()))
+    .group_by(log::Column::Model)
+    .order_by_asc(log::Column::Model)
+}
+
 #[async_trait]
 impl LogRepository for SeaStore {
     async fn append_log(&self, e: &NewLogEntry) -> std::result::Result<LogEntry, RepoError> {
@@ -262,27 +283,11 @@ impl LogRepository for SeaStore {
         user: UserId,
     ) -> std::result::Result<Vec<ModelUsage>, RepoError> {
         let backend = self.db.get_database_backend();
-        let query = log::Entity::find()
-            .select_only()
-            .column(log::Column::Model)
-            .column_as(Expr::cust("COUNT(*)"), "requests");
-        let rows = with_sums(
-            query,
-            backend,
-            &[
-                ("prompt", "prompt_tokens", None),
-                ("completion", "completion_tokens", None),
-                ("quota", "quota", None),
-            ],
-        )
-        .filter(log::Column::UserId.eq(user.get()))
-        .filter(log::Column::Kind.eq(LogKind::Consume.code()))
-        .group_by(log::Column::Model)
-        .order_by_asc(log::Column::Model)
-        .into_model::<UsageRow>()
-        .all(&self.db)
-        .await
-        .map_err(StorageError::from)?;
+        let rows = usage_by_model_query(backend, user)
+            .into_model::<UsageRow>()
+            .all(&self.db)
+            .await
+            .map_err(StorageError::from)?;
         Ok(rows
             .into_iter()
             .map(|r| ModelUsage {

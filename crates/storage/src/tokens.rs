@@ -4,7 +4,7 @@ use crate::SeaStore;
 use crate::entity::token;
 use crate::error::{Result, StorageError};
 use async_trait::async_trait;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Select};
 use tollgate_domain::ids::{TokenId, UserId};
 use tollgate_domain::ratelimit::RateLimits;
 use tollgate_domain::repository::TokenRepository;
@@ -15,6 +15,13 @@ use tollgate_domain::{Quota, RepoError};
 /// Stored status codes.
 pub(crate) const ENABLED: i16 = 1;
 pub(crate) const DISABLED: i16 = 2;
+
+/// A user's tokens, oldest first (through `ix_tokens_user`); the admin read plans show it too.
+pub(crate) fn user_tokens_query(user: UserId) -> Select<token::Entity> {
+    token::Entity::find()
+        .filter(token::Column::UserId.eq(user.get()))
+        .order_by_asc(token::Column::Id)
+}
 
 fn to_token(m: token::Model) -> Token {
     Token {
@@ -78,9 +85,7 @@ impl TokenRepository for SeaStore {
     }
 
     async fn list_tokens(&self, user: UserId) -> std::result::Result<Vec<Token>, RepoError> {
-        let rows: Result<Vec<token::Model>> = token::Entity::find()
-            .filter(token::Column::UserId.eq(user.get()))
-            .order_by_asc(token::Column::Id)
+        let rows: Result<Vec<token::Model>> = user_tokens_query(user)
             .all(&self.db)
             .await
             .map_err(StorageError::from);
