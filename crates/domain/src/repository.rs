@@ -165,12 +165,13 @@ pub trait CallErrorRepository: Send + Sync {
 
 /// Everything the relay and the admin API need.
 pub trait RelayStore:
-    TokenRepository + BillingRepository + ChannelRepository + PriceRepository
+    TokenRepository + BillingRepository + ChannelRepository + PriceRepository + CallErrorRepository
 {
 }
 
-impl<T: TokenRepository + BillingRepository + ChannelRepository + PriceRepository> RelayStore
-    for T
+impl<
+    T: TokenRepository + BillingRepository + ChannelRepository + PriceRepository + CallErrorRepository,
+> RelayStore for T
 {
 }
 

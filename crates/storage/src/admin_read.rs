@@ -22,12 +22,15 @@
 //!
 //! The usage buckets read the consume rows of the window through `ix_logs_kind_time`, so their
 //! cost follows the calls in the window (at most 168 hours), never the table. Holds in flight
-//! are read through `holds`' `(state, expires_at)` index. Users are listed newest first by
-//! primary key; a search is a substring match, which no B-tree index answers, so it checks
-//! `users` rows (never `logs`) until the page is full, and counts up to the window.
+//! are read through `holds`' `(state, expires_at)` index, and failed calls through the
+//! `call_errors` primary key `(hour_start, channel_id, kind)` (at most hours × channels × kinds
+//! rows; see `call_errors.rs`). Users are listed newest first by primary key; a search is a
+//! substring match, which no B-tree index answers, so it checks `users` rows (never `logs`)
+//! until the page is full, and counts up to the window.
 
 use crate::SeaStore;
 use crate::billing::HELD;
+use crate::call_errors::errors_query;
 use crate::entity::{hold, log, user};
 use crate::error::{Result, StorageError, corrupt};
 use crate::logs::{join, with_sums};
@@ -41,8 +44,9 @@ use sea_orm::{
 };
 use std::collections::HashMap;
 use tollgate_domain::admin_read::{
-    AdminLogEntry, AdminLogPage, AdminLogQuery, AdminReadRepository, AdminUser, Counted, HOUR,
-    HoldsInFlight, Limits, LogOwner, PlatformTag, UsageCell, UsageTotals, UserPage, UserSearch,
+    AdminLogEntry, AdminLogPage, AdminLogQuery, AdminReadRepository, AdminUser, Counted, ErrorCell,
+    HOUR, HoldsInFlight, Limits, LogOwner, PlatformTag, UsageCell, UsageTotals, UserPage,
+    UserSearch,
 };
 use tollgate_domain::ids::{ChannelId, ExternalUserId, LogId, TokenId, UserId};
 use tollgate_domain::logs::{LogEntry, LogKind};
@@ -497,9 +501,10 @@ impl SeaStore {
     }
 
     /// The database's plan for each statement that reads `logs` for `query`, and for the
-    /// usage buckets over `[from, until)`: `(statement, plan lines)` for `boundary`, `count`,
-    /// `page`, `rows` and `usage` (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on MySQL). Tests
-    /// and benchmarks use it to check that no read scans the table.
+    /// usage buckets and failed calls over `[from, until)`: `(statement, plan lines)` for
+    /// `boundary`, `count`, `page`, `rows`, `usage` and `errors` (`EXPLAIN QUERY PLAN` on
+    /// SQLite, `EXPLAIN` on MySQL). Tests and benchmarks use it to check that no read scans a
+    /// table.
     pub async fn admin_read_plans(
         &self,
         query: &AdminLogQuery,
@@ -532,6 +537,7 @@ impl SeaStore {
             ("page", page_query(index, cond, query).build(backend)),
             ("rows", rows_query(vec![1, 2]).build(backend)),
             ("usage", usage_query(backend, from, until).build(backend)),
+            ("errors", errors_query(backend, from, until).build(backend)),
         ]);
         let mut out = Vec::new();
         for (name, s) in statements {
@@ -600,6 +606,14 @@ impl AdminReadRepository for SeaStore {
         until: UnixTime,
     ) -> std::result::Result<Vec<UsageCell>, RepoError> {
         Ok(self.cells(from, until).await?)
+    }
+
+    async fn error_cells(
+        &self,
+        from: UnixTime,
+        until: UnixTime,
+    ) -> std::result::Result<Option<Vec<ErrorCell>>, RepoError> {
+        Ok(Some(self.error_hours(from, until).await?))
     }
 
     async fn holds_in_flight(&self) -> std::result::Result<HoldsInFlight, RepoError> {
