@@ -10,6 +10,7 @@ mod m20261203_000004_admin_read;
 mod m20261203_000005_more_prices;
 mod m20261203_000006_rate_limits;
 mod m20261203_000007_covering_log_indexes;
+mod m20261203_000008_call_errors;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_more_prices::Migration),
             Box::new(m20261203_000006_rate_limits::Migration),
             Box::new(m20261203_000007_covering_log_indexes::Migration),
+            Box::new(m20261203_000008_call_errors::Migration),
         ]
     }
 }

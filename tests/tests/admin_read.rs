@@ -1,6 +1,6 @@
 //! End-to-end tests of the admin read API and the console (SPEC §7): users across platforms,
 //! one user with masked keys, the log across users with its filters and pages, hourly usage,
-//! the admin key, refused filters, and the console's page and headers.
+//! failed calls per hour, the admin key, refused filters, and the console's page and headers.
 #![allow(
     clippy::expect_used,
     reason = "test helpers fail the calling test by panicking"
@@ -9,6 +9,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::SystemTime;
+use tollgate_domain::call_errors::{CallFailure, FailedCall};
+use tollgate_domain::ids::ChannelId;
+use tollgate_domain::repository::CallErrorRepository;
 use tollgate_domain::time::UnixTime;
 use tollgate_tests::{ADMIN_KEY, PLATFORM_A, PLATFORM_B, TestApp};
 
@@ -352,10 +355,12 @@ async fn usage_has_one_bucket_per_hour_with_calls_tokens_spend_and_holds() {
         assert_eq!(e["hours"], 24);
         assert_eq!(e["buckets"].as_array().map(Vec::len), Some(24));
         assert_eq!(e["totals"]["requests"], 0);
-        assert_eq!(
-            e["errors"],
-            Value::Null,
-            "failed calls are not recorded yet"
+        assert_eq!(e["errors"], 0, "failed calls are recorded, none yet");
+        assert!(
+            e["buckets"]
+                .as_array()
+                .is_some_and(|b| b.iter().all(|b| b["errors"] == 0)),
+            "{e}"
         );
         assert_eq!(e["holds"], json!({"count": 0, "quota": 0, "amount": 0}));
         assert_eq!(e["channels"], json!([]));
@@ -395,7 +400,7 @@ async fn usage_has_one_bucket_per_hour_with_calls_tokens_spend_and_holds() {
         );
         assert!(last["quota"].as_i64().expect("quota") > 0);
         assert!(last["spend"].is_number());
-        assert_eq!(last["errors"], Value::Null);
+        assert_eq!(last["errors"], 0, "settled calls are not failed calls");
         assert!(last["time"].as_str().is_some_and(|t| t.ends_with(":00:00")));
         assert_eq!(d["totals"]["requests"], 3);
         let quota: i64 = buckets
@@ -412,6 +417,76 @@ async fn usage_has_one_bucket_per_hour_with_calls_tokens_spend_and_holds() {
             sum, 3,
             "every call is under a channel (or none): {channels:?}"
         );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn usage_counts_the_failed_calls_recorded_in_their_hours() {
+    let mut urls = vec![(tollgate_storage::testing::sqlite_url(), "sqlite")];
+    if let Some(url) = tollgate_storage::testing::mysql_url()
+        .await
+        .expect("MySQL test database")
+    {
+        urls.push((url, "mysql"));
+    }
+    for (url, backend) in urls {
+        let app = TestApp::start(url.clone(), backend).await;
+        // What the gateway records through `RelayStore`, written here through the same port.
+        let store = tollgate_storage::SeaStore::connect(&url)
+            .await
+            .expect("connect");
+        let now = UnixTime::from_system(SystemTime::now()).secs();
+        let hour = now - now.rem_euclid(3_600);
+        let failed = |at: i64, channel: Option<i64>, kind| FailedCall {
+            at: UnixTime::from_secs(at),
+            channel: channel.map(ChannelId::new),
+            kind,
+        };
+        store
+            .record_call_errors(&[
+                failed(hour - 3_600, Some(1), CallFailure::Upstream),
+                failed(hour, Some(1), CallFailure::Timeout),
+                failed(hour, None, CallFailure::NoChannel),
+                // Before the report's first hour.
+                failed(hour - 3 * 3_600, Some(1), CallFailure::Upstream),
+            ])
+            .await
+            .expect("recorded");
+        let d = get(&app, "/usage?hours=3").await.data().clone();
+        let per_bucket: Vec<(i64, i64)> = d["buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .map(|b| {
+                (
+                    b["start"].as_i64().expect("start"),
+                    b["errors"].as_i64().expect("errors"),
+                )
+            })
+            .collect();
+        // The server reads its own clock: across an hour's turn its buckets are one hour later.
+        let first = if per_bucket.first().map(|b| b.0) == Some(hour - 2 * 3_600) {
+            hour - 2 * 3_600
+        } else {
+            hour - 3_600
+        };
+        let recorded = |start: i64| match (start - hour) / 3_600 {
+            -1 => 1,
+            0 => 2,
+            _ => 0,
+        };
+        let expected: Vec<(i64, i64)> = (0..3)
+            .map(|i| first + i * 3_600)
+            .map(|start| (start, recorded(start)))
+            .collect();
+        assert_eq!(per_bucket, expected, "{backend}");
+        assert_eq!(
+            d["errors"],
+            expected.iter().map(|b| b.1).sum::<i64>(),
+            "{backend}"
+        );
+        assert_eq!(d["totals"]["requests"], 0, "{backend}");
         app.stop().await;
     }
 }

@@ -441,7 +441,7 @@ pub struct UsageCell {
     pub totals: UsageTotals,
 }
 
-/// Failed calls in one hour.
+/// Failed calls in one hour, every kind counted (see [`crate::call_errors`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCell {
     /// Start of the hour.
@@ -457,7 +457,7 @@ pub struct HourlyUsage {
     pub start: UnixTime,
     /// Consumption.
     pub totals: UsageTotals,
-    /// Failed calls; `None` while no error source is recorded.
+    /// Failed calls; `None` when the store does not record them.
     pub errors: Option<i64>,
 }
 
@@ -492,7 +492,7 @@ pub struct UsageReport {
     pub hours: Vec<HourlyUsage>,
     /// Totals over the report.
     pub total: UsageTotals,
-    /// Failed calls over the report; `None` while no error source is recorded.
+    /// Failed calls over the report; `None` when the store does not record them.
     pub errors: Option<i64>,
     /// Per channel, by id (rows without a channel last).
     pub channels: Vec<ChannelUsage>,
@@ -576,8 +576,10 @@ pub trait AdminReadRepository: Send + Sync {
         until: UnixTime,
     ) -> Result<Vec<UsageCell>, RepoError>;
 
-    /// Failed calls over `[from, until)` per hour; `None` when this store records none.
-    /// No error source is stored yet: a store that records failed calls overrides this.
+    /// Failed calls over `[from, until)` per hour (every kind of
+    /// [`CallFailure`](crate::call_errors::CallFailure) counts); `None` when this store does
+    /// not record them. A store that implements
+    /// [`CallErrorRepository`](crate::repository::CallErrorRepository) overrides this.
     async fn error_cells(
         &self,
         _from: UnixTime,

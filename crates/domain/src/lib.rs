@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod admin_read;
 pub mod billing;
+pub mod call_errors;
 pub mod channel;
 pub mod cluster;
 pub mod error;

@@ -3,6 +3,7 @@
 //! its implementation; callers never read-modify-write quota.
 
 use crate::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
+use crate::call_errors::FailedCall;
 use crate::channel::{Channel, ChannelSpec, ChannelStatus};
 use crate::error::RepoError;
 use crate::ids::{ChannelId, ExternalUserId, PlatformId, TokenId, UserId};
@@ -163,14 +164,26 @@ pub trait LogRepository: Send + Sync {
     async fn usage_by_model(&self, user: UserId) -> Result<Vec<ModelUsage>, RepoError>;
 }
 
+/// Failed calls, counted per hour for the usage report (SPEC §7; what counts as one:
+/// [`crate::call_errors`]).
+#[async_trait]
+pub trait CallErrorRepository: Send + Sync {
+    /// Counts `failures` in the hours they happened, per channel and kind: the whole batch or,
+    /// when this returns an error, none of it (so a failed batch can be retried as it is).
+    /// Concurrent batches, from this instance or others, add up exactly. An empty batch does
+    /// nothing.
+    async fn record_call_errors(&self, failures: &[FailedCall]) -> Result<(), RepoError>;
+}
+
 /// Everything the relay and the admin API need.
 pub trait RelayStore:
-    TokenRepository + BillingRepository + ChannelRepository + PriceRepository
+    TokenRepository + BillingRepository + ChannelRepository + PriceRepository + CallErrorRepository
 {
 }
 
-impl<T: TokenRepository + BillingRepository + ChannelRepository + PriceRepository> RelayStore
-    for T
+impl<
+    T: TokenRepository + BillingRepository + ChannelRepository + PriceRepository + CallErrorRepository,
+> RelayStore for T
 {
 }
 

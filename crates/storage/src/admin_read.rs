@@ -26,12 +26,15 @@
 //! carries the channel and the summed columns), so their cost follows the calls in the window
 //! (at most 168 hours), never the table; a user's usage per model reads their consume rows
 //! from `ix_logs_user_kind_time` the same way. Holds in flight are read through `holds`'
-//! `(state, expires_at)` index. Users are listed newest first by primary key; a search is a
+//! `(state, expires_at)` index, and failed calls through the `call_errors` primary key
+//! `(hour_start, channel_id, kind)` (at most hours × channels × kinds rows; see
+//! `call_errors.rs`). Users are listed newest first by primary key; a search is a
 //! substring match, which no B-tree index answers, so it checks `users` rows (never `logs`)
 //! until the page is full, and counts up to the window.
 
 use crate::SeaStore;
 use crate::billing::HELD;
+use crate::call_errors::errors_query;
 use crate::entity::{hold, log, user};
 use crate::error::{Result, StorageError, corrupt};
 use crate::logs::{join, usage_by_model_query, with_sums};
@@ -47,8 +50,9 @@ use sea_orm::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_domain::admin_read::{
-    AdminLogEntry, AdminLogPage, AdminLogQuery, AdminReadRepository, AdminUser, Counted, HOUR,
-    HoldsInFlight, Limits, LogOwner, PlatformTag, UsageCell, UsageTotals, UserPage, UserSearch,
+    AdminLogEntry, AdminLogPage, AdminLogQuery, AdminReadRepository, AdminUser, Counted, ErrorCell,
+    HOUR, HoldsInFlight, Limits, LogOwner, PlatformTag, UsageCell, UsageTotals, UserPage,
+    UserSearch,
 };
 use tollgate_domain::ids::{ChannelId, ExternalUserId, LogId, TokenId, UserId};
 use tollgate_domain::logs::{LogEntry, LogKind};
@@ -542,7 +546,7 @@ impl SeaStore {
 
     /// The database's plan for each statement of `GET /logs` with `query`, and of `GET /usage`
     /// over `[from, until)`: `boundary` (only when a filter needs it), `count`, `page`, `rows`,
-    /// `owners`, `usage` and `holds`.
+    /// `owners`, `usage`, `holds` and `errors`.
     /// Tests and benchmarks use it to check that no read scans the table.
     pub async fn admin_read_plans(
         &self,
@@ -578,6 +582,7 @@ impl SeaStore {
             ("owners", owners_query(vec![1, 2]).build(backend)),
             ("usage", usage_query(backend, from, until).build(backend)),
             ("holds", holds_query(backend).build(backend)),
+            ("errors", errors_query(backend, from, until).build(backend)),
         ]);
         self.explain_all(statements).await
     }
@@ -684,6 +689,14 @@ impl AdminReadRepository for SeaStore {
         until: UnixTime,
     ) -> std::result::Result<Vec<UsageCell>, RepoError> {
         Ok(self.cells(from, until).await?)
+    }
+
+    async fn error_cells(
+        &self,
+        from: UnixTime,
+        until: UnixTime,
+    ) -> std::result::Result<Option<Vec<ErrorCell>>, RepoError> {
+        Ok(Some(self.error_hours(from, until).await?))
     }
 
     async fn holds_in_flight(&self) -> std::result::Result<HoldsInFlight, RepoError> {

@@ -5,6 +5,7 @@
 mod admin_read;
 mod billing;
 mod bus;
+mod call_errors;
 mod channels;
 mod cluster;
 mod crypto;

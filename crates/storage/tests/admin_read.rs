@@ -530,8 +530,8 @@ async fn usage_groups_consume_rows_by_hour_and_channel_and_sums_saturate() {
                 .error_cells(UnixTime::from_secs(T0), UnixTime::from_secs(T0 + HOUR))
                 .await
                 .expect("errors"),
-            None,
-            "no error source is recorded yet"
+            Some(vec![]),
+            "failed calls are recorded, none here"
         );
     }
 }

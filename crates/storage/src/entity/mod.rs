@@ -1,6 +1,7 @@
 //! SeaORM entities. They never leave this crate: repositories convert them to domain types.
 
 pub mod cache_change;
+pub mod call_error;
 pub mod channel;
 pub mod hold;
 pub mod instance;
