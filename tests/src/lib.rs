@@ -29,6 +29,8 @@ pub struct TestApp {
     pub base: String,
     /// Which database it runs on.
     pub backend: &'static str,
+    /// Its database (for tests that check what was stored).
+    pub database_url: String,
     /// HTTP client.
     pub client: Client,
     handle: actix_web::dev::ServerHandle,
@@ -116,7 +118,7 @@ impl TestApp {
         backend: &'static str,
         overrides: &[(&str, &str)],
     ) -> TestApp {
-        let app = Application::build(&settings(database_url, overrides))
+        let app = Application::build(&settings(database_url.clone(), overrides))
             .await
             .expect("application starts");
         let base = format!("http://127.0.0.1:{}", app.port());
@@ -125,6 +127,7 @@ impl TestApp {
         TestApp {
             base,
             backend,
+            database_url,
             client: Client::new(),
             handle,
         }

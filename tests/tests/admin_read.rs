@@ -491,6 +491,111 @@ async fn usage_counts_the_failed_calls_recorded_in_their_hours() {
     }
 }
 
+/// Each failed call's channel and kind as stored, summed over hours.
+async fn stored_failures(url: &str) -> Vec<(i64, i64, i64)> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(url).await.expect("connect");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT channel_id, kind, SUM(calls) AS calls FROM call_errors \
+             GROUP BY channel_id, kind ORDER BY channel_id, kind",
+        ))
+        .await
+        .expect("call_errors");
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get::<i64>("", "channel_id").expect("channel_id"),
+                i64::from(r.try_get::<i16>("", "kind").expect("kind")),
+                r.try_get::<i64>("", "calls")
+                    .or_else(|_| {
+                        r.try_get::<sea_orm::prelude::Decimal>("", "calls")
+                            .map(|d| i64::try_from(d).expect("integer"))
+                    })
+                    .expect("calls"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn relayed_calls_that_fail_are_counted_once_each_with_their_channel_and_kind() {
+    use tollgate_tests::mock::MockProvider;
+    for app in TestApp::all_with(&[("TOLLGATE_UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await {
+        let mock = MockProvider::start().await;
+        let broken = app.mock_model(&mock, "m-500", "fail-500").await;
+        let refused = app.mock_model(&mock, "m-400", "fail-400").await;
+        let cut = app.mock_model(&mock, "m-close", "close").await;
+        let off = app.mock_model(&mock, "m-off", "fine").await;
+        app.mock_model(&mock, "m-ok", "fine").await;
+        app.admin(Method::POST, &format!("/channels/{off}/disable"), None)
+            .await
+            .data();
+        let key = app.funded_key("failing", "5").await;
+        let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "你好！"}]});
+
+        // Accepted, then failed: a 5xx on every attempt (three with the default two retries),
+        // the upstream refusing the request, a stream cut mid-way, a model whose only channel
+        // is disabled.
+        assert_eq!(app.chat(&key, &ask("m-500")).await.status, 502);
+        assert_eq!(
+            mock.calls_for("fail-500"),
+            3,
+            "retried, yet one failed call"
+        );
+        assert_eq!(app.chat(&key, &ask("m-400")).await.status, 400);
+        let mut streamed = ask("m-close");
+        streamed["stream"] = json!(true);
+        let (status, _, _) = app.chat_stream(&key, &streamed).await;
+        assert_eq!(status, 200, "the client got part of an answer");
+        assert_eq!(app.chat(&key, &ask("m-off")).await.status, 503);
+        // The client's own refusals and successes are not failed calls.
+        assert_eq!(app.chat(&key, &ask("m-ok")).await.status, 200);
+        assert_eq!(app.chat(&key, &ask("no-such-model")).await.status, 404);
+        assert_eq!(app.chat("sk-not-a-key", &ask("m-ok")).await.status, 401);
+        let poor = app.funded_key("poor", "0").await;
+        assert_eq!(app.chat(&poor, &ask("m-ok")).await.status, 403);
+
+        // Counted in the background: poll, then check nothing else arrives.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut errors = Value::Null;
+        while std::time::Instant::now() < deadline {
+            errors = get(&app, "/usage?hours=2").await.data()["errors"].clone();
+            if errors == json!(4) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(errors, json!(4), "{}", app.backend);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let d = get(&app, "/usage?hours=2").await.data().clone();
+        assert_eq!(d["errors"], 4, "{}", app.backend);
+        let per_bucket: i64 = d["buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .map(|b| b["errors"].as_i64().expect("errors"))
+            .sum();
+        assert_eq!(per_bucket, 4);
+        let code = |k: CallFailure| i64::from(k.code());
+        let mut want = vec![
+            (0, code(CallFailure::NoChannel), 1),
+            (broken, code(CallFailure::Upstream), 1),
+            (refused, code(CallFailure::Refused), 1),
+            (cut, code(CallFailure::Interrupted), 1),
+        ];
+        want.sort_unstable();
+        assert_eq!(
+            stored_failures(&app.database_url).await,
+            want,
+            "{}",
+            app.backend
+        );
+        app.stop().await;
+    }
+}
+
 /// A console file with its headers.
 async fn fetch(app: &TestApp, path: &str) -> (reqwest::header::HeaderMap, String) {
     let res = app

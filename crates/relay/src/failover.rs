@@ -22,6 +22,14 @@ use tollgate_domain::channel::{Channel, Wire};
 use tollgate_domain::ids::ChannelId;
 use tollgate_domain::ratelimit::Subject;
 
+/// A call no channel answered: why, and the channel of its last attempt (`None`: no channel
+/// was sent the call).
+#[derive(Debug)]
+pub(crate) struct Unplaced {
+    pub(crate) error: RelayError,
+    pub(crate) channel: Option<ChannelId>,
+}
+
 /// What failover needs from the gateway, for one call.
 pub(crate) struct Failover<'a> {
     pub(crate) client: &'a UpstreamClient,
@@ -43,6 +51,25 @@ impl Failover<'_> {
         catalog: &Catalog,
         call: u64,
         tokens: u64,
+    ) -> Result<(Channel, Codec, UpstreamReply), Unplaced> {
+        let mut tried = None;
+        self.attempts(req, order, catalog, call, tokens, &mut tried)
+            .await
+            .map_err(|error| Unplaced {
+                error,
+                channel: tried,
+            })
+    }
+
+    /// [`Failover::run`], noting in `tried` each channel as it is sent the call.
+    async fn attempts(
+        &self,
+        req: &Call,
+        order: &[ChannelId],
+        catalog: &Catalog,
+        call: u64,
+        tokens: u64,
+        tried: &mut Option<ChannelId>,
     ) -> Result<(Channel, Codec, UpstreamReply), RelayError> {
         let mut candidates: Vec<&Channel> =
             order.iter().filter_map(|id| catalog.channel(*id)).collect();
@@ -103,6 +130,7 @@ impl Failover<'_> {
                 }
             };
             tries += 1;
+            *tried = Some(channel.id);
             match self.client.send(channel, path, body).await {
                 Err(AttemptError::Timeout) => {
                     metrics::upstream(channel.id, Outcome::Timeout);

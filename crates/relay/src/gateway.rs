@@ -9,6 +9,9 @@
 //! 6. The answer is relayed (streams event by event) and the reservation settled once; a
 //!    failure before the first byte drops it, which releases the hold.
 //!
+//! A call accepted (past the client's own checks) that then fails is reported once to the
+//! [`FailureLog`], with the channel of its last attempt; see [`failure_of`].
+//!
 //! Everything of one call runs in the span current when [`Gateway::call`] is entered (the
 //! server's per-call span), including the stream body and the settlement, which run elsewhere.
 
@@ -17,7 +20,8 @@ use crate::cache::Catalog;
 use crate::call::Call;
 use crate::client::{ChunkError, UpstreamClient, read_all};
 use crate::codec;
-use crate::failover::Failover;
+use crate::failover::{Failover, Unplaced};
+use crate::failures::FailureLog;
 use crate::feed::Caches;
 use crate::health::ChannelHealth;
 pub use crate::health::ChannelTest;
@@ -35,8 +39,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollgate_domain::RepoError;
 use tollgate_domain::billing::{DEFAULT_HOLD_COMPLETION_TOKENS, Hold, HoldRefusal, hold_amount};
+use tollgate_domain::call_errors::{CallFailure, FailedCall};
 use tollgate_domain::channel::{Api, Channel, Route, route};
 use tollgate_domain::cluster::{ChangeFeed, InstanceId};
+use tollgate_domain::ids::ChannelId;
 use tollgate_domain::ratelimit::{Headroom, RateLimits, Subject};
 use tollgate_domain::repository::RelayStore;
 use tollgate_domain::time::UnixTime;
@@ -132,6 +138,26 @@ impl Drop for LimitGuard {
     }
 }
 
+/// Whether `e` ends a call Tollgate had accepted (a failed call in the usage report), and how;
+/// `None` for the client's own refusals (key, body, model, quota, the key's limits).
+fn failure_of(e: &RelayError) -> Option<CallFailure> {
+    match e {
+        RelayError::InvalidKey
+        | RelayError::TokenExpired
+        | RelayError::TokenDisabled
+        | RelayError::InvalidRequest(_)
+        | RelayError::ModelNotFound(_)
+        | RelayError::InsufficientQuota(_)
+        | RelayError::RateLimited { .. } => None,
+        RelayError::NoAvailableChannel(_) => Some(CallFailure::NoChannel),
+        RelayError::Upstream(_) => Some(CallFailure::Upstream),
+        RelayError::UpstreamTimeout => Some(CallFailure::Timeout),
+        RelayError::UpstreamRejected { .. } => Some(CallFailure::Refused),
+        RelayError::ChannelRateLimited { .. } => Some(CallFailure::RateLimited),
+        RelayError::Unavailable(_) | RelayError::Repo(_) => Some(CallFailure::Unavailable),
+    }
+}
+
 /// A call's id in rate-limit windows: the first 16 hex digits of its request id (random).
 fn call_id(request_id: &str) -> u64 {
     request_id
@@ -182,6 +208,7 @@ pub struct Gateway {
     instance: InstanceId,
     client: UpstreamClient,
     ledger: Arc<dyn Ledger>,
+    failures: FailureLog,
     config: GatewayConfig,
     health: ChannelHealth,
     limiter: Arc<Limiter>,
@@ -197,9 +224,9 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway over the shared caches, moving money through `ledger` and
-    /// publishing its own changes (channels it disables or revives) on `feed`. Its holds carry
-    /// `instance`.
+    /// Builds the gateway over the shared caches, moving money through `ledger`, counting
+    /// failed calls in `failures` and publishing its own changes (channels it disables or
+    /// revives) on `feed`. Its holds carry `instance`.
     #[allow(clippy::too_many_arguments)] // each is a separate port that start-up wires in
     pub fn new(
         store: Arc<dyn RelayStore>,
@@ -207,6 +234,7 @@ impl Gateway {
         feed: Arc<dyn ChangeFeed>,
         instance: InstanceId,
         ledger: Arc<dyn Ledger>,
+        failures: FailureLog,
         limiter: Arc<Limiter>,
         client: UpstreamClient,
         config: GatewayConfig,
@@ -219,6 +247,7 @@ impl Gateway {
             instance,
             client,
             ledger,
+            failures,
             config,
             limiter,
         }
@@ -277,6 +306,29 @@ impl Gateway {
         token: Arc<Token>,
         raw: Bytes,
         request_id: &str,
+    ) -> Result<ChatReply, RelayError> {
+        let mut channel = None;
+        let result = self.place(api, token, raw, request_id, &mut channel).await;
+        if let Err(e) = &result
+            && let Some(kind) = failure_of(e)
+        {
+            self.failures.record(FailedCall {
+                at: now(),
+                channel,
+                kind,
+            });
+        }
+        result
+    }
+
+    /// [`Gateway::call`], noting in `channel` the channel of the call's last attempt.
+    async fn place(
+        &self,
+        api: Api,
+        token: Arc<Token>,
+        raw: Bytes,
+        request_id: &str,
+        last_channel: &mut Option<ChannelId>,
     ) -> Result<ChatReply, RelayError> {
         let started = Instant::now();
         let backlog = self.ledger.backlog();
@@ -394,7 +446,12 @@ impl Gateway {
         };
         let (channel, codec, mut reply) = failover
             .run(&req, &order, &catalog, call, hold_tokens)
-            .await?;
+            .await
+            .map_err(|Unplaced { error, channel }| {
+                *last_channel = channel;
+                error
+            })?;
+        *last_channel = Some(channel.id);
         ticket.span.record("channel_id", channel.id.get());
         let mut upstream_time = upstream_started.elapsed();
         let mut ticket = ticket;
@@ -415,6 +472,7 @@ impl Gateway {
                     idle,
                     codec::transcoder(codec, adapter, req.include_usage),
                     guard,
+                    (self.failures.clone(), channel.id),
                 ),
                 rate,
             });
@@ -468,6 +526,57 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_accepted_calls_that_then_failed_are_failures() {
+        use tollgate_domain::ratelimit::LimitKind;
+        let cases = [
+            (RelayError::InvalidKey, None),
+            (RelayError::TokenExpired, None),
+            (RelayError::TokenDisabled, None),
+            (RelayError::InvalidRequest("x".into()), None),
+            (RelayError::ModelNotFound("m".into()), None),
+            (RelayError::InsufficientQuota("q"), None),
+            (
+                RelayError::RateLimited {
+                    kind: LimitKind::Requests,
+                    retry_after_secs: 1,
+                },
+                None,
+            ),
+            (
+                RelayError::NoAvailableChannel("m".into()),
+                Some(CallFailure::NoChannel),
+            ),
+            (
+                RelayError::Upstream("x".into()),
+                Some(CallFailure::Upstream),
+            ),
+            (RelayError::UpstreamTimeout, Some(CallFailure::Timeout)),
+            (
+                RelayError::UpstreamRejected {
+                    status: 400,
+                    body: Bytes::new(),
+                },
+                Some(CallFailure::Refused),
+            ),
+            (
+                RelayError::ChannelRateLimited {
+                    model: "m".into(),
+                    retry_after_secs: 1,
+                },
+                Some(CallFailure::RateLimited),
+            ),
+            (RelayError::Unavailable("x"), Some(CallFailure::Unavailable)),
+            (
+                RelayError::Repo(RepoError::Failure { detail: "x".into() }),
+                Some(CallFailure::Unavailable),
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(failure_of(&e), want, "{e:?}");
+        }
+    }
 
     #[test]
     fn random_stays_in_range() {

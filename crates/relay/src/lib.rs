@@ -19,6 +19,7 @@ pub mod client;
 mod codec;
 mod error;
 mod failover;
+pub mod failures;
 pub mod feed;
 pub mod gateway;
 mod health;
@@ -34,5 +35,6 @@ pub mod tokenizer;
 pub mod wire;
 
 pub use error::RelayError;
+pub use failures::{FailureLog, FailureLogConfig};
 pub use gateway::{ChatReply, Gateway, GatewayConfig, RateHeaders};
 pub use ledger::{Backlog, ExactLedger, ExactLedgerConfig, Ledger, Reservation};

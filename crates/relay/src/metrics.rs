@@ -3,6 +3,7 @@
 //! model names and outcomes — never a key, a user or a prompt.
 
 use std::time::Duration;
+use tollgate_domain::call_errors::CallFailure;
 use tollgate_domain::ids::ChannelId;
 
 /// Upstream attempts, by channel and outcome.
@@ -21,6 +22,10 @@ pub const RATE_LIMIT_FALLBACK: &str = "tollgate_rate_limit_fallback_total";
 pub const SETTLEMENTS_PENDING: &str = "tollgate_settlements_pending";
 /// Settlement jobs failing and being retried (the database is down).
 pub const SETTLEMENTS_FAILING: &str = "tollgate_settlements_failing";
+/// Accepted calls that failed, by kind (each call once, however many attempts it made).
+pub const FAILED_CALLS: &str = "tollgate_failed_calls_total";
+/// Failed calls that could not be counted in the usage report (queue full, database down).
+pub const FAILED_CALLS_DROPPED: &str = "tollgate_failed_calls_dropped_total";
 
 /// How one upstream attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +94,16 @@ pub fn describe() {
         SETTLEMENTS_FAILING,
         "Settlement jobs failing and being retried."
     );
+    metrics::describe_counter!(
+        FAILED_CALLS,
+        "Accepted calls that failed, by kind, each once however many attempts it made."
+    );
+    metrics::describe_counter!(
+        FAILED_CALLS_DROPPED,
+        "Failed calls left out of the usage report (queue full or database down)."
+    );
     metrics::counter!(RATE_LIMITED, "scope" => "key").increment(0);
+    metrics::counter!(FAILED_CALLS_DROPPED).increment(0);
     metrics::counter!(RATE_LIMIT_FALLBACK).increment(0);
     metrics::gauge!(HOLDS_IN_FLIGHT).set(0.0);
     metrics::gauge!(SETTLEMENTS_PENDING).set(0.0);
@@ -133,4 +147,14 @@ pub(crate) fn rate_limit_fallback() {
 /// Tollgate's own time in one call.
 pub(crate) fn overhead(d: Duration) {
     metrics::histogram!(GATEWAY_OVERHEAD).record(d.as_secs_f64());
+}
+
+/// A failed call reported.
+pub(crate) fn failed_call(kind: CallFailure) {
+    metrics::counter!(FAILED_CALLS, "kind" => kind.name()).increment(1);
+}
+
+/// A failed call left out of the usage report.
+pub(crate) fn failed_call_dropped() {
+    metrics::counter!(FAILED_CALLS_DROPPED).increment(1);
 }

@@ -7,13 +7,16 @@
 
 use crate::client::{ByteStream, next_chunk};
 use crate::codec::{Pending, Transcode};
+use crate::failures::FailureLog;
 use crate::ledger::Reservation;
-use crate::settle::{Delivered, Ticket};
+use crate::settle::{Delivered, Ticket, now};
 use crate::wire::SseSplitter;
 use bytes::Bytes;
 use futures_util::{Stream, stream};
 use std::time::Duration;
 use tollgate_domain::billing::ReportedUsage;
+use tollgate_domain::call_errors::{CallFailure, FailedCall};
+use tollgate_domain::ids::ChannelId;
 use tracing::Instrument;
 
 /// The stream handed to the server: bytes for the client.
@@ -74,6 +77,8 @@ struct State {
     ended: bool,
     transcode: Box<dyn Transcode>,
     guard: SettleGuard,
+    /// Where a stream that breaks is reported as a failed call, and its channel.
+    failures: (FailureLog, ChannelId),
 }
 
 impl State {
@@ -87,12 +92,14 @@ impl State {
     }
 }
 
-/// Relays `body` (an upstream SSE stream that answered 2xx) to the client through `transcode`.
+/// Relays `body` (an upstream SSE stream that answered 2xx) to the client through `transcode`;
+/// an upstream that breaks or goes silent mid-way is reported to `failures` (on that channel).
 pub(crate) fn relay(
     body: ByteStream,
     idle: Duration,
     transcode: Box<dyn Transcode>,
     guard: SettleGuard,
+    failures: (FailureLog, ChannelId),
 ) -> ClientStream {
     let state = State {
         body,
@@ -103,6 +110,7 @@ pub(crate) fn relay(
         ended: false,
         transcode,
         guard,
+        failures,
     };
     // Each step runs in the call's span: the actix body is polled outside the handler's.
     let span = state.guard.span();
@@ -152,6 +160,12 @@ async fn step(mut st: State) -> Option<(Result<Bytes, std::io::Error>, State)> {
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "upstream stream stopped early; ending the client stream");
+                let (log, channel) = &st.failures;
+                log.record(FailedCall {
+                    at: now(),
+                    channel: Some(*channel),
+                    kind: CallFailure::Interrupted,
+                });
                 st.upstream_done = true;
             }
         }

@@ -321,7 +321,7 @@ pub struct BucketView {
     time: String,
     #[serde(flatten)]
     totals: TotalsView,
-    /// `null` while failed calls are not recorded.
+    /// Failed calls in the hour (`null` on a store that does not record them).
     errors: Option<i64>,
 }
 

@@ -27,7 +27,9 @@ use tollgate_relay::client::{Timeouts, UpstreamClient};
 use tollgate_relay::feed::{Caches, Feed};
 use tollgate_relay::limits::Limiter;
 use tollgate_relay::membership::Membership;
-use tollgate_relay::{ExactLedger, ExactLedgerConfig, Gateway, GatewayConfig, Ledger};
+use tollgate_relay::{
+    ExactLedger, ExactLedgerConfig, FailureLog, FailureLogConfig, Gateway, GatewayConfig, Ledger,
+};
 use tollgate_storage::{KeyCipher, RedisBus, RedisLimiter, SeaStore, StorageError};
 
 /// Random bytes from the operating system.
@@ -73,6 +75,7 @@ pub struct Application {
     port: u16,
     server: Server,
     ledger: Arc<dyn Ledger>,
+    failures: FailureLog,
     membership: Arc<Membership>,
     grace: Duration,
 }
@@ -182,12 +185,15 @@ impl Application {
                 ..ExactLedgerConfig::default()
             },
         );
+        // Failed calls are counted in the background, off every call's path.
+        let failures = FailureLog::start(shared.clone(), FailureLogConfig::default());
         let gateway = web::Data::new(Gateway::new(
             shared,
             caches,
             feed.clone(),
             membership.me().id.clone(),
             ledger.clone(),
+            failures.clone(),
             limiter,
             client,
             GatewayConfig {
@@ -266,6 +272,7 @@ impl Application {
             port,
             server,
             ledger,
+            failures,
             membership,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
         })
@@ -287,6 +294,10 @@ impl Application {
     /// streams finish, then their settlements are written before this returns).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // Counts only: a short wait, and nothing is lost from the books if it runs out.
+        if !self.failures.flush(Duration::from_secs(2)).await {
+            tracing::warn!("failed calls of the last moments are not in the usage report");
+        }
         if !self.ledger.drain(self.grace).await {
             let backlog = self.ledger.backlog();
             tracing::error!(

@@ -233,9 +233,9 @@ async fn the_failed_calls_read_walks_the_primary_key() {
             .expect("plans");
         let errors = &plans
             .iter()
-            .find(|(s, _)| *s == "errors")
+            .find(|s| s.name == "errors")
             .expect("errors plan")
-            .1;
+            .plan;
         assert!(
             errors
                 .iter()
