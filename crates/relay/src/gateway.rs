@@ -490,7 +490,11 @@ impl Gateway {
         let answer = codec::answer(codec, adapter, body);
         let mut delivered = Delivered::default();
         delivered.push(&answer.text);
-        reservation.settle(ticket.finish(answer.reported, delivered));
+        // A durable ledger writes the charge before the answer goes out.
+        reservation
+            .settle(ticket.finish(answer.reported, delivered))
+            .written()
+            .await;
         metrics::overhead(started.elapsed().saturating_sub(upstream_time));
         Ok(ChatReply::Json {
             status: reply.status,

@@ -6,7 +6,9 @@
 //! two ways: [`Reservation::settle`] with what the call delivered, or being dropped — an early
 //! return, an upstream that failed before answering, a client that went away before the first
 //! byte — which releases it. The type makes a third way (forgetting) impossible without an
-//! explicit `mem::forget`. The ledger also owns what happens around calls: the sweep that
+//! explicit `mem::forget`. A ledger may be *durable* ([`Reservation::durable`]): the gateway
+//! then waits for the settlement's commit before the call's last byte goes out. The ledger
+//! also owns what happens around calls: the sweep that
 //! releases holds a dead process left, the backlog that refuses new calls while settlements
 //! cannot be written, and the drain at shutdown. Start-up builds one ledger and injects it into
 //! the gateway, so another implementation (leases, group commit) can replace this one and be
@@ -17,14 +19,16 @@ use crate::settle::{Batching, Finished, Settler, now};
 use async_trait::async_trait;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tollgate_domain::RepoError;
 use tollgate_domain::billing::{Hold, HoldRefusal};
 use tollgate_domain::repository::BillingRepository;
 
 /// Where a reservation's ending goes: settlement or release, both written in the background.
 pub(crate) trait Book: Send + Sync {
-    /// Writes the settlement of a finished call.
-    fn settle(&self, finished: Finished);
+    /// Writes the settlement of a finished call; with `confirm`, the receiver hears once it is
+    /// written.
+    fn settle(&self, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>>;
     /// Gives the reservation of `request_id` back in full, logging in the call's `span`.
     fn release(&self, request_id: String, span: tracing::Span);
 }
@@ -36,6 +40,8 @@ pub struct Reservation {
     request_id: String,
     book: Arc<dyn Book>,
     open: bool,
+    /// Whether a settlement is written before the call's last byte is sent.
+    durable: bool,
     /// The call's span (current when the hold was taken): a release is logged in it even
     /// when the drop happens elsewhere.
     span: tracing::Span,
@@ -51,11 +57,12 @@ impl std::fmt::Debug for Reservation {
 }
 
 impl Reservation {
-    pub(crate) fn new(request_id: String, book: Arc<dyn Book>) -> Self {
+    pub(crate) fn new(request_id: String, book: Arc<dyn Book>, durable: bool) -> Self {
         Reservation {
             request_id,
             book,
             open: true,
+            durable,
             span: tracing::Span::current(),
         }
     }
@@ -66,10 +73,38 @@ impl Reservation {
         &self.request_id
     }
 
-    /// Ends the reservation with the call's charge (written in the background).
-    pub(crate) fn settle(mut self, finished: Finished) {
+    /// Whether the ledger writes a settlement before the call's last byte goes out: then the
+    /// caller awaits [`Settled::written`] before sending it.
+    #[must_use]
+    pub fn durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Ends the reservation with the call's charge. The settlement is written in the
+    /// background; await [`Settled::written`] to wait for it where the ledger is durable
+    /// (dropping it waits for nothing, and the settlement is written all the same).
+    pub(crate) fn settle(mut self, finished: Finished) -> Settled {
         self.open = false;
-        self.book.settle(finished);
+        Settled(self.book.settle(finished, self.durable))
+    }
+}
+
+/// How long a call's last byte waits for its settlement: past this (the database is slow or
+/// down) the answer goes out and the settlement is still retried in the background.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// A settlement handed to the ledger.
+#[derive(Debug)]
+pub(crate) struct Settled(Option<oneshot::Receiver<()>>);
+
+impl Settled {
+    /// Waits until the settlement is written (at most [`DURABLE_WAIT`]); at once unless the
+    /// ledger is durable. Whether it is known to be written.
+    pub(crate) async fn written(self) -> bool {
+        match self.0 {
+            None => false,
+            Some(rx) => matches!(tokio::time::timeout(DURABLE_WAIT, rx).await, Ok(Ok(()))),
+        }
     }
 }
 
@@ -121,8 +156,9 @@ pub struct ExactLedgerConfig {
     pub sweep_every: Duration,
     /// Most holds released by one sweep.
     pub sweep_batch: u64,
-    /// Group commit: how long a settlement waits for others to share its transaction (zero:
-    /// each is written on its own, at once).
+    /// Group commit: how long a settlement waits for others to share its transaction. Zero:
+    /// each is written on its own, at once, and before the call's last byte goes out (a crash
+    /// after a client got its whole answer cannot lose its charge).
     pub settlement_window: Duration,
     /// Most settlements in one transaction.
     pub settlement_batch: usize,
@@ -160,8 +196,13 @@ impl std::fmt::Debug for ExactLedger {
 }
 
 impl Book for Settler {
-    fn settle(&self, finished: Finished) {
-        Settler::settle(self, finished);
+    fn settle(&self, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>> {
+        if confirm {
+            Some(self.settle_acked(finished))
+        } else {
+            Settler::settle(self, finished);
+            None
+        }
     }
 
     fn release(&self, request_id: String, span: tracing::Span) {
@@ -216,7 +257,11 @@ impl Ledger for ExactLedger {
         let taken = self.billing.hold(hold, hold.created_at).await?;
         Ok(taken.map(|()| {
             metrics::holds(1.0);
-            Reservation::new(hold.request_id.clone(), Arc::clone(&self.book))
+            Reservation::new(
+                hold.request_id.clone(),
+                Arc::clone(&self.book),
+                self.config.settlement_window.is_zero(),
+            )
         }))
     }
 

@@ -243,6 +243,29 @@ async fn a_settlement_charges_exactly_once_and_logs_one_row() {
     }
 }
 
+#[tokio::test]
+async fn a_durable_ledger_has_written_the_settlement_when_settle_returns() {
+    for c in cases("durable", "1", None).await {
+        let r = c.reserve("durable-1", 10_000).await.expect("fits");
+        let id = r.request_id().to_owned();
+        let durable = r.durable();
+        // Only the per-call setting (window 0) commits before the last byte.
+        assert_eq!(durable, c.name == "per-call", "{}", c.name);
+        let written = r
+            .settle(finished(&id, c.user, c.token, 100, 50))
+            .written()
+            .await;
+        assert_eq!(written, durable, "{}", c.name);
+        if durable {
+            // Not drained: already in the database.
+            assert_eq!(c.balance().await, (500_000 - 250, 0), "{}", c.name);
+            assert_eq!(c.logged().await, 1, "{}", c.name);
+        }
+        c.drained().await;
+        assert_eq!(c.balance().await, (500_000 - 250, 0), "{}", c.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_many_concurrent_reservations_exactly_those_that_fit_are_taken() {
     // 500,000 quota covers exactly five holds of 100,000.

@@ -16,7 +16,7 @@ use crate::tokenizer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tollgate_domain::billing::{ReportedUsage, SettleOutcome, Settlement, UsageBounds};
 use tollgate_domain::ids::{ChannelId, TokenId, UserId};
 use tollgate_domain::pricing::{Price, Usage};
@@ -161,15 +161,18 @@ impl Finished {
     }
 }
 
+/// Told once a settlement is written (when its caller waits for that).
+type Ack = Option<oneshot::Sender<()>>;
+
 enum Job {
-    Settle(Box<Finished>),
+    Settle(Box<Finished>, Ack),
     Release(String, tracing::Span),
 }
 
 impl Job {
     fn span(&self) -> tracing::Span {
         match self {
-            Job::Settle(f) => f.ticket.span.clone(),
+            Job::Settle(f, _) => f.ticket.span.clone(),
             Job::Release(_, span) => span.clone(),
         }
     }
@@ -258,7 +261,7 @@ impl Settler {
                 let mut next = Some(job);
                 while let Some(job) = next.take() {
                     match job {
-                        Job::Settle(f) => batch.push(*f),
+                        Job::Settle(f, ack) => batch.push((*f, ack)),
                         release => spawn_one(&billing, &done, release),
                     }
                     if batch.len() >= batching.max.max(1) {
@@ -290,7 +293,7 @@ impl Settler {
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
             self.pending.count.fetch_sub(1, Ordering::AcqRel);
             let what = match &job {
-                Job::Settle(f) => f.ticket.request_id.clone(),
+                Job::Settle(f, _) => f.ticket.request_id.clone(),
                 Job::Release(id, _) => id.clone(),
             };
             tracing::error!(request_id = %what, "settlement worker is gone; the hold will expire instead");
@@ -299,7 +302,15 @@ impl Settler {
 
     /// Settles a finished call (in the background).
     pub(crate) fn settle(&self, finished: Finished) {
-        self.submit(Job::Settle(Box::new(finished)));
+        self.submit(Job::Settle(Box::new(finished), None));
+    }
+
+    /// Settles a finished call (in the background); the receiver hears once it is written
+    /// (never, if the process stops first).
+    pub(crate) fn settle_acked(&self, finished: Finished) -> oneshot::Receiver<()> {
+        let (ack, written) = oneshot::channel();
+        self.submit(Job::Settle(Box::new(finished), Some(ack)));
+        written
     }
 
     /// Releases the hold of a call that failed before answering (in the background), logged
@@ -410,14 +421,20 @@ async fn price(f: Finished) -> Option<Settlement> {
 
 /// Writes a batch of settlements in one transaction, retrying the whole batch until the
 /// database takes it (each settlement still moves money at most once).
-async fn run_batch(billing: &dyn BillingRepository, batch: Vec<Finished>, pending: &Pending) {
+async fn run_batch(
+    billing: &dyn BillingRepository,
+    batch: Vec<(Finished, Ack)>,
+    pending: &Pending,
+) {
     let mut settlements = Vec::with_capacity(batch.len());
     let mut spans = Vec::with_capacity(batch.len());
-    for f in batch {
+    let mut acks = Vec::new();
+    for (f, ack) in batch {
         let span = f.ticket.span.clone();
         if let Some(s) = price(f).await {
             settlements.push(s);
             spans.push(span);
+            acks.extend(ack);
         }
     }
     let mut attempt = 0u32;
@@ -453,6 +470,9 @@ async fn run_batch(billing: &dyn BillingRepository, batch: Vec<Finished>, pendin
         }
         metrics::holds(-1.0);
     }
+    for ack in acks {
+        let _ = ack.send(());
+    }
     if attempt > 0 {
         pending
             .failing
@@ -466,13 +486,13 @@ async fn run_batch(billing: &dyn BillingRepository, batch: Vec<Finished>, pendin
 }
 
 async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
-    let (what, settlement, request_id) = match job {
-        Job::Settle(f) => {
+    let (what, settlement, request_id, ack) = match job {
+        Job::Settle(f, ack) => {
             let Some(s) = price(*f).await else { return };
             let id = s.request_id.clone();
-            ("settle", Some(s), id)
+            ("settle", Some(s), id, ack)
         }
-        Job::Release(id, _) => ("release", None, id),
+        Job::Release(id, _) => ("release", None, id, None),
     };
     let mut guard = Unfinished {
         what,
@@ -513,6 +533,9 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
         }
     }
     metrics::holds(-1.0);
+    if let Some(ack) = ack {
+        let _ = ack.send(());
+    }
     if attempt > 0 {
         pending.failing.fetch_sub(1, Ordering::AcqRel);
         tracing::info!(request_id = %request_id, what, attempts = attempt + 1, "settlement job done after retries");

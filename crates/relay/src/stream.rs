@@ -3,7 +3,9 @@
 //! format (OpenAI chunks or Anthropic events); an upstream that stops early (closed, broken or
 //! idle) still ends the client's stream properly (`[DONE]`, or Anthropic's closing events).
 //! The call is settled once, when the stream ends or, if the client goes away first, when the
-//! stream is dropped — for the prompt and what was delivered.
+//! stream is dropped — for the prompt and what was delivered. A durable ledger
+//! ([`Reservation::durable`]) has the settlement written before the stream's last event goes
+//! out.
 
 use crate::client::{ByteStream, next_chunk};
 use crate::codec::{Pending, Transcode};
@@ -48,11 +50,28 @@ impl SettleGuard {
             .map_or_else(tracing::Span::none, |(t, _)| t.span.clone())
     }
 
-    /// Settles now (a second call does nothing).
+    /// Settles now, in the background (a second call does nothing).
     pub(crate) fn finish(&mut self) {
         if let Some((ticket, reservation)) = self.call.take() {
             let delivered = std::mem::take(&mut self.delivered);
-            reservation.settle(ticket.finish(self.usage, delivered));
+            drop(reservation.settle(ticket.finish(self.usage, delivered)));
+        }
+    }
+
+    /// Whether the ledger wants the settlement written before the last byte (and the call is
+    /// not settled yet).
+    fn durable(&self) -> bool {
+        self.call.as_ref().is_some_and(|(_, r)| r.durable())
+    }
+
+    /// Settles now and waits until it is written (see [`Reservation::durable`]).
+    async fn finish_written(&mut self) {
+        if let Some((ticket, reservation)) = self.call.take() {
+            let delivered = std::mem::take(&mut self.delivered);
+            reservation
+                .settle(ticket.finish(self.usage, delivered))
+                .written()
+                .await;
         }
     }
 }
@@ -122,6 +141,25 @@ pub(crate) fn relay(
 /// The next bytes for the client, or the end (where the call is settled).
 async fn step(mut st: State) -> Option<(Result<Bytes, std::io::Error>, State)> {
     loop {
+        if st.upstream_done && !st.ended {
+            // Whatever the client still needs to end its stream goes after what is pending.
+            st.ended = true;
+            st.transcode.end(&mut st.pending);
+        }
+        if st.ended && st.pending.len() <= 1 && st.guard.durable() {
+            // A durable ledger writes the charge before the stream's last bytes go out.
+            let last = st.pending.pop_front();
+            if let Some((_, text)) = &last {
+                st.guard.delivered.push(text);
+            }
+            st.guard.finish_written().await;
+            if let Some((bytes, _)) = last
+                && !bytes.is_empty()
+            {
+                return Some((Ok(bytes), st));
+            }
+            continue;
+        }
         if let Some((bytes, text)) = st.pending.pop_front() {
             st.guard.delivered.push(&text);
             // An item without bytes only carries text (an event that produced no client
@@ -134,11 +172,6 @@ async fn step(mut st: State) -> Option<(Result<Bytes, std::io::Error>, State)> {
         if st.ended {
             st.guard.finish();
             return None;
-        }
-        if st.upstream_done {
-            st.ended = true;
-            st.transcode.end(&mut st.pending);
-            continue;
         }
         match next_chunk(&mut st.body, st.idle).await {
             Ok(Some(bytes)) => {
@@ -169,5 +202,173 @@ async fn step(mut st: State) -> Option<(Result<Bytes, std::io::Error>, State)> {
                 st.upstream_done = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, reason = "tests fail by panicking")]
+
+    use super::*;
+    use crate::call::Codec;
+    use crate::failures::FailureLogConfig;
+    use crate::ledger::Book;
+    use crate::settle::Finished;
+    use async_trait::async_trait;
+    use futures_util::StreamExt;
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::Instant;
+    use tokio::sync::oneshot;
+    use tollgate_domain::RepoError;
+    use tollgate_domain::billing::UsageBounds;
+    use tollgate_domain::channel::ChannelKind;
+    use tollgate_domain::ids::{TokenId, UserId};
+    use tollgate_domain::pricing::Price;
+    use tollgate_domain::repository::CallErrorRepository;
+
+    /// A book whose settlements are "written" only when the test says so.
+    #[derive(Default)]
+    struct Gate {
+        settled: Mutex<Vec<(Finished, Option<oneshot::Sender<()>>)>>,
+    }
+
+    impl Gate {
+        fn settled(&self) -> usize {
+            self.settled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        }
+
+        /// Confirms every settlement so far as written.
+        fn commit(&self) {
+            for (_, ack) in self
+                .settled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter_mut()
+            {
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(());
+                }
+            }
+        }
+    }
+
+    impl Book for Gate {
+        fn settle(&self, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>> {
+            let (tx, rx) = oneshot::channel();
+            self.settled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((finished, Some(tx)));
+            confirm.then_some(rx)
+        }
+
+        fn release(&self, _: String, _: tracing::Span) {}
+    }
+
+    struct NoErrors;
+
+    #[async_trait]
+    impl CallErrorRepository for NoErrors {
+        async fn record_call_errors(&self, _: &[FailedCall]) -> Result<(), RepoError> {
+            Ok(())
+        }
+    }
+
+    fn ticket() -> Ticket {
+        Ticket {
+            request_id: "r".into(),
+            user_id: UserId::new(1),
+            token_id: TokenId::new(1),
+            token_name: "key".into(),
+            model: "m".into(),
+            price: Price::new(2.into(), 6.into(), 1.into()).expect("price"),
+            prompt_estimate: 10,
+            bounds: UsageBounds::for_request(1_000_000, 0, Some(1_000_000), 1),
+            is_stream: true,
+            started: Instant::now(),
+            limit: None,
+            channel: None,
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// A stream of two chunks and `[DONE]` relayed with a ledger that is durable or not.
+    fn relayed(gate: &Arc<Gate>, durable: bool) -> ClientStream {
+        let chunk = |text: &str| {
+            Bytes::from(format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
+            ))
+        };
+        let upstream: ByteStream = Box::pin(stream::iter(vec![
+            Ok(chunk("你好")),
+            Ok(chunk("世界")),
+            Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+        ]));
+        let book: Arc<dyn Book> = gate.clone();
+        let reservation = Reservation::new("r".into(), book, durable);
+        relay(
+            upstream,
+            Duration::from_secs(5),
+            crate::codec::transcoder(
+                Codec::OpenAi,
+                crate::provider::for_kind(ChannelKind::OpenAi),
+                false,
+            ),
+            SettleGuard::new(ticket(), reservation),
+            (
+                FailureLog::start(Arc::new(NoErrors), FailureLogConfig::default()),
+                ChannelId::new(1),
+            ),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_durable_stream_sends_its_last_event_only_once_the_settlement_is_written() {
+        let gate = Arc::new(Gate::default());
+        let mut events = relayed(&gate, true);
+        for _ in 0..2 {
+            let chunk = events.next().await.expect("chunk").expect("bytes");
+            assert!(chunk.starts_with(b"data: {"), "{chunk:?}");
+        }
+        assert_eq!(gate.settled(), 0, "the stream is not over yet");
+        // The settlement is handed over, but the last event waits for its commit.
+        let waiting = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+        assert!(
+            waiting.is_err(),
+            "the last event went out before the commit"
+        );
+        assert_eq!(gate.settled(), 1);
+        gate.commit();
+        // Polled again after the timeout dropped the first poll's future: the stream resumes.
+        let last = events.next().await.expect("[DONE]").expect("bytes");
+        assert_eq!(&last[..], b"data: [DONE]\n\n");
+        assert!(events.next().await.is_none());
+        assert_eq!(gate.settled(), 1, "settled once");
+        let (finished, _) = gate
+            .settled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .expect("settlement");
+        // Without usage from the upstream: the delivered text, counted.
+        assert_eq!(
+            finished.into_settlement().usage.completion_tokens,
+            crate::tokenizer::count("你好世界")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_a_durable_ledger_never_waits_for_the_write() {
+        let gate = Arc::new(Gate::default());
+        let events: Vec<Bytes> = relayed(&gate, false)
+            .map(|b| b.expect("bytes"))
+            .collect()
+            .await;
+        assert_eq!(events.len(), 3);
+        assert_eq!(&events[2][..], b"data: [DONE]\n\n");
+        assert_eq!(gate.settled(), 1, "settled once, never confirmed");
     }
 }

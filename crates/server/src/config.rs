@@ -99,7 +99,8 @@ pub struct RelaySettings {
     /// are refused with 503 (default 100,000).
     pub settlement_backlog: u64,
     /// `TOLLGATE_SETTLEMENT_WINDOW_MS`: group commit — how long a settlement waits for others
-    /// to share its database transaction (default 2; 0 writes each on its own at once).
+    /// to share its database transaction (default 2; 0 writes each on its own, before the
+    /// call's last byte is sent).
     pub settlement_window_ms: u64,
 }
 
