@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use tollgate_domain::RepoError;
 use tollgate_domain::billing::{Hold, HoldRefusal};
 use tollgate_domain::repository::BillingRepository;
+use tracing::Instrument;
 
 /// Where a reservation's ending goes: settlement or release, both written in the background.
 pub(crate) trait Book: Send + Sync {
@@ -254,15 +255,31 @@ async fn sweep_forever(ledger: Weak<ExactLedger>, every: Duration) {
 #[async_trait]
 impl Ledger for ExactLedger {
     async fn reserve(&self, hold: &Hold) -> Result<Result<Reservation, HoldRefusal>, RepoError> {
-        let taken = self.billing.hold(hold, hold.created_at).await?;
-        Ok(taken.map(|()| {
-            metrics::holds(1.0);
-            Reservation::new(
-                hold.request_id.clone(),
-                Arc::clone(&self.book),
-                self.config.settlement_window.is_zero(),
-            )
-        }))
+        // The hold runs on a task of its own: a caller that goes away while it is being
+        // written (a client that hangs up) must not leave a committed hold with no reservation
+        // to release it (it would lock the money until the expiry sweep). Its reservation is
+        // then dropped here, which releases it.
+        let billing = Arc::clone(&self.billing);
+        let book = Arc::clone(&self.book);
+        let durable = self.config.settlement_window.is_zero();
+        let hold = hold.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(
+            async move {
+                let taken = billing.hold(&hold, hold.created_at).await.map(|taken| {
+                    taken.map(|()| {
+                        metrics::holds(1.0);
+                        Reservation::new(hold.request_id.clone(), book, durable)
+                    })
+                });
+                // Refused only when the caller is gone: the reservation in it is dropped.
+                let _ = tx.send(taken);
+            }
+            .in_current_span(),
+        );
+        rx.await.map_err(|_| RepoError::Failure {
+            detail: "the hold task stopped".into(),
+        })?
     }
 
     fn backlog(&self) -> Backlog {

@@ -11,6 +11,7 @@ use crate::settle::{Delivered, Ticket};
 use std::time::Instant;
 use tollgate_domain::Quota;
 use tollgate_domain::billing::{ReportedUsage, UsageBounds};
+use tollgate_domain::billing::{SettleOutcome, Settlement};
 use tollgate_domain::cluster::InstanceId;
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
 use tollgate_domain::logs::LogQueryInput;
@@ -240,6 +241,54 @@ async fn a_settlement_charges_exactly_once_and_logs_one_row() {
             c.name
         );
         assert_eq!(c.logged().await, 1, "{}", c.name);
+    }
+}
+
+/// The store, with every hold answered 100 ms after it is written.
+struct SlowHolds(Arc<SeaStore>);
+
+#[async_trait]
+impl BillingRepository for SlowHolds {
+    async fn hold(&self, hold: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError> {
+        let taken = self.0.hold(hold, now).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        taken
+    }
+    async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
+        self.0.settle(s).await
+    }
+    async fn release(&self, request_id: &str) -> Result<bool, RepoError> {
+        self.0.release(request_id).await
+    }
+    async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError> {
+        self.0.expire_holds(now, limit).await
+    }
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_while_its_hold_is_written_leaves_nothing_held() {
+    for store in testing::shared_stores().await {
+        let (user, token) =
+            testing::funded(&store, "gone-while-holding", "1", None, 7, now()).await;
+        let ledger = ExactLedger::start(
+            Arc::new(SlowHolds(Arc::clone(&store))),
+            ExactLedgerConfig::default(),
+        );
+        let h = hold(&format!("gone-{}", now().secs()), user, token, 5_000, 60);
+        // The hold is committed, then the caller gives up before it hears so.
+        let gave_up = tokio::time::timeout(Duration::from_millis(30), ledger.reserve(&h)).await;
+        assert!(gave_up.is_err(), "the caller gave up first");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(ledger.drain(Duration::from_secs(10)).await);
+        let u = store
+            .find_user(
+                &PlatformId::from_secret("platform-a"),
+                &ExternalUserId::parse("gone-while-holding").expect("id"),
+            )
+            .await
+            .expect("find")
+            .expect("user");
+        assert_eq!((u.quota.get(), u.held_quota.get()), (500_000, 0));
     }
 }
 

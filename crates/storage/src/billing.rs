@@ -115,6 +115,23 @@ impl SeaStore {
     async fn hold_once(&self, h: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, DbErr> {
         let amount = h.amount.get();
         let txn = self.db.begin().await?;
+        // The hold row first: the lock order of every billing transaction (hold row, user,
+        // token). Taking the user's row first deadlocked, under load on MariaDB, against
+        // settlements that had deleted neighbouring hold rows and waited for the user's row.
+        // A refusal below rolls the row back.
+        hold::Entity::insert(hold::ActiveModel {
+            request_id: Set(h.request_id.clone()),
+            user_id: Set(h.user_id.get()),
+            token_id: Set(h.token_id.get()),
+            amount: Set(amount),
+            state: Set(HELD),
+            created_at: Set(h.created_at.secs()),
+            expires_at: Set(h.expires_at.secs()),
+            instance_id: Set(h.instance.as_str().to_owned()),
+            ..Default::default()
+        })
+        .exec(&txn)
+        .await?;
         let user_ok = user::Entity::update_many()
             .col_expr(
                 user::Column::HeldQuota,
@@ -167,19 +184,6 @@ impl SeaStore {
             };
             return Ok(Err(refusal));
         }
-        hold::Entity::insert(hold::ActiveModel {
-            request_id: Set(h.request_id.clone()),
-            user_id: Set(h.user_id.get()),
-            token_id: Set(h.token_id.get()),
-            amount: Set(amount),
-            state: Set(HELD),
-            created_at: Set(h.created_at.secs()),
-            expires_at: Set(h.expires_at.secs()),
-            instance_id: Set(h.instance.as_str().to_owned()),
-            ..Default::default()
-        })
-        .exec(&txn)
-        .await?;
         txn.commit().await?;
         Ok(Ok(()))
     }
