@@ -16,7 +16,8 @@
 # ("json stream"), BENCH_DATABASES ("sqlite mysql"), BENCH_MYSQL (mysql://root@127.0.0.1:3306;
 # a database is created and dropped per row), BENCH_RATE (1000), BENCH_GATEWAY_CPU (0),
 # BENCH_LOAD_CPU (1), BENCH_PIN_MARIADB (1: pin mariadbd to the gateway's core for the MariaDB
-# rows, restored after), BENCH_KEEP (set: keep the work folder with every log). Needs wrk, nginx (Debian `nginx-light`), taskset, python3, the mysql
+# rows, restored after), BENCH_OPEN_STREAMS (1: hold 1,000 streams open on the 1,000-user
+# instances and report the peak RSS), BENCH_KEEP (set: keep the work folder with every log). Needs wrk, nginx (Debian `nginx-light`), taskset, python3, the mysql
 # client for MariaDB rows; `oha` for the fixed-rate rows.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -153,7 +154,8 @@ def call(method, path, key, body):
     if r.status != 200 or not data.get("success"):
         sys.exit(f"seed: {method} {path} -> {r.status} {data}")
     return data["data"]
-call("POST", "/api/admin/channels", admin, {"name": "mock", "type": "openai_compatible", "base_url": mock, "key": "k", "models": ["qwen-turbo"]})
+call("PUT", "/api/admin/pricing/qwen-stall", admin, {"input": 2, "output": 6, "cached_input": 2})
+call("POST", "/api/admin/channels", admin, {"name": "mock", "type": "openai_compatible", "base_url": mock, "key": "k", "models": ["qwen-turbo", "qwen-stall"], "model_mapping": {"qwen-stall": "stall"}})
 for i in range(users):
     uid = f"bench-{i}"
     call("POST", "/api/user/external/sync", ext, {"external_user_id": uid, "username": uid})
@@ -162,15 +164,16 @@ for i in range(users):
 PY
 }
 
-# The wrk script: each request with a key drawn from $work/keys; $1 = json|stream.
+# The wrk script: each request with a key drawn from $work/keys; $1 = json|stream, $2 = the
+# model (qwen-turbo).
 write_lua() {
   local stream=false
   [ "$1" = stream ] && stream=true
-  python3 - "$work/keys" "$stream" >"$work/req.lua" <<'PY'
+  python3 - "$work/keys" "$stream" "${2:-qwen-turbo}" >"$work/req.lua" <<'PY'
 import sys
 keys = [k.strip() for k in open(sys.argv[1]) if k.strip()] or ["sk-none"]
 print("local keys = {" + ",".join('"%s"' % k for k in keys) + "}")
-print('local body = \'{"model":"qwen-turbo","max_tokens":50,"stream":%s,"messages":[{"role":"user","content":"hello there"}]}\'' % sys.argv[2])
+print('local body = \'{"model":"%s","max_tokens":50,"stream":%s,"messages":[{"role":"user","content":"hello there"}]}\'' % (sys.argv[3], sys.argv[2]))
 print('''local n = 0
 request = function()
   n = n + 1
@@ -220,6 +223,25 @@ p = d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
 print("|".join([sys.argv[1], "%.3f" % (p["p50"] * 1000), "%.3f" % (p["p99"] * 1000), str(codes)]))
 PY
+}
+
+# 1,000 streams held open (the mock's `stall` model: two pieces, then silence) for
+# $seconds by as many wrk connections; the peak RSS of Tollgate and of its holds in flight go
+# to $work/rss. Returns the calls to allow for in the books (each stream is cut by wrk's stop).
+open_streams() {
+  local label=$1 peak=0 holds=0 rss h
+  write_lua stream qwen-stall
+  taskset -c "$load_cpu" wrk -t1 -c1000 -d"${seconds}s" --timeout 60s -s "$work/req.lua" "$tg_base/v1/chat/completions" >"$work/open.out" 2>&1 &
+  local wrk_pid=$!
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    rss=$(ps -o rss= -p "$tg_pid" | tr -d ' ')
+    h=$(curl -fsS "$tg_base/metrics" | awk '$1 == "tollgate_holds_in_flight" {print int($2)}')
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+    [ "${h:-0}" -gt "$holds" ] && holds=$h
+    sleep 0.2
+  done
+  wait "$wrk_pid" || true
+  echo "$label: peak RSS $((peak / 1024)) MB with up to $holds streams open at once (1,000 wrk connections, ${seconds}s)" >>"$work/rss"
 }
 
 # The books of the running Tollgate: prints "ok" or what is wrong. $1 = calls answered 2xx,
@@ -289,6 +311,10 @@ for db in $databases; do
     if [ "$users" = 1 ]; then
       write_lua json
       measure_rate "Tollgate $db, 1 user" "$tg_base/v1/chat/completions"
+    elif [ "${BENCH_OPEN_STREAMS:-1}" = 1 ]; then
+      open_streams "Tollgate $db, $users users"
+      sleep 2
+      echo "Tollgate $db, $users users, after 1,000 streams cut: books $(check_books "$total_ok" $((runs_here * conns + 1000)))" >>"$work/rss"
     fi
     rss=$(ps -o rss= -p "$tg_pid" | tr -d ' ')
     echo "Tollgate $db, $users user(s): RSS after the run ${rss} KiB" >>"$work/rss"
