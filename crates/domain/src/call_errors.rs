@@ -10,7 +10,10 @@
 //! (each attempt is already in the `tollgate_upstream_requests_total` metric). Requests refused
 //! for the client's own reasons are not failed calls: a missing, unknown, expired or disabled
 //! key, a body that does not parse, an unknown model, insufficient quota, the key's own rate
-//! limits. Neither is a client that goes away.
+//! limits. Neither is a client that goes away. Two checks come before the client's own, so
+//! their calls count whatever the client sent: a full settlement backlog (`Unavailable`,
+//! refused before the body is read) and a model whose channels are all disabled (`NoChannel`,
+//! refused before the key's limits and balance are looked at).
 
 use crate::admin_read::HOUR;
 use crate::ids::ChannelId;

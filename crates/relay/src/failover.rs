@@ -121,13 +121,21 @@ impl Failover<'_> {
                 Some((m, w, path, b, codec)) if m == upstream_model && *w == wire => {
                     (*path, b.clone(), *codec)
                 }
-                _ => {
-                    let (path, b, codec) = req
-                        .upstream(channel.spec.kind, upstream_model, self.default_max_tokens)
-                        .map_err(RelayError::InvalidRequest)?;
-                    encoded = Some((upstream_model.to_owned(), wire, path, b.clone(), codec));
-                    (path, b, codec)
-                }
+                _ => match req.upstream(channel.spec.kind, upstream_model, self.default_max_tokens)
+                {
+                    Ok((path, b, codec)) => {
+                        encoded = Some((upstream_model.to_owned(), wire, path, b.clone(), codec));
+                        (path, b, codec)
+                    }
+                    // The first channel's refusal is the client's answer; after an attempt the
+                    // call failed upstream, and a channel that cannot take it is skipped.
+                    Err(e) if tried.is_none() => return Err(RelayError::InvalidRequest(e)),
+                    Err(e) => {
+                        tracing::warn!(channel = %channel.id, error = %e, "request cannot be sent to this channel; skipped");
+                        candidates.retain(|c| c.id != channel.id);
+                        continue;
+                    }
+                },
             };
             tries += 1;
             *tried = Some(channel.id);

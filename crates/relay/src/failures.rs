@@ -67,12 +67,22 @@ impl FailureLog {
     /// Counts one failed call (never waits).
     pub fn record(&self, failure: FailedCall) {
         metrics::failed_call(failure.kind);
-        if self.tx.try_send(Message::Failed(failure)).is_err() {
-            metrics::failed_call_dropped();
-            tracing::warn!(
-                kind = failure.kind.name(),
-                "failed-call queue full; this failure is not counted in the usage report"
-            );
+        match self.tx.try_send(Message::Failed(failure)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::failed_call_dropped();
+                tracing::warn!(
+                    kind = failure.kind.name(),
+                    "failed-call queue full; this failure is not counted in the usage report"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::failed_call_dropped();
+                tracing::error!(
+                    kind = failure.kind.name(),
+                    "failed-call writer is gone; this failure is not counted in the usage report"
+                );
+            }
         }
     }
 

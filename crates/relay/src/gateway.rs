@@ -490,12 +490,11 @@ impl Gateway {
         let answer = codec::answer(codec, adapter, body);
         let mut delivered = Delivered::default();
         delivered.push(&answer.text);
-        // A durable ledger writes the charge before the answer goes out.
-        reservation
-            .settle(ticket.finish(answer.reported, delivered))
-            .written()
-            .await;
+        let settled = reservation.settle(ticket.finish(answer.reported, delivered));
+        // Tollgate's own time, before any wait for the database's commit.
         metrics::overhead(started.elapsed().saturating_sub(upstream_time));
+        // A durable ledger writes the charge before the answer goes out.
+        settled.written().await;
         Ok(ChatReply::Json {
             status: reply.status,
             body: answer.body,

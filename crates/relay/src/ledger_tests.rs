@@ -244,13 +244,14 @@ async fn a_settlement_charges_exactly_once_and_logs_one_row() {
     }
 }
 
-/// The store, with every hold answered 100 ms after it is written.
-struct SlowHolds(Arc<SeaStore>);
+/// The store, with every hold answered 100 ms after it is written; `written` is told at once.
+struct SlowHolds(Arc<SeaStore>, Arc<tokio::sync::Notify>);
 
 #[async_trait]
 impl BillingRepository for SlowHolds {
     async fn hold(&self, hold: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError> {
         let taken = self.0.hold(hold, now).await;
+        self.1.notify_one();
         tokio::time::sleep(Duration::from_millis(100)).await;
         taken
     }
@@ -270,25 +271,47 @@ async fn a_caller_that_goes_away_while_its_hold_is_written_leaves_nothing_held()
     for store in testing::shared_stores().await {
         let (user, token) =
             testing::funded(&store, "gone-while-holding", "1", None, 7, now()).await;
+        let written = Arc::new(tokio::sync::Notify::new());
         let ledger = ExactLedger::start(
-            Arc::new(SlowHolds(Arc::clone(&store))),
+            Arc::new(SlowHolds(Arc::clone(&store), Arc::clone(&written))),
             ExactLedgerConfig::default(),
         );
         let h = hold(&format!("gone-{}", now().secs()), user, token, 5_000, 60);
+        let find = || async {
+            store
+                .find_user(
+                    &PlatformId::from_secret("platform-a"),
+                    &ExternalUserId::parse("gone-while-holding").expect("id"),
+                )
+                .await
+                .expect("find")
+                .expect("user")
+        };
         // The hold is committed, then the caller gives up before it hears so.
-        let gave_up = tokio::time::timeout(Duration::from_millis(30), ledger.reserve(&h)).await;
-        assert!(gave_up.is_err(), "the caller gave up first");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(ledger.drain(Duration::from_secs(10)).await);
-        let u = store
-            .find_user(
-                &PlatformId::from_secret("platform-a"),
-                &ExternalUserId::parse("gone-while-holding").expect("id"),
-            )
-            .await
-            .expect("find")
-            .expect("user");
-        assert_eq!((u.quota.get(), u.held_quota.get()), (500_000, 0));
+        {
+            let reserving = ledger.reserve(&h);
+            tokio::pin!(reserving);
+            tokio::select! {
+                _ = &mut reserving => panic!("answered before the caller gave up"),
+                () = written.notified() => {}
+            }
+        }
+        assert_eq!(find().await.held_quota.get(), 5_000, "committed");
+        // Given back, without the expiry sweep.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let u = find().await;
+            if u.held_quota.get() == 0 {
+                assert_eq!(u.quota.get(), 500_000);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still held: {}",
+                u.held_quota.get()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

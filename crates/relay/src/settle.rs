@@ -431,10 +431,15 @@ async fn run_batch(
     let mut acks = Vec::new();
     for (f, ack) in batch {
         let span = f.ticket.span.clone();
+        let id = f.ticket.request_id.clone();
         if let Some(s) = price(f).await {
             settlements.push(s);
             spans.push(span);
             acks.extend(ack);
+        } else {
+            // Counting failed: the hold is given back rather than left locked until the
+            // expiry sweep.
+            run(billing, Job::Release(id, span), pending).await;
         }
     }
     let mut attempt = 0u32;
@@ -488,9 +493,13 @@ async fn run_batch(
 async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
     let (what, settlement, request_id, ack) = match job {
         Job::Settle(f, ack) => {
-            let Some(s) = price(*f).await else { return };
-            let id = s.request_id.clone();
-            ("settle", Some(s), id, ack)
+            let id = f.ticket.request_id.clone();
+            match price(*f).await {
+                Some(s) => ("settle", Some(s), id, ack),
+                // Counting failed: the hold is given back rather than left locked until the
+                // expiry sweep.
+                None => ("release", None, id, None),
+            }
         }
         Job::Release(id, _) => ("release", None, id, None),
     };

@@ -101,6 +101,16 @@ struct State {
 }
 
 impl State {
+    /// Reports the call as a failed call: its upstream stopped before the answer's end.
+    fn interrupted(&self) {
+        let (log, channel) = &self.failures;
+        log.record(FailedCall {
+            at: now(),
+            channel: Some(*channel),
+            kind: CallFailure::Interrupted,
+        });
+    }
+
     fn event(&mut self, raw: Vec<u8>) {
         if self
             .transcode
@@ -189,16 +199,18 @@ async fn step(mut st: State) -> Option<(Result<Bytes, std::io::Error>, State)> {
                     rest.extend_from_slice(b"\n\n");
                     st.event(rest);
                 }
+                if !st.upstream_done {
+                    // Closed without its end marker (`[DONE]`, `message_stop`): cut short.
+                    tracing::warn!(
+                        "upstream closed the stream before its end; ending the client stream"
+                    );
+                    st.interrupted();
+                }
                 st.upstream_done = true;
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "upstream stream stopped early; ending the client stream");
-                let (log, channel) = &st.failures;
-                log.record(FailedCall {
-                    at: now(),
-                    channel: Some(*channel),
-                    kind: CallFailure::Interrupted,
-                });
+                st.interrupted();
                 st.upstream_done = true;
             }
         }
@@ -268,11 +280,17 @@ mod tests {
         fn release(&self, _: String, _: tracing::Span) {}
     }
 
-    struct NoErrors;
+    /// Keeps the failed calls reported.
+    #[derive(Default)]
+    struct Errors(Mutex<Vec<FailedCall>>);
 
     #[async_trait]
-    impl CallErrorRepository for NoErrors {
-        async fn record_call_errors(&self, _: &[FailedCall]) -> Result<(), RepoError> {
+    impl CallErrorRepository for Errors {
+        async fn record_call_errors(&self, failures: &[FailedCall]) -> Result<(), RepoError> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(failures);
             Ok(())
         }
     }
@@ -297,16 +315,26 @@ mod tests {
 
     /// A stream of two chunks and `[DONE]` relayed with a ledger that is durable or not.
     fn relayed(gate: &Arc<Gate>, durable: bool) -> ClientStream {
+        relayed_with(
+            gate,
+            durable,
+            true,
+            &FailureLog::start(Arc::new(Errors::default()), FailureLogConfig::default()),
+        )
+    }
+
+    /// As [`relayed`], the upstream ending with `[DONE]` or not, failures reported to `log`.
+    fn relayed_with(gate: &Arc<Gate>, durable: bool, done: bool, log: &FailureLog) -> ClientStream {
         let chunk = |text: &str| {
             Bytes::from(format!(
                 "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
             ))
         };
-        let upstream: ByteStream = Box::pin(stream::iter(vec![
-            Ok(chunk("你好")),
-            Ok(chunk("世界")),
-            Ok(Bytes::from_static(b"data: [DONE]\n\n")),
-        ]));
+        let mut pieces = vec![Ok(chunk("你好")), Ok(chunk("世界"))];
+        if done {
+            pieces.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+        }
+        let upstream: ByteStream = Box::pin(stream::iter(pieces));
         let book: Arc<dyn Book> = gate.clone();
         let reservation = Reservation::new("r".into(), book, durable);
         relay(
@@ -318,10 +346,7 @@ mod tests {
                 false,
             ),
             SettleGuard::new(ticket(), reservation),
-            (
-                FailureLog::start(Arc::new(NoErrors), FailureLogConfig::default()),
-                ChannelId::new(1),
-            ),
+            (log.clone(), ChannelId::new(7)),
         )
     }
 
@@ -370,5 +395,34 @@ mod tests {
         assert_eq!(events.len(), 3);
         assert_eq!(&events[2][..], b"data: [DONE]\n\n");
         assert_eq!(gate.settled(), 1, "settled once, never confirmed");
+    }
+
+    #[tokio::test]
+    async fn a_stream_closed_before_its_end_is_a_failed_call_and_a_whole_one_is_not() {
+        for (done, expected) in [(true, 0), (false, 1)] {
+            let errors = Arc::new(Errors::default());
+            let log = FailureLog::start(errors.clone(), FailureLogConfig::default());
+            let gate = Arc::new(Gate::default());
+            let events: Vec<Bytes> = relayed_with(&gate, false, done, &log)
+                .map(|b| b.expect("bytes"))
+                .collect()
+                .await;
+            // The client's stream ends properly either way.
+            assert_eq!(
+                events.last().map(|b| &b[..]),
+                Some(&b"data: [DONE]\n\n"[..])
+            );
+            assert!(log.flush(Duration::from_secs(5)).await);
+            let failed = errors
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            assert_eq!(failed.len(), expected, "done: {done}");
+            assert!(failed.iter().all(
+                |f| f.kind == CallFailure::Interrupted && f.channel == Some(ChannelId::new(7))
+            ));
+            assert_eq!(gate.settled(), 1);
+        }
     }
 }

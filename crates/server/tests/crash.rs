@@ -278,35 +278,34 @@ async fn a_restart_under_the_same_name_releases_its_predecessors_holds_at_once()
     drop(second);
 }
 
-/// Makes `json` calls and one stream through `at`, each read to its end by the client.
+/// Makes `json` calls and one stream through `at` at the same time (so they end within a few
+/// milliseconds of each other), each read to its end by the client.
 async fn answered(at: &Instance, key: &str, json: usize) {
     let c = Client::new();
     let url = format!("{}/v1/chat/completions", at.base);
-    let ask = |stream: bool| {
-        json!({"model": "qwen-turbo", "stream": stream,
-               "messages": [{"role": "user", "content": "hi"}]})
-    };
-    for _ in 0..json {
-        let res = c
-            .post(&url)
-            .bearer_auth(key)
-            .json(&ask(false))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(res.status(), 200);
-        res.bytes().await.expect("whole answer");
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..=json {
+        let (c, url, key) = (c.clone(), url.clone(), key.to_owned());
+        let stream = n == json;
+        calls.spawn(async move {
+            let res = c
+                .post(&url)
+                .bearer_auth(key)
+                .json(&json!({"model": "qwen-turbo", "stream": stream,
+                              "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(res.status(), 200);
+            let text = res.text().await.expect("whole answer");
+            if stream {
+                assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+            }
+        });
     }
-    let res = c
-        .post(&url)
-        .bearer_auth(key)
-        .json(&ask(true))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(res.status(), 200);
-    let text = res.text().await.expect("whole stream");
-    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    while let Some(done) = calls.join_next().await {
+        done.expect("call");
+    }
 }
 
 /// Quota of one call on the mock at $2 / $6 per 1M tokens: 14 prompt and 18 completion tokens.
