@@ -1062,3 +1062,71 @@ async fn failing_channels_are_disabled_and_the_probe_brings_them_back() {
         app.stop().await;
     }
 }
+
+/// With `TOLLGATE_SETTLEMENT_WINDOW_MS=0` a JSON answer goes out only once its settlement is
+/// committed; with a window it never waits for the database. The test holds SQLite's write
+/// lock from another connection while the upstream (`slow`) is still answering, and sees
+/// whether the answer arrives before or after it lets go. SQLite only: its one write lock is
+/// what the test can hold from outside (MariaDB's row locks would need the user's row).
+#[tokio::test]
+async fn a_json_answer_waits_for_its_settlement_only_with_a_window_of_zero() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    for (window, durable) in [("0", true), ("2", false)] {
+        let app = TestApp::start_with(
+            testing::sqlite_url(),
+            "sqlite",
+            &[("TOLLGATE_SETTLEMENT_WINDOW_MS", window)],
+        )
+        .await;
+        let mock = MockProvider::start().await;
+        app.mock_model(&mock, "m-slow", "slow").await;
+        let key = app.funded_key("durable", "1").await;
+        let call = {
+            let request = app.chat_request(&key, &ask("m-slow"));
+            tokio::spawn(async move {
+                let res = request.send().await.expect("answered");
+                let status = res.status();
+                res.bytes().await.expect("body");
+                status
+            })
+        };
+        // The hold is written at once; the answer comes SLOW_MS later.
+        let mut deadline = Instant::now() + Duration::from_secs(5);
+        while mock.calls() == 0 {
+            assert!(Instant::now() < deadline, "the call reached the upstream");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let db = Database::connect(&app.database_url).await.expect("connect");
+        let txn = db.begin().await.expect("begin");
+        // A write takes SQLite's write lock until the transaction ends.
+        txn.execute_unprepared("UPDATE users SET updated_at = updated_at WHERE id = -1")
+            .await
+            .expect("write lock");
+        let released = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&released);
+        let answered = tokio::spawn(async move {
+            let status = call.await.expect("call task");
+            (status, seen.load(Ordering::SeqCst))
+        });
+        // Past the upstream's answer, and a margin for the relay.
+        deadline = Instant::now() + Duration::from_millis(SLOW_MS) + Duration::from_secs(1);
+        while !answered.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        released.store(true, Ordering::SeqCst);
+        txn.commit().await.expect("let go");
+        let (status, after_release) = answered.await.expect("answer");
+        assert_eq!(status, 200);
+        assert_eq!(
+            after_release,
+            durable,
+            "window {window}: the answer came {} the database was free again",
+            if after_release { "after" } else { "before" }
+        );
+        let info = app.settled("durable", 1).await;
+        assert_eq!(info["total_requests"], 1);
+        app.stop().await;
+    }
+}
