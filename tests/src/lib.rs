@@ -74,6 +74,19 @@ impl Reply {
     }
 }
 
+/// A loopback port free right now (for a process the test starts itself).
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// The settings of a test server on `database_url`, with extra `TOLLGATE_*` settings.
 ///
 /// # Panics

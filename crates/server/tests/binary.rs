@@ -6,10 +6,11 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tollgate_tests::free_port;
 
 fn tollgate(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -30,14 +31,6 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn get(port: u16, path: &str) -> Option<String> {

@@ -11,23 +11,15 @@
 
 use reqwest::Client;
 use serde_json::{Value, json};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tollgate_storage::testing;
+use tollgate_tests::free_port;
 use tollgate_tests::mock::MockProvider;
 
 const ADMIN: &str = "admin-secret-for-crash-tests";
 const PLATFORM: &str = "platform-secret-for-crash";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A `tollgate` process.
 struct Instance {

@@ -10,9 +10,9 @@
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tollgate_tests::free_port;
 use tollgate_tests::mock::MockProvider;
 
 const ADMIN: &str = "admin-secret-for-log-tests";
@@ -20,14 +20,6 @@ const PLATFORM: &str = "platform-secret-for-logs";
 const UPSTREAM_KEY: &str = "sk-upstream-secret-for-logs";
 /// A prompt no log line may contain.
 const PROMPT: &str = "the purple elephant recites its secret prompt";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// Kills the process if the test fails before stopping it.
 struct Running(Child);

@@ -111,6 +111,60 @@ async fn unreserve(txn: &DatabaseTransaction, h: &hold::Model) -> Result<(), DbE
     Ok(())
 }
 
+/// Charges a user for `calls` settled calls: `charge` leaves the balance and joins the spent
+/// quota, `unheld` leaves the holds.
+async fn charge_user(
+    txn: &DatabaseTransaction,
+    user_id: i64,
+    charge: i64,
+    unheld: i64,
+    calls: i64,
+) -> Result<(), DbErr> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::Quota,
+            Expr::col(user::Column::Quota).sub(charge),
+        )
+        .col_expr(
+            user::Column::HeldQuota,
+            Expr::col(user::Column::HeldQuota).sub(unheld),
+        )
+        .col_expr(
+            user::Column::UsedQuota,
+            Expr::col(user::Column::UsedQuota).add(charge),
+        )
+        .col_expr(
+            user::Column::TotalRequests,
+            Expr::col(user::Column::TotalRequests).add(calls),
+        )
+        .filter(user::Column::Id.eq(user_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// The key's side of [`charge_user`]: spent against its cap, no longer held.
+async fn charge_key(
+    txn: &DatabaseTransaction,
+    token_id: i64,
+    charge: i64,
+    unheld: i64,
+) -> Result<(), DbErr> {
+    token::Entity::update_many()
+        .col_expr(
+            token::Column::UsedQuota,
+            Expr::col(token::Column::UsedQuota).add(charge),
+        )
+        .col_expr(
+            token::Column::HeldQuota,
+            Expr::col(token::Column::HeldQuota).sub(unheld),
+        )
+        .filter(token::Column::Id.eq(token_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 impl SeaStore {
     async fn hold_once(&self, h: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, DbErr> {
         let amount = h.amount.get();
@@ -205,38 +259,8 @@ impl SeaStore {
             },
         };
         let charge = s.quota.get();
-        user::Entity::update_many()
-            .col_expr(
-                user::Column::Quota,
-                Expr::col(user::Column::Quota).sub(charge),
-            )
-            .col_expr(
-                user::Column::HeldQuota,
-                Expr::col(user::Column::HeldQuota).sub(unheld),
-            )
-            .col_expr(
-                user::Column::UsedQuota,
-                Expr::col(user::Column::UsedQuota).add(charge),
-            )
-            .col_expr(
-                user::Column::TotalRequests,
-                Expr::col(user::Column::TotalRequests).add(1),
-            )
-            .filter(user::Column::Id.eq(row.user_id))
-            .exec(&txn)
-            .await?;
-        token::Entity::update_many()
-            .col_expr(
-                token::Column::UsedQuota,
-                Expr::col(token::Column::UsedQuota).add(charge),
-            )
-            .col_expr(
-                token::Column::HeldQuota,
-                Expr::col(token::Column::HeldQuota).sub(unheld),
-            )
-            .filter(token::Column::Id.eq(row.token_id))
-            .exec(&txn)
-            .await?;
+        charge_user(&txn, row.user_id, charge, unheld, 1).await?;
+        charge_key(&txn, row.token_id, charge, unheld).await?;
         let mut entry = s.log_entry();
         // The hold row is the authority on whose call this was.
         entry.user_id = tollgate_domain::ids::UserId::new(row.user_id);
@@ -317,40 +341,10 @@ impl SeaStore {
         }
         // Lock order as everywhere: (hold rows above,) users, then keys, each in id order.
         for (user_id, (charge, unheld, calls)) in users {
-            user::Entity::update_many()
-                .col_expr(
-                    user::Column::Quota,
-                    Expr::col(user::Column::Quota).sub(charge),
-                )
-                .col_expr(
-                    user::Column::HeldQuota,
-                    Expr::col(user::Column::HeldQuota).sub(unheld),
-                )
-                .col_expr(
-                    user::Column::UsedQuota,
-                    Expr::col(user::Column::UsedQuota).add(charge),
-                )
-                .col_expr(
-                    user::Column::TotalRequests,
-                    Expr::col(user::Column::TotalRequests).add(calls),
-                )
-                .filter(user::Column::Id.eq(user_id))
-                .exec(&txn)
-                .await?;
+            charge_user(&txn, user_id, charge, unheld, calls).await?;
         }
         for (token_id, (charge, unheld)) in keys {
-            token::Entity::update_many()
-                .col_expr(
-                    token::Column::UsedQuota,
-                    Expr::col(token::Column::UsedQuota).add(charge),
-                )
-                .col_expr(
-                    token::Column::HeldQuota,
-                    Expr::col(token::Column::HeldQuota).sub(unheld),
-                )
-                .filter(token::Column::Id.eq(token_id))
-                .exec(&txn)
-                .await?;
+            charge_key(&txn, token_id, charge, unheld).await?;
         }
         insert_logs(&txn, &logs).await?;
         txn.commit().await?;

@@ -85,12 +85,17 @@ pub async fn shared_stores() -> Vec<std::sync::Arc<SeaStore>> {
         .collect()
 }
 
-/// Migrated stores to run a test against: SQLite, plus MySQL when configured.
-pub async fn stores() -> Result<Vec<SeaStore>, StorageError> {
+/// URLs of new, empty databases to run a test against: SQLite, plus MySQL when configured.
+pub async fn urls() -> Result<Vec<String>, StorageError> {
     let mut urls = vec![sqlite_url()];
     urls.extend(mysql_url().await?);
+    Ok(urls)
+}
+
+/// Migrated stores to run a test against: SQLite, plus MySQL when configured.
+pub async fn stores() -> Result<Vec<SeaStore>, StorageError> {
     let mut out = Vec::new();
-    for url in urls {
+    for url in urls().await? {
         let store = SeaStore::connect(&url).await?;
         store.migrate().await?;
         out.push(store);

@@ -30,10 +30,8 @@ struct Db {
 }
 
 async fn dbs() -> Vec<Db> {
-    let mut urls = vec![testing::sqlite_url()];
-    urls.extend(testing::mysql_url().await.expect("MySQL test database"));
     let mut out = Vec::new();
-    for url in urls {
+    for url in testing::urls().await.expect("test databases") {
         let store = SeaStore::connect(&url).await.expect("connect");
         store.migrate().await.expect("migrate");
         let raw = Database::connect(&url).await.expect("connect");

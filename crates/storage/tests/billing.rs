@@ -42,6 +42,23 @@ async fn reload(store: &SeaStore, id: &str) -> User {
         .expect("user")
 }
 
+/// Consume rows logged for `user`.
+async fn consumed(store: &SeaStore, user: UserId) -> u64 {
+    store
+        .log_page(
+            user,
+            &LogQueryInput {
+                kind: Some("consume".into()),
+                ..Default::default()
+            }
+            .into_query()
+            .expect("query"),
+        )
+        .await
+        .expect("logs")
+        .total
+}
+
 fn hold(request: &str, user: UserId, token: TokenId, amount: i64) -> Hold {
     Hold {
         request_id: request.into(),
@@ -298,19 +315,7 @@ async fn concurrent_holds_never_overcommit_a_balance() {
             ),
             (10_000, 0, 10)
         );
-        let page = store
-            .log_page(
-                u,
-                &LogQueryInput {
-                    kind: Some("consume".into()),
-                    ..Default::default()
-                }
-                .into_query()
-                .expect("query"),
-            )
-            .await
-            .expect("logs");
-        assert_eq!(page.total, 10);
+        assert_eq!(consumed(&store, u).await, 10);
     }
 }
 
@@ -372,24 +377,7 @@ async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
         );
         let two = reload(&store, "b2").await;
         assert_eq!((two.quota.get(), two.held_quota.get()), (500_000 - 300, 0));
-        let logged = |user| {
-            let store = Arc::clone(&store);
-            async move {
-                store
-                    .log_page(
-                        user,
-                        &LogQueryInput {
-                            kind: Some("consume".into()),
-                            ..Default::default()
-                        }
-                        .into_query()
-                        .expect("query"),
-                    )
-                    .await
-                    .expect("logs")
-                    .total
-            }
-        };
+        let logged = |user| consumed(&store, user);
         assert_eq!((logged(u).await, logged(u2).await), (3, 1));
     }
 }
