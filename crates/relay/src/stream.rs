@@ -10,7 +10,7 @@
 use crate::client::{ByteStream, next_chunk};
 use crate::codec::{Pending, Transcode};
 use crate::failures::FailureLog;
-use crate::ledger::Reservation;
+use crate::ledger::{Reservation, Settled};
 use crate::settle::{Delivered, Ticket, now};
 use crate::wire::SseSplitter;
 use bytes::Bytes;
@@ -50,12 +50,16 @@ impl SettleGuard {
             .map_or_else(tracing::Span::none, |(t, _)| t.span.clone())
     }
 
+    /// Hands the settlement to the ledger (`None` once settled).
+    fn settle(&mut self) -> Option<Settled> {
+        let (ticket, reservation) = self.call.take()?;
+        let delivered = std::mem::take(&mut self.delivered);
+        Some(reservation.settle(ticket.finish(self.usage, delivered)))
+    }
+
     /// Settles now, in the background (a second call does nothing).
     pub(crate) fn finish(&mut self) {
-        if let Some((ticket, reservation)) = self.call.take() {
-            let delivered = std::mem::take(&mut self.delivered);
-            drop(reservation.settle(ticket.finish(self.usage, delivered)));
-        }
+        drop(self.settle());
     }
 
     /// Whether the ledger wants the settlement written before the last byte (and the call is
@@ -66,12 +70,8 @@ impl SettleGuard {
 
     /// Settles now and waits until it is written (see [`Reservation::durable`]).
     async fn finish_written(&mut self) {
-        if let Some((ticket, reservation)) = self.call.take() {
-            let delivered = std::mem::take(&mut self.delivered);
-            reservation
-                .settle(ticket.finish(self.usage, delivered))
-                .written()
-                .await;
+        if let Some(settled) = self.settle() {
+            settled.written().await;
         }
     }
 }
