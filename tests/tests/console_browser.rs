@@ -310,6 +310,7 @@ async fn scenario(client: Client, width: u32, height: u32, shots: PathBuf) {
         .until(
             "the search for markup",
             "return location.hash.indexOf('query=') >= 0 \
+               && document.getElementById('view').getAttribute('data-route') === location.hash.slice(1) \
                && !Array.from(document.querySelectorAll('#view p')).some(function (p) { return p.textContent === 'Loading…'; }) \
                ? Array.from(document.querySelectorAll('#view tbody td a')).map(function (a) { return a.textContent; }) : null",
         )

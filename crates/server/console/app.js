@@ -188,6 +188,9 @@
       return;
     }
     var h = location.hash.slice(1) || '/overview';
+    // Which route the view shows, so a script (the browser test) can tell a stale page from
+    // the one the address asks for between a hash change and its event.
+    view.setAttribute('data-route', location.hash.slice(1));
     var q = h.indexOf('?');
     var path = q < 0 ? h : h.slice(0, q);
     var params = new URLSearchParams(q < 0 ? '' : h.slice(q + 1));
