@@ -11,6 +11,7 @@ mod m20261203_000005_more_prices;
 mod m20261203_000006_rate_limits;
 mod m20261203_000007_covering_log_indexes;
 mod m20261203_000008_call_errors;
+mod m20261204_000009_log_request_index;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_rate_limits::Migration),
             Box::new(m20261203_000007_covering_log_indexes::Migration),
             Box::new(m20261203_000008_call_errors::Migration),
+            Box::new(m20261204_000009_log_request_index::Migration),
         ]
     }
 }

@@ -15,7 +15,7 @@
 # Settings: BENCH_SECONDS (10), BENCH_CONNECTIONS (64), BENCH_USERS ("1 1000"), BENCH_MODES
 # ("json stream"), BENCH_DATABASES ("sqlite mysql"), BENCH_MYSQL (mysql://root@127.0.0.1:3306;
 # a database is created and dropped per row), BENCH_RATE (1000), BENCH_GATEWAY_CPU (0),
-# BENCH_LOAD_CPU (1), BENCH_PIN_MARIADB (1: pin mariadbd to the gateway's core for the MariaDB
+# BENCH_LOAD_CPU (1), BENCH_LEDGER (lease: TOLLGATE_LEDGER of the Tollgate rows), BENCH_PIN_MARIADB (1: pin mariadbd to the gateway's core for the MariaDB
 # rows, restored after), BENCH_OPEN_STREAMS (1: hold 1,000 streams open on the 1,000-user
 # instances and report the peak RSS), BENCH_KEEP (set: keep the work folder with every log). Needs wrk, nginx (Debian `nginx-light`), taskset, python3, the mysql
 # client for MariaDB rows; `oha` for the fixed-rate rows.
@@ -35,6 +35,7 @@ rate=${BENCH_RATE:-1000}
 gw_cpu=${BENCH_GATEWAY_CPU:-0}
 load_cpu=${BENCH_LOAD_CPU:-1}
 pin_mariadb=${BENCH_PIN_MARIADB:-1}
+ledger=${BENCH_LEDGER:-lease}
 
 for tool in wrk nginx taskset python3; do
   command -v "$tool" >/dev/null || { echo "side-by-side: $tool is missing (apt-get install wrk nginx-light util-linux)" >&2; exit 1; }
@@ -121,6 +122,7 @@ start_tollgate() {
     for v in $(env | sed -n 's/^\(TOLLGATE_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
     export TOLLGATE_LISTEN=127.0.0.1:$port TOLLGATE_DATABASE_URL=$tg_db
     export TOLLGATE_ADMIN_KEY=$admin_key TOLLGATE_EXTERNAL_API_KEYS=$ext_key TOLLGATE_LOG_DIR=$dir/logs
+    export TOLLGATE_LEDGER=$ledger
     cd "$dir" && exec taskset -c "$gw_cpu" "$tg_bin"
   ) >"$dir/out" 2>&1 &
   tg_pid=$!
@@ -325,7 +327,7 @@ for db in $databases; do
 done
 
 git_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')
-echo "side-by-side at $git_rev, $(date -u +%Y-%m-%dT%H:%MZ), ${seconds}s per row, $conns connections, gateway on cpu $gw_cpu, mock and wrk on cpu $load_cpu"
+echo "side-by-side at $git_rev, $(date -u +%Y-%m-%dT%H:%MZ), ledger $ledger, ${seconds}s per row, $conns connections, gateway on cpu $gw_cpu, mock and wrk on cpu $load_cpu"
 echo
 python3 - "$results" "$results.books" <<'PY'
 import sys

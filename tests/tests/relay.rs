@@ -15,6 +15,7 @@ use tollgate_domain::ratelimit::RateLimits;
 use tollgate_domain::repository::TokenRepository;
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::token::{AccessKey, TokenRecord};
+use tollgate_relay::cache::KEY_RECHECK;
 use tollgate_storage::{SeaStore, testing};
 use tollgate_tests::TestApp;
 use tollgate_tests::cut::{CUT_PIECES, CutUpstream};
@@ -387,54 +388,94 @@ async fn the_error_table_of_spec_4() {
 
 /// SPEC §4: a disabled key is refused with 401 `token_disabled` also when the relay has it in
 /// its key cache as enabled (it was used before it was switched off, by a write that no change
-/// feed announced): the hold, taken in the database before any upstream call, reads the row.
-/// Nothing is sent upstream and nothing is held or charged; switched on again, it works.
+/// feed announced). With `TOLLGATE_LEDGER=exact` the hold, taken in the database before any
+/// upstream call, reads the row: the very next call is refused. With balance leases (the
+/// default) the hold does not read the key's row; the key cache reads it again once it is
+/// `KEY_RECHECK` (1 s) old, so the key is refused within that time. Either way nothing is sent
+/// upstream once it is refused, and nothing is held or charged; switched on again, it works.
 #[tokio::test]
 async fn a_key_disabled_after_its_first_call_is_refused() {
-    for (url, backend) in databases().await {
-        let app = TestApp::start(url.clone(), backend).await;
-        let mock = MockProvider::start().await;
-        setup(&app, &mock).await;
-        let key = app.funded_key("d1", "10").await;
-        let stats = app.ext(Method::GET, "/d1/stats", None).await;
-        let id = TokenId::new(stats.data()["tokens"][0]["token_id"].as_i64().expect("id"));
-        // The first call caches the key as enabled.
-        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
-        assert_eq!(app.settled("d1", 1).await["used_quota"], CALL_QUOTA);
+    for ledger in ["exact", "lease"] {
+        for (url, backend) in databases().await {
+            let app =
+                TestApp::start_with(url.clone(), backend, &[("TOLLGATE_LEDGER", ledger)]).await;
+            let mock = MockProvider::start().await;
+            setup(&app, &mock).await;
+            let user = format!("d1-{ledger}");
+            let key = app.funded_key(&user, "10").await;
+            let stats = app.ext(Method::GET, &format!("/{user}/stats"), None).await;
+            let id = TokenId::new(stats.data()["tokens"][0]["token_id"].as_i64().expect("id"));
+            // The first call caches the key as enabled.
+            assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
+            assert_eq!(app.settled(&user, 1).await["used_quota"], CALL_QUOTA);
 
-        let store = SeaStore::connect(&url).await.expect("store");
-        assert!(
-            testing::set_token_status(&store, id, true)
-                .await
-                .expect("disable")
-        );
-        let stats = app.ext(Method::GET, "/d1/stats", None).await;
-        assert_eq!(stats.data()["tokens"][0]["status"], 2, "{backend}");
-        for _ in 0..2 {
-            let r = app.chat(&key, &ask("qwen-turbo")).await;
-            assert_eq!(r.status, 401, "{backend}: {}", r.body);
-            assert_eq!(r.body["error"]["code"], "token_disabled", "{}", r.body);
-            assert_eq!(r.body["error"]["type"], "authentication_error");
-            assert_eq!(r.body["error"]["message"], "令牌已被禁用");
+            let store = SeaStore::connect(&url).await.expect("store");
+            assert!(
+                testing::set_token_status(&store, id, true)
+                    .await
+                    .expect("disable")
+            );
+            let switched_off = Instant::now();
+            let stats = app.ext(Method::GET, &format!("/{user}/stats"), None).await;
+            assert_eq!(stats.data()["tokens"][0]["status"], 2, "{backend}");
+            // Calls answered before the key's refusal (lease: at most one recheck's time).
+            let mut answered = 1;
+            loop {
+                let r = app.chat(&key, &ask("qwen-turbo")).await;
+                if r.status == 200 && ledger == "lease" {
+                    answered += 1;
+                    assert!(
+                        switched_off.elapsed() < KEY_RECHECK,
+                        "{backend}: still answered after {:?}",
+                        switched_off.elapsed()
+                    );
+                    continue;
+                }
+                assert_eq!(r.status, 401, "{backend} {ledger}: {}", r.body);
+                break;
+            }
+            let sent = mock.calls();
+            assert_eq!(sent, answered, "{backend} {ledger}");
+            for _ in 0..2 {
+                let r = app.chat(&key, &ask("qwen-turbo")).await;
+                assert_eq!(r.status, 401, "{backend} {ledger}: {}", r.body);
+                assert_eq!(r.body["error"]["code"], "token_disabled", "{}", r.body);
+                assert_eq!(r.body["error"]["type"], "authentication_error");
+                assert_eq!(r.body["error"]["message"], "令牌已被禁用");
+            }
+            let mut body = ask("qwen-turbo");
+            body["stream"] = json!(true);
+            let (status, _, text) = app.chat_stream(&key, &body).await;
+            assert_eq!(status, 401, "{backend}: {text}");
+            assert!(text.contains("\"token_disabled\""), "{text}");
+            assert_eq!(
+                mock.calls(),
+                sent,
+                "{backend} {ledger}: nothing sent upstream"
+            );
+            let info = app.no_hold_left(&user).await;
+            let charged = CALL_QUOTA * i64::try_from(answered).expect("count");
+            assert_eq!(info["used_quota"], charged);
+            assert_eq!(info["total_requests"], answered);
+            assert_eq!(info["current_quota"], 5_000_000 - charged);
+            assert_eq!(info["balance_capacity"], info["current_balance"]);
+
+            assert!(
+                testing::set_token_status(&store, id, false)
+                    .await
+                    .expect("enable")
+            );
+            // Seen again at the next recheck at the latest.
+            let deadline = Instant::now() + KEY_RECHECK * 3;
+            while app.chat(&key, &ask("qwen-turbo")).await.status != 200 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{backend} {ledger}: still refused"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            app.stop().await;
         }
-        let mut body = ask("qwen-turbo");
-        body["stream"] = json!(true);
-        let (status, _, text) = app.chat_stream(&key, &body).await;
-        assert_eq!(status, 401, "{backend}: {text}");
-        assert!(text.contains("\"token_disabled\""), "{text}");
-        assert_eq!(mock.calls(), 1, "{backend}: nothing sent upstream");
-        let info = app.no_hold_left("d1").await;
-        assert_eq!(info["used_quota"], CALL_QUOTA);
-        assert_eq!(info["total_requests"], 1);
-        assert_eq!(info["current_quota"], 5_000_000 - CALL_QUOTA);
-
-        assert!(
-            testing::set_token_status(&store, id, false)
-                .await
-                .expect("enable")
-        );
-        assert_eq!(app.chat(&key, &ask("qwen-turbo")).await.status, 200);
-        app.stop().await;
     }
 }
 

@@ -208,6 +208,77 @@ pub struct Hold {
     pub expires_at: UnixTime,
     /// The instance that took it (whose death releases it).
     pub instance: InstanceId,
+    /// Whether the key has a cap of its own: such a hold is checked against the cap in the
+    /// database, call by call, and never taken from a balance lease.
+    pub capped_key: bool,
+}
+
+/// A balance lease (issue 9): a slice of one user's spendable balance that one instance
+/// reserved with a single conditional statement, and from which it takes its calls' holds in
+/// memory. In the database it is a hold row keyed by its id, with no key (`token_id` 0), so the
+/// user's `held_quota` counts it, the instance registry returns it when its instance dies, and
+/// nothing can spend it twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// The `generation`-th lease of `user` by `instance` (unique per instance, at most 64
+    /// characters: the hold row's key).
+    #[must_use]
+    pub fn new(instance: &InstanceId, user: UserId, generation: u64) -> Self {
+        LeaseId(format!(
+            "lease-{}-{:x}-{generation:x}",
+            instance.as_str(),
+            user.get()
+        ))
+    }
+
+    /// The id as stored (the hold row's request id).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A lease and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Its id.
+    pub id: LeaseId,
+    /// The user whose balance it reserves.
+    pub user_id: UserId,
+    /// The instance that holds it (whose death returns it).
+    pub instance: InstanceId,
+}
+
+impl Lease {
+    /// The `generation`-th lease of `user_id` by `instance`.
+    #[must_use]
+    pub fn new(instance: InstanceId, user_id: UserId, generation: u64) -> Self {
+        Lease {
+            id: LeaseId::new(&instance, user_id, generation),
+            user_id,
+            instance,
+        }
+    }
+}
+
+/// What growing a lease did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseGrowth {
+    /// The amount was added to the lease.
+    Grown,
+    /// The user's free balance was not large enough: nothing changed.
+    Refused,
+    /// The lease's row is gone (its instance was taken for dead and the lease returned):
+    /// nothing changed, and the lease must not be used any more.
+    Lost,
 }
 
 /// Why a hold was not taken.
@@ -250,6 +321,9 @@ pub struct Settlement {
     pub at: UnixTime,
     /// The channel whose answer is billed.
     pub channel_id: Option<ChannelId>,
+    /// The balance lease the call's hold was taken from; `None` when the call has a hold row
+    /// of its own (keyed by `request_id`).
+    pub lease: Option<LeaseId>,
 }
 
 impl Settlement {

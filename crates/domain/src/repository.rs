@@ -2,13 +2,14 @@
 //! them in memory. Every method that changes a balance is one atomic statement or transaction in
 //! its implementation; callers never read-modify-write quota.
 
-use crate::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
+use crate::billing::{Hold, HoldRefusal, Lease, LeaseGrowth, LeaseId, SettleOutcome, Settlement};
 use crate::call_errors::FailedCall;
 use crate::channel::{Channel, ChannelSpec, ChannelStatus};
 use crate::error::RepoError;
 use crate::ids::{ChannelId, ExternalUserId, PlatformId, TokenId, UserId};
 use crate::logs::{LogEntry, LogPage, LogQuery, ModelUsage, NewLogEntry};
 use crate::pricing::Price;
+use crate::quota::Quota;
 use crate::time::UnixTime;
 use crate::token::{KeyHash, Token, TokenRecord};
 use crate::topup::{TopUp, TopUpOutcome};
@@ -96,6 +97,35 @@ pub trait BillingRepository: Send + Sync {
 
     /// Releases up to `limit` holds whose expiry is before `now`; returns how many.
     async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError>;
+}
+
+/// Balance leases ([`LeaseId`]): how an instance reserves a slice of a user's balance at once
+/// and gives it back. Settling a call taken from a lease goes through
+/// [`BillingRepository::settle_batch`] with [`Settlement::lease`] set: the charge leaves the
+/// balance and the lease at once (a lease never gives back more than it holds), and a retry of a
+/// batch that did commit charges nothing again (the batch's log rows are looked up first).
+#[async_trait]
+pub trait LeaseRepository: Send + Sync {
+    /// Adds `amount` to the lease (`create`: a new lease, whose row is inserted) in one
+    /// transaction, only if the user's balance minus everything held is at least
+    /// `amount × headroom`.
+    async fn grow_lease(
+        &self,
+        lease: &Lease,
+        amount: Quota,
+        headroom: u32,
+        create: bool,
+        now: UnixTime,
+    ) -> Result<LeaseGrowth, RepoError>;
+
+    /// Gives back `amount` of the lease (at most what it holds); whether its row was there.
+    async fn shrink_lease(&self, lease: &LeaseId, amount: Quota) -> Result<bool, RepoError>;
+
+    /// Deletes the lease's row and gives back all it holds; what it held (`None`: it was gone).
+    async fn end_lease(&self, lease: &LeaseId) -> Result<Option<Quota>, RepoError>;
+
+    /// Whether the database answers (leases are used only while it does).
+    async fn ping_leases(&self) -> Result<(), RepoError>;
 }
 
 /// Upstream channels.

@@ -39,17 +39,10 @@ pub struct UserStats {
 }
 
 impl UserStats {
-    /// Quota the user can still start spending: the balance minus holds in flight, never below
-    /// zero.
+    /// Quota the user can still start spending: [`User::spendable`].
     #[must_use]
     pub fn balance_capacity(&self) -> Quota {
-        Quota::new(
-            self.user
-                .quota
-                .get()
-                .saturating_sub(self.user.held_quota.get()),
-        )
-        .max(Quota::ZERO)
+        self.user.spendable()
     }
 
     /// Per served model, how many input or output tokens the balance capacity buys.

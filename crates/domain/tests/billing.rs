@@ -141,6 +141,7 @@ fn a_settlement_writes_one_consume_row_of_exactly_what_it_charged() {
         is_stream: true,
         latency_ms: 1_234,
         channel_id: Some(ChannelId::new(3)),
+        lease: None,
         at: UnixTime::from_secs(1_764_000_000),
     };
     assert_eq!(

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 use tollgate_domain::RepoError;
 use tollgate_domain::channel::{Channel, served_models};
 use tollgate_domain::ids::{ChannelId, TokenId};
@@ -11,22 +12,30 @@ use tollgate_domain::pricing::Price;
 use tollgate_domain::repository::RelayStore;
 use tollgate_domain::token::{KeyHash, Token};
 
+/// How long a cached key is trusted before its next use reads it again. Every change made
+/// through an API reaches the cache at once through the change feed; this bounds how long a
+/// change written to the database by hand (a key switched off, which no API does) goes
+/// unseen — the per-call hold no longer reads the key's row when it comes from a balance lease.
+pub const KEY_RECHECK: Duration = Duration::from_secs(1);
+
 /// Keys seen recently, by the hash of the key. Only keys that exist are cached, so a key
 /// created a moment ago is found on its first use.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    by_hash: RwLock<HashMap<String, Arc<Token>>>,
+    by_hash: RwLock<HashMap<String, (Arc<Token>, Instant)>>,
 }
 
 impl KeyCache {
-    /// The cached token for a key hash.
+    /// The cached token for a key hash, if it was read from the database within
+    /// [`KEY_RECHECK`].
     #[must_use]
     pub fn get(&self, hash: &KeyHash) -> Option<Arc<Token>> {
         self.by_hash
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(hash.as_str())
-            .cloned()
+            .filter(|(_, read)| read.elapsed() < KEY_RECHECK)
+            .map(|(t, _)| Arc::clone(t))
     }
 
     /// Caches a token found in the database.
@@ -35,7 +44,10 @@ impl KeyCache {
         self.by_hash
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(hash.as_str().to_owned(), Arc::clone(&token));
+            .insert(
+                hash.as_str().to_owned(),
+                (Arc::clone(&token), Instant::now()),
+            );
         token
     }
 
@@ -44,7 +56,7 @@ impl KeyCache {
         self.by_hash
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, t| t.id != id);
+            .retain(|_, (t, _)| t.id != id);
     }
 }
 

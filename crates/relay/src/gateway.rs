@@ -402,6 +402,7 @@ impl Gateway {
                     i64::try_from(self.config.hold_ttl.as_secs()).unwrap_or(i64::MAX),
                 )),
                 instance: self.instance.clone(),
+                capped_key: token.quota_limit.is_some(),
             };
         let reservation = match self.ledger.reserve(&hold).await? {
             Ok(r) => r,

@@ -29,9 +29,9 @@ use tracing::Instrument;
 pub(crate) trait Book: Send + Sync {
     /// Writes the settlement of a finished call; with `confirm`, the receiver hears once it is
     /// written.
-    fn settle(&self, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>>;
+    fn settle(self: Arc<Self>, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>>;
     /// Gives the reservation of `request_id` back in full, logging in the call's `span`.
-    fn release(&self, request_id: String, span: tracing::Span);
+    fn release(self: Arc<Self>, request_id: String, span: tracing::Span);
 }
 
 /// Money held for one call. Settle it with [`Reservation::settle`]; dropping it unsettled
@@ -86,7 +86,7 @@ impl Reservation {
     /// (dropping it waits for nothing, and the settlement is written all the same).
     pub(crate) fn settle(mut self, finished: Finished) -> Settled {
         self.open = false;
-        Settled(self.book.settle(finished, self.durable))
+        Settled(Arc::clone(&self.book).settle(finished, self.durable))
     }
 }
 
@@ -113,8 +113,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.open {
             let span = std::mem::replace(&mut self.span, tracing::Span::none());
-            self.book
-                .release(std::mem::take(&mut self.request_id), span);
+            Arc::clone(&self.book).release(std::mem::take(&mut self.request_id), span);
         }
     }
 }
@@ -182,7 +181,7 @@ impl Default for ExactLedgerConfig {
 /// it.
 pub struct ExactLedger {
     billing: Arc<dyn BillingRepository>,
-    settler: Settler,
+    pub(crate) settler: Settler,
     book: Arc<dyn Book>,
     config: ExactLedgerConfig,
 }
@@ -197,21 +196,21 @@ impl std::fmt::Debug for ExactLedger {
 }
 
 impl Book for Settler {
-    fn settle(&self, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>> {
-        if confirm {
-            Some(self.settle_acked(finished))
-        } else {
-            Settler::settle(self, finished);
-            None
-        }
+    fn settle(self: Arc<Self>, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>> {
+        Settler::settle(&self, finished, None, confirm)
     }
 
-    fn release(&self, request_id: String, span: tracing::Span) {
-        Settler::release(self, request_id, span);
+    fn release(self: Arc<Self>, request_id: String, span: tracing::Span) {
+        Settler::release(&self, request_id, span);
     }
 }
 
 impl ExactLedger {
+    /// Whether settlements are written before the call's last byte (a window of zero).
+    pub(crate) fn durable(&self) -> bool {
+        self.config.settlement_window.is_zero()
+    }
+
     /// Starts the settlement worker and the expiry sweep on the current tokio runtime (the
     /// sweep stops when the ledger is dropped).
     #[must_use]

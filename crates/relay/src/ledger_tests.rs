@@ -7,6 +7,7 @@
 )]
 
 use super::*;
+use crate::lease::{LeaseLedger, LeaseLedgerConfig};
 use crate::settle::{Delivered, Ticket};
 use std::time::Instant;
 use tollgate_domain::Quota;
@@ -21,9 +22,35 @@ use tollgate_domain::time::UnixTime;
 use tollgate_domain::user::User;
 use tollgate_storage::{SeaStore, testing};
 
+/// The instance the suite's ledgers run as.
+fn instance() -> InstanceId {
+    InstanceId::from_random([1; 12])
+}
+
+/// A lease ledger over `store` with a settlement window of `window`, running as `instance`.
+fn lease_ledger(
+    store: &Arc<SeaStore>,
+    window: Duration,
+    instance: InstanceId,
+    config: LeaseLedgerConfig,
+) -> Arc<LeaseLedger> {
+    let exact = ExactLedger::start(
+        store.clone(),
+        ExactLedgerConfig {
+            settlement_window: window,
+            settlement_batch: 3,
+            ..ExactLedgerConfig::default()
+        },
+    );
+    LeaseLedger::start(exact, store.clone(), instance, config)
+}
+
 /// Every implementation under test, built over one store.
 fn ledgers(store: &Arc<SeaStore>) -> Vec<(&'static str, Arc<dyn Ledger>)> {
     let billing: Arc<dyn BillingRepository> = store.clone();
+    let lease = |window| {
+        lease_ledger(store, window, instance(), LeaseLedgerConfig::default()) as Arc<dyn Ledger>
+    };
     let per_call = ExactLedgerConfig {
         settlement_window: Duration::ZERO,
         ..ExactLedgerConfig::default()
@@ -42,6 +69,8 @@ fn ledgers(store: &Arc<SeaStore>) -> Vec<(&'static str, Arc<dyn Ledger>)> {
             "grouped",
             ExactLedger::start(billing, grouped) as Arc<dyn Ledger>,
         ),
+        ("lease-per-call", lease(Duration::ZERO)),
+        ("lease-grouped", lease(Duration::from_millis(20))),
     ]
 }
 
@@ -53,6 +82,8 @@ struct Case {
     external_id: String,
     user: UserId,
     token: TokenId,
+    /// Whether the key has a cap of its own.
+    capped: bool,
 }
 
 impl Case {
@@ -95,16 +126,9 @@ impl Case {
     }
 
     async fn reserve(&self, request: &str, amount: i64) -> Result<Reservation, HoldRefusal> {
-        self.ledger
-            .reserve(&hold(
-                &self.id(request),
-                self.user,
-                self.token,
-                amount,
-                3600,
-            ))
-            .await
-            .expect("database")
+        let mut h = hold(&self.id(request), self.user, self.token, amount, 3600);
+        h.capped_key = self.capped;
+        self.ledger.reserve(&h).await.expect("database")
     }
 
     async fn drained(&self) {
@@ -132,6 +156,7 @@ async fn cases(who: &str, usd: &str, cap: Option<Quota>) -> Vec<Case> {
                 external_id,
                 user,
                 token,
+                capped: cap.is_some(),
             });
         }
     }
@@ -147,7 +172,8 @@ fn hold(request_id: &str, user: UserId, token: TokenId, amount: i64, ttl_secs: i
         amount: Quota::new(amount),
         created_at: at,
         expires_at: UnixTime::from_secs(at.secs() + ttl_secs),
-        instance: InstanceId::from_random([1; 12]),
+        instance: instance(),
+        capped_key: false,
     }
 }
 
@@ -322,7 +348,7 @@ async fn a_durable_ledger_has_written_the_settlement_when_settle_returns() {
         let id = r.request_id().to_owned();
         let durable = r.durable();
         // Only the per-call setting (window 0) commits before the last byte.
-        assert_eq!(durable, c.name == "per-call", "{}", c.name);
+        assert_eq!(durable, c.name.ends_with("per-call"), "{}", c.name);
         let written = r
             .settle(finished(&id, c.user, c.token, 100, 50))
             .written()
@@ -371,7 +397,13 @@ async fn of_many_concurrent_reservations_exactly_those_that_fit_are_taken() {
 
 #[tokio::test]
 async fn the_sweep_releases_expired_holds_only() {
-    for c in cases("sweep", "1", None).await {
+    // A lease's calls have no hold rows to expire: a dead instance's leases come back through
+    // the registry (tested below).
+    for c in cases("sweep", "1", None)
+        .await
+        .into_iter()
+        .filter(|c| !c.name.starts_with("lease"))
+    {
         let stale = c
             .ledger
             .reserve(&hold(&c.id("sweep-old"), c.user, c.token, 3_000, -5))
@@ -387,5 +419,293 @@ async fn the_sweep_releases_expired_holds_only() {
         drop(live);
         c.drained().await;
         assert_eq!(c.balance().await, (500_000, 0), "{}", c.name);
+    }
+}
+
+/// (balance, held) of the user `external_id` in `store`.
+async fn balance_of(store: &SeaStore, external_id: &str) -> (i64, i64) {
+    let u = store
+        .find_user(
+            &PlatformId::from_secret("platform-a"),
+            &ExternalUserId::parse(external_id).expect("id"),
+        )
+        .await
+        .expect("find")
+        .expect("user");
+    (u.quota.get(), u.held_quota.get())
+}
+
+/// The settlement windows every lease test runs with: written before the last byte, and
+/// grouped.
+const WINDOWS: [Duration; 2] = [Duration::ZERO, Duration::from_millis(20)];
+
+#[tokio::test]
+async fn calls_on_a_large_balance_take_their_holds_from_one_lease_and_settle_exactly() {
+    for store in testing::shared_stores().await {
+        for (fill, window) in (40u8..).zip(WINDOWS) {
+            let who = format!("lease-share-{fill}");
+            // $100 = 50,000,000 quota.
+            let (user, token) = testing::funded(&store, &who, "100", None, fill, now()).await;
+            let ledger = lease_ledger(&store, window, instance(), LeaseLedgerConfig::default());
+            let mut taken = Vec::new();
+            for n in 0..10 {
+                let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
+                taken.push(ledger.reserve(&h).await.expect("db").expect("fits"));
+            }
+            // One lease of 32 calls' worth holds all ten.
+            assert_eq!(ledger.leases(), 1);
+            assert_eq!(balance_of(&store, &who).await, (50_000_000, 32_000));
+            for (n, r) in taken.into_iter().enumerate() {
+                let id = r.request_id().to_owned();
+                if n % 2 == 0 {
+                    // (100 × 2 + 50 × 6) / 2 = 250 each.
+                    r.settle(finished(&id, user, token, 100, 50))
+                        .written()
+                        .await;
+                }
+            }
+            assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+            assert_eq!(ledger.leases(), 0, "given back at shutdown");
+            assert_eq!(balance_of(&store, &who).await, (50_000_000 - 5 * 250, 0));
+            let u = store
+                .find_user(
+                    &PlatformId::from_secret("platform-a"),
+                    &ExternalUserId::parse(&who).expect("id"),
+                )
+                .await
+                .expect("find")
+                .expect("user");
+            assert_eq!((u.used_quota.get(), u.total_requests), (1_250, 5));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_leases_of_many_concurrent_calls_exactly_those_that_fit_are_taken() {
+    // 500,000 quota covers exactly 500 holds of 1,000: leases while the balance is large,
+    // exact holds once it is small, and never one call more.
+    for store in testing::shared_stores().await {
+        for (fill, window) in (50u8..).zip(WINDOWS) {
+            let who = format!("lease-race-{fill}");
+            let (user, token) = testing::funded(&store, &who, "1", None, fill, now()).await;
+            let ledger = lease_ledger(&store, window, instance(), LeaseLedgerConfig::default());
+            let mut tasks = Vec::new();
+            for n in 0..600 {
+                let ledger = Arc::clone(&ledger);
+                let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
+                tasks.push(tokio::spawn(async move {
+                    ledger.reserve(&h).await.expect("db").ok()
+                }));
+            }
+            let mut taken = Vec::new();
+            for t in tasks {
+                taken.extend(t.await.expect("task"));
+            }
+            assert_eq!(taken.len(), 500, "{who}");
+            assert_eq!(balance_of(&store, &who).await, (500_000, 500_000), "{who}");
+            for (n, r) in taken.into_iter().enumerate() {
+                let id = r.request_id().to_owned();
+                if n % 2 == 0 {
+                    r.settle(finished(&id, user, token, 1_000, 0));
+                }
+            }
+            assert!(ledger.drain(Duration::from_secs(60)).await, "drained");
+            // 250 settled at 1,000 each; 250 released.
+            assert_eq!(balance_of(&store, &who).await, (250_000, 0), "{who}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_leasing_one_balance_never_admit_more_than_it_covers() {
+    for store in testing::shared_stores().await {
+        let who = "lease-two";
+        let (user, token) = testing::funded(&store, who, "1", None, 60, now()).await;
+        let ledgers = [
+            lease_ledger(&store, WINDOWS[1], instance(), LeaseLedgerConfig::default()),
+            lease_ledger(
+                &store,
+                WINDOWS[1],
+                InstanceId::from_random([2; 12]),
+                LeaseLedgerConfig::default(),
+            ),
+        ];
+        let mut tasks = Vec::new();
+        for n in 0..800 {
+            let ledger = Arc::clone(&ledgers[n % 2]);
+            let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
+            tasks.push(tokio::spawn(async move {
+                ledger.reserve(&h).await.expect("db").ok()
+            }));
+        }
+        let mut taken = Vec::new();
+        for t in tasks {
+            taken.extend(t.await.expect("task"));
+        }
+        // Money in one instance's lease can refuse a call on the other, never admit one
+        // too many.
+        assert!(taken.len() <= 500, "{} admitted", taken.len());
+        assert!(taken.len() >= 400, "only {} admitted", taken.len());
+        let admitted = i64::try_from(taken.len()).expect("count");
+        let (quota, held) = balance_of(&store, who).await;
+        assert_eq!(quota, 500_000);
+        assert!(held >= admitted * 1_000 && held <= 500_000, "held {held}");
+        for r in taken {
+            let id = r.request_id().to_owned();
+            r.settle(finished(&id, user, token, 1_000, 0));
+        }
+        for l in &ledgers {
+            assert!(l.drain(Duration::from_secs(60)).await, "drained");
+        }
+        assert_eq!(
+            balance_of(&store, who).await,
+            (500_000 - admitted * 1_000, 0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_small_balance_gives_the_unused_lease_back_for_an_exact_hold() {
+    for store in testing::shared_stores().await {
+        let who = "lease-small";
+        let (user, token) = testing::funded(&store, who, "1", None, 61, now()).await;
+        let ledger = lease_ledger(&store, WINDOWS[1], instance(), LeaseLedgerConfig::default());
+        let small = ledger
+            .reserve(&hold("lease-small-1", user, token, 1_000, 60))
+            .await
+            .expect("db")
+            .expect("fits");
+        assert_eq!(balance_of(&store, who).await, (500_000, 32_000), "leased");
+        // 480,000 fits only if the lease's unused 31,000 comes back first.
+        let big = ledger
+            .reserve(&hold("lease-small-2", user, token, 480_000, 60))
+            .await
+            .expect("db")
+            .expect("fits once the lease gave back what it did not use");
+        assert_eq!(balance_of(&store, who).await, (500_000, 481_000));
+        assert_eq!(
+            ledger
+                .reserve(&hold("lease-small-3", user, token, 19_001, 60))
+                .await
+                .expect("db")
+                .err(),
+            Some(HoldRefusal::InsufficientUserQuota)
+        );
+        drop(big);
+        drop(small);
+        assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+        assert_eq!(balance_of(&store, who).await, (500_000, 0));
+    }
+}
+
+#[tokio::test]
+async fn an_idle_lease_is_given_back_after_its_idle_time() {
+    for store in testing::shared_stores().await {
+        let who = "lease-idle";
+        let (user, token) = testing::funded(&store, who, "100", None, 62, now()).await;
+        let config = LeaseLedgerConfig {
+            idle: Duration::from_millis(100),
+            ..LeaseLedgerConfig::default()
+        };
+        let ledger = lease_ledger(&store, WINDOWS[1], instance(), config);
+        let r = ledger
+            .reserve(&hold("lease-idle-1", user, token, 1_000, 60))
+            .await
+            .expect("db")
+            .expect("fits");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A call in flight keeps its lease.
+        assert_eq!(ledger.leases(), 1);
+        let id = r.request_id().to_owned();
+        assert!(
+            !r.settle(finished(&id, user, token, 100, 50))
+                .written()
+                .await
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while balance_of(&store, who).await != (50_000_000 - 250, 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the idle lease was not given back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ledger.leases(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_dead_instances_lease_comes_back_through_the_registry_and_its_late_calls_charge_once() {
+    use tollgate_domain::cluster::{Instance, InstanceRegistry};
+    for store in testing::shared_stores().await {
+        let who = "lease-dead";
+        let (user, token) = testing::funded(&store, who, "100", None, 63, now()).await;
+        let dead = InstanceId::from_random([3; 12]);
+        let ledger = lease_ledger(&store, WINDOWS[1], dead, LeaseLedgerConfig::default());
+        let r = ledger
+            .reserve(&hold("lease-dead-1", user, token, 1_000, 60))
+            .await
+            .expect("db")
+            .expect("fits");
+        assert_eq!(balance_of(&store, who).await, (50_000_000, 32_000));
+        // Another instance finds the lease's owner unregistered and returns the lease.
+        let me = Instance::new(InstanceId::from_random([4; 12]), "other");
+        store.heartbeat(&me, now()).await.expect("heartbeat");
+        let reaped = store.reap(&me, now()).await.expect("reap");
+        assert_eq!(reaped.holds, 1);
+        assert_eq!(balance_of(&store, who).await, (50_000_000, 0));
+        // The call was not dead after all: its settlement charges, once, and the lease it came
+        // from is never used again.
+        let id = r.request_id().to_owned();
+        r.settle(finished(&id, user, token, 100, 50));
+        assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+        assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 0));
+        assert_eq!(ledger.leases(), 0);
+        let again = ledger
+            .reserve(&hold("lease-dead-2", user, token, 1_000, 60))
+            .await
+            .expect("db")
+            .expect("fits");
+        assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 32_000));
+        drop(again);
+        assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+        assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 0));
+    }
+}
+
+#[tokio::test]
+async fn a_lease_settlement_retried_after_it_committed_charges_nothing_again() {
+    use tollgate_domain::billing::Lease;
+    use tollgate_domain::repository::LeaseRepository;
+    for store in testing::shared_stores().await {
+        let who = "lease-retry";
+        let (user, token) = testing::funded(&store, who, "100", None, 64, now()).await;
+        let lease = Lease::new(instance(), user, 1);
+        assert_eq!(
+            store
+                .grow_lease(&lease, Quota::new(10_000), 4, true, now())
+                .await
+                .expect("grow"),
+            tollgate_domain::billing::LeaseGrowth::Grown
+        );
+        let mut s = finished("lease-retry-1", user, token, 100, 50).into_settlement();
+        s.lease = Some(lease.id.clone());
+        let first = store
+            .settle_batch(std::slice::from_ref(&s))
+            .await
+            .expect("settle");
+        let again = store
+            .settle_batch(std::slice::from_ref(&s))
+            .await
+            .expect("settle");
+        assert_eq!(first, vec![SettleOutcome::Settled]);
+        assert_eq!(again, vec![SettleOutcome::AlreadyFinished]);
+        assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 9_750));
+        assert_eq!(
+            store.end_lease(&lease.id).await.expect("end"),
+            Some(Quota::new(9_750))
+        );
+        assert_eq!(store.end_lease(&lease.id).await.expect("end"), None);
+        assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 0));
     }
 }

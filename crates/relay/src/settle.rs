@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tollgate_domain::billing::{ReportedUsage, SettleOutcome, Settlement, UsageBounds};
+use tollgate_domain::billing::{LeaseId, ReportedUsage, SettleOutcome, Settlement, UsageBounds};
 use tollgate_domain::ids::{ChannelId, TokenId, UserId};
 use tollgate_domain::pricing::{Price, Usage};
 use tollgate_domain::repository::BillingRepository;
@@ -153,6 +153,7 @@ impl Finished {
             latency_ms,
             at: ended_at,
             channel_id: t.channel,
+            lease: None,
         }
     }
 
@@ -164,15 +165,27 @@ impl Finished {
 /// Told once a settlement is written (when its caller waits for that).
 type Ack = Option<oneshot::Sender<()>>;
 
+/// A call whose hold was taken from a balance lease: the lease hears how its settlement ended.
+pub(crate) trait Funded: Send + Sync {
+    /// The lease the call's hold was taken from.
+    fn lease(&self) -> &LeaseId;
+    /// The settlement is over: `Some((charge, outcome))` once written; `None` when it was
+    /// given up before any write (its count failed), so the whole hold goes back to the lease.
+    fn finished(&self, written: Option<(i64, SettleOutcome)>);
+}
+
+/// Where a settlement's hold lives: `None`, a hold row of its own; else a lease.
+pub(crate) type Funding = Option<Arc<dyn Funded>>;
+
 enum Job {
-    Settle(Box<Finished>, Ack),
+    Settle(Box<Finished>, Funding, Ack),
     Release(String, tracing::Span),
 }
 
 impl Job {
     fn span(&self) -> tracing::Span {
         match self {
-            Job::Settle(f, _) => f.ticket.span.clone(),
+            Job::Settle(f, _, _) => f.ticket.span.clone(),
             Job::Release(_, span) => span.clone(),
         }
     }
@@ -261,7 +274,7 @@ impl Settler {
                 let mut next = Some(job);
                 while let Some(job) = next.take() {
                     match job {
-                        Job::Settle(f, ack) => batch.push((*f, ack)),
+                        Job::Settle(f, fund, ack) => batch.push((*f, fund, ack)),
                         release => spawn_one(&billing, &done, release),
                     }
                     if batch.len() >= batching.max.max(1) {
@@ -293,24 +306,29 @@ impl Settler {
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
             self.pending.count.fetch_sub(1, Ordering::AcqRel);
             let what = match &job {
-                Job::Settle(f, _) => f.ticket.request_id.clone(),
+                Job::Settle(f, _, _) => f.ticket.request_id.clone(),
                 Job::Release(id, _) => id.clone(),
             };
             tracing::error!(request_id = %what, "settlement worker is gone; the hold will expire instead");
         }
     }
 
-    /// Settles a finished call (in the background).
-    pub(crate) fn settle(&self, finished: Finished) {
-        self.submit(Job::Settle(Box::new(finished), None));
-    }
-
-    /// Settles a finished call (in the background); the receiver hears once it is written
-    /// (never, if the process stops first).
-    pub(crate) fn settle_acked(&self, finished: Finished) -> oneshot::Receiver<()> {
-        let (ack, written) = oneshot::channel();
-        self.submit(Job::Settle(Box::new(finished), Some(ack)));
-        written
+    /// Settles a finished call (in the background) whose hold is `funding`; with `confirm`,
+    /// the receiver hears once it is written (never, if the process stops first).
+    pub(crate) fn settle(
+        &self,
+        finished: Finished,
+        funding: Funding,
+        confirm: bool,
+    ) -> Option<oneshot::Receiver<()>> {
+        if confirm {
+            let (ack, written) = oneshot::channel();
+            self.submit(Job::Settle(Box::new(finished), funding, Some(ack)));
+            Some(written)
+        } else {
+            self.submit(Job::Settle(Box::new(finished), funding, None));
+            None
+        }
     }
 
     /// Releases the hold of a call that failed before answering (in the background), logged
@@ -423,19 +441,24 @@ async fn price(f: Finished) -> Option<Settlement> {
 /// database takes it (each settlement still moves money at most once).
 async fn run_batch(
     billing: &dyn BillingRepository,
-    batch: Vec<(Finished, Ack)>,
+    batch: Vec<(Finished, Funding, Ack)>,
     pending: &Pending,
 ) {
     let mut settlements = Vec::with_capacity(batch.len());
     let mut spans = Vec::with_capacity(batch.len());
+    let mut funds = Vec::with_capacity(batch.len());
     let mut acks = Vec::new();
-    for (f, ack) in batch {
+    for (f, fund, ack) in batch {
         let span = f.ticket.span.clone();
         let id = f.ticket.request_id.clone();
-        if let Some(s) = price(f).await {
+        if let Some(mut s) = price(f).await {
+            s.lease = fund.as_ref().map(|l| l.lease().clone());
             settlements.push(s);
             spans.push(span);
+            funds.push(fund);
             acks.extend(ack);
+        } else if let Some(fund) = fund {
+            fund.finished(None);
         } else {
             // Counting failed: the hold is given back rather than left locked until the
             // expiry sweep.
@@ -466,10 +489,13 @@ async fn run_batch(
             }
         }
     };
-    for ((s, o), span) in settlements.iter().zip(&outcomes).zip(&spans) {
+    for (((s, o), span), fund) in settlements.iter().zip(&outcomes).zip(&spans).zip(&funds) {
         span.in_scope(|| {
             tracing::info!(quota = s.quota.get(), outcome = ?o, batch = settlements.len(), "settled");
         });
+        if let Some(fund) = fund {
+            fund.finished(Some((s.quota.get(), *o)));
+        }
         if *o != SettleOutcome::AlreadyFinished {
             metrics::charged(&s.model, s.quota.get());
         }
@@ -491,17 +517,27 @@ async fn run_batch(
 }
 
 async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
-    let (what, settlement, request_id, ack) = match job {
-        Job::Settle(f, ack) => {
+    let (what, settlement, request_id, fund, ack) = match job {
+        Job::Settle(f, fund, ack) => {
             let id = f.ticket.request_id.clone();
             match price(*f).await {
-                Some(s) => ("settle", Some(s), id, ack),
-                // Counting failed: the hold is given back rather than left locked until the
-                // expiry sweep.
-                None => ("release", None, id, None),
+                Some(mut s) => {
+                    s.lease = fund.as_ref().map(|l| l.lease().clone());
+                    ("settle", Some(s), id, fund, ack)
+                }
+                None => {
+                    if let Some(fund) = fund {
+                        // The hold goes back to its lease: nothing to write.
+                        fund.finished(None);
+                        return;
+                    }
+                    // Counting failed: the hold is given back rather than left locked until
+                    // the expiry sweep.
+                    ("release", None, id, None, None)
+                }
             }
         }
-        Job::Release(id, _) => ("release", None, id, None),
+        Job::Release(id, _) => ("release", None, id, None, None),
     };
     let mut guard = Unfinished {
         what,
@@ -516,6 +552,9 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
                 tracing::info!(request_id = %s.request_id, quota = s.quota.get(), outcome = ?o, "settled");
                 if o != SettleOutcome::AlreadyFinished {
                     metrics::charged(&s.model, s.quota.get());
+                }
+                if let Some(fund) = &fund {
+                    fund.finished(Some((s.quota.get(), o)));
                 }
             }),
             None => billing.release(&request_id).await.map(|_| ()),
@@ -647,8 +686,10 @@ mod tests {
                 max: 1,
             },
         );
-        settler.settle(
+        let _ = settler.settle(
             ticket("r1").finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
+            None,
+            false,
         );
         assert!(!settler.drain(Duration::from_secs(60)).await, "still down");
         assert_eq!(settler.failing(), 1);
@@ -702,9 +743,11 @@ mod tests {
         };
         let settler = Settler::start(store.clone(), 100, batching);
         for n in 0..6 {
-            settler.settle(
+            let _ = settler.settle(
                 ticket(&format!("b{n}"))
                     .finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
+                None,
+                false,
             );
         }
         settler.release("gone".into(), tracing::Span::none());

@@ -268,7 +268,11 @@ mod tests {
     }
 
     impl Book for Gate {
-        fn settle(&self, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>> {
+        fn settle(
+            self: Arc<Self>,
+            finished: Finished,
+            confirm: bool,
+        ) -> Option<oneshot::Receiver<()>> {
             let (tx, rx) = oneshot::channel();
             self.settled
                 .lock()
@@ -277,7 +281,7 @@ mod tests {
             confirm.then_some(rx)
         }
 
-        fn release(&self, _: String, _: tracing::Span) {}
+        fn release(self: Arc<Self>, _: String, _: tracing::Span) {}
     }
 
     /// Keeps the failed calls reported.

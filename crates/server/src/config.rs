@@ -64,6 +64,7 @@ pub const SETTINGS: &[(&str, Shape)] = &[
     ("TOLLGATE_RELAY_BODY_TIMEOUT_SECS", Shape::Number),
     ("TOLLGATE_SETTLEMENT_BACKLOG", Shape::Number),
     ("TOLLGATE_SETTLEMENT_WINDOW_MS", Shape::Number),
+    ("TOLLGATE_LEDGER", Shape::Text),
     ("TOLLGATE_DATABASE_TIMEOUT_SECS", Shape::Number),
     ("TOLLGATE_SHUTDOWN_GRACE_SECS", Shape::Number),
     ("TOLLGATE_INSTANCE_NAME", Shape::Text),
@@ -102,6 +103,35 @@ pub struct RelaySettings {
     /// to share its database transaction (default 2; 0 writes each on its own, before the
     /// call's last byte is sent).
     pub settlement_window_ms: u64,
+    /// `TOLLGATE_LEDGER`: how calls' holds are taken — `lease` (default: from balance leases
+    /// in memory, exact holds for capped keys and small balances) or `exact` (a hold row per
+    /// call).
+    pub ledger: LedgerKind,
+}
+
+/// Which ledger takes calls' holds (`TOLLGATE_LEDGER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LedgerKind {
+    /// Balance leases, with exact holds where a lease does not fit.
+    #[default]
+    Lease,
+    /// A hold row per call.
+    Exact,
+}
+
+impl std::str::FromStr for LedgerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "lease" => Ok(LedgerKind::Lease),
+            "exact" => Ok(LedgerKind::Exact),
+            _ => Err(format!(
+                "{:?} is not a ledger: use lease or exact",
+                s.trim()
+            )),
+        }
+    }
 }
 
 impl Default for RelaySettings {
@@ -122,6 +152,7 @@ impl Default for RelaySettings {
             body_timeout_secs: 30,
             settlement_backlog: ExactLedgerConfig::default().backlog_capacity as u64,
             settlement_window_ms: ExactLedgerConfig::default().settlement_window.as_millis() as u64,
+            ledger: LedgerKind::default(),
         }
     }
 }
@@ -452,6 +483,11 @@ impl Settings {
                 0,
                 1_000,
             )?,
+            ledger: get("TOLLGATE_LEDGER")
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|problem: String| layers.err("TOLLGATE_LEDGER", problem))?
+                .unwrap_or_default(),
         };
         let secret_key = get("TOLLGATE_SECRET_KEY")
             .map(|v| SecretKey::from_base64(&v))
@@ -546,6 +582,7 @@ mod tests {
                 body_timeout_secs: 30,
                 settlement_backlog: 100_000,
                 settlement_window_ms: 2,
+                ledger: LedgerKind::Lease,
             }
         );
         assert_eq!((s.database_timeout_secs, s.shutdown_grace_secs), (3, 30));
@@ -578,6 +615,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
+        let exact = load(&[("TOLLGATE_LEDGER", "exact")]).expect("exact");
+        assert_eq!(exact.relay.ledger, LedgerKind::Exact);
+        let e = load(&[("TOLLGATE_LEDGER", "fast")]).expect_err("bad ledger");
+        assert!(
+            e.to_string()
+                .contains("\"fast\" is not a ledger: use lease or exact"),
+            "{e}"
+        );
         let e = load(&[("TOLLGATE_LOG_FORMAT", "xml")]).expect_err("bad format");
         assert_eq!(
             e.to_string(),

@@ -156,6 +156,8 @@ pub struct AdminUserView {
     /// Held by calls in flight.
     held_quota: i64,
     held_balance: Usd,
+    /// Reserved by instances' balance leases (still the user's to spend; not in `held_quota`).
+    leased_quota: i64,
     /// What the user can still start spending: the balance minus holds.
     balance_capacity: Usd,
     used_quota: i64,
@@ -168,6 +170,7 @@ impl From<AdminUser> for AdminUserView {
     fn from(a: AdminUser) -> Self {
         let u = a.user;
         let capacity = u.spendable();
+        let held = u.held_by_calls();
         AdminUserView {
             user_id: u.id.get(),
             platform: a.platform.as_str().to_owned(),
@@ -179,8 +182,9 @@ impl From<AdminUser> for AdminUserView {
             login_type: u.login_type,
             current_quota: u.quota.get(),
             current_balance: usd(u.quota),
-            held_quota: u.held_quota.get(),
-            held_balance: usd(u.held_quota),
+            held_quota: held.get(),
+            held_balance: usd(held),
+            leased_quota: u.leased_quota.get(),
             balance_capacity: usd(capacity),
             used_quota: u.used_quota.get(),
             used_balance: usd(u.used_quota),

@@ -4,7 +4,7 @@
 
 use crate::auth::{AdminKey, Platforms};
 use crate::clock::now;
-use crate::config::{self, ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, Settings};
+use crate::config::{self, ADMIN_BODY_LIMIT, EXTERNAL_BODY_LIMIT, LedgerKind, Settings};
 use crate::error::{ApiError, OpenAiError};
 use crate::metrics;
 use crate::request_id::request_context;
@@ -28,7 +28,8 @@ use tollgate_relay::feed::{Caches, Feed};
 use tollgate_relay::limits::Limiter;
 use tollgate_relay::membership::Membership;
 use tollgate_relay::{
-    ExactLedger, ExactLedgerConfig, FailureLog, FailureLogConfig, Gateway, GatewayConfig, Ledger,
+    ExactLedger, ExactLedgerConfig, FailureLog, FailureLogConfig, Gateway, GatewayConfig,
+    LeaseLedger, LeaseLedgerConfig, Ledger,
 };
 use tollgate_storage::{KeyCipher, RedisBus, RedisLimiter, SeaStore, StorageError};
 
@@ -177,7 +178,7 @@ impl Application {
         });
         // Billing's one home: the ledger owns holds, settlements, the expiry sweep and the
         // shutdown drain.
-        let ledger: Arc<dyn Ledger> = ExactLedger::start(
+        let exact = ExactLedger::start(
             shared.clone(),
             ExactLedgerConfig {
                 backlog_capacity: usize::try_from(r.settlement_backlog).unwrap_or(usize::MAX),
@@ -185,6 +186,15 @@ impl Application {
                 ..ExactLedgerConfig::default()
             },
         );
+        let ledger: Arc<dyn Ledger> = match r.ledger {
+            LedgerKind::Exact => exact,
+            LedgerKind::Lease => LeaseLedger::start(
+                exact,
+                shared.clone(),
+                membership.me().id.clone(),
+                LeaseLedgerConfig::default(),
+            ),
+        };
         // Failed calls are counted in the background, off every call's path.
         let failures = FailureLog::start(shared.clone(), FailureLogConfig::default());
         let gateway = web::Data::new(Gateway::new(

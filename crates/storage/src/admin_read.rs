@@ -670,10 +670,11 @@ impl AdminReadRepository for SeaStore {
             .map_err(StorageError::from)?;
         let Some(m) = row else { return Ok(None) };
         let platform = PlatformTag::of(&m.platform_id);
-        Ok(Some(AdminUser {
-            user: to_user(m)?,
-            platform,
-        }))
+        let mut user = to_user(m)?;
+        if user.held_quota.get() > 0 {
+            user.leased_quota = crate::users::leased(&self.db, user.id).await?;
+        }
+        Ok(Some(AdminUser { user, platform }))
     }
 
     async fn admin_log_page(

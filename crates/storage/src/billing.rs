@@ -7,7 +7,7 @@
 //! charges, once). Lock order everywhere: hold row, user, token.
 
 use crate::SeaStore;
-use crate::entity::{hold, token, user};
+use crate::entity::{hold, log, token, user};
 use crate::error::StorageError;
 use crate::logs::{insert_log, insert_logs};
 use crate::retry::{ATTEMPTS, backoff, is_transient};
@@ -25,6 +25,8 @@ use tollgate_domain::repository::BillingRepository;
 use tollgate_domain::time::UnixTime;
 
 pub(crate) const HELD: i16 = 0;
+/// The `token_id` of a balance lease's hold row (no key's).
+pub(crate) const LEASE_TOKEN: i64 = 0;
 /// A batch settlement that lost a race for one of its hold rows (rolled back and retried).
 pub(crate) const RACED: &str = "settlement batch raced a concurrent finish";
 const EXPIRED: i16 = 3;
@@ -52,7 +54,7 @@ macro_rules! retrying {
 
 /// Removes the hold row of `request_id` if it is in state `from`; the row when this call
 /// removed it (a concurrent settle, release or sweep that got there first leaves `None`).
-async fn take(
+pub(crate) async fn take(
     txn: &DatabaseTransaction,
     request_id: &str,
     from: i16,
@@ -90,8 +92,61 @@ async fn expire(txn: &DatabaseTransaction, request_id: &str) -> Result<Option<ho
         .await
 }
 
+/// The request ids among `ids` that already have a log row (their settlement committed).
+async fn logged_calls(txn: &DatabaseTransaction, ids: &[&str]) -> Result<HashSet<String>, DbErr> {
+    let mut logged = HashSet::new();
+    for chunk in ids.chunks(500) {
+        let found: Vec<String> = log::Entity::find()
+            .select_only()
+            .column(log::Column::RequestId)
+            .filter(log::Column::RequestId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        logged.extend(found);
+    }
+    Ok(logged)
+}
+
+/// Takes up to `amount` out of the lease `lease` (never more than it holds); what it took, or
+/// `None` when the lease's row is gone.
+pub(crate) async fn shrink(
+    txn: &DatabaseTransaction,
+    lease: &str,
+    amount: i64,
+) -> Result<Option<i64>, DbErr> {
+    let Some(row) = hold::Entity::find()
+        .filter(hold::Column::RequestId.eq(lease))
+        .filter(hold::Column::State.eq(HELD))
+        .one(txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let taken = amount.clamp(0, row.amount);
+    if taken == 0 {
+        return Ok(Some(0));
+    }
+    // Conditional on what was read: a concurrent change (there is none from this instance,
+    // but stay exact) makes it fail and the transaction is retried.
+    let done = hold::Entity::update_many()
+        .col_expr(
+            hold::Column::Amount,
+            Expr::col(hold::Column::Amount).sub(taken),
+        )
+        .filter(hold::Column::RequestId.eq(lease))
+        .filter(hold::Column::State.eq(HELD))
+        .filter(hold::Column::Amount.eq(row.amount))
+        .exec(txn)
+        .await?;
+    if done.rows_affected != 1 {
+        return Err(DbErr::Custom(RACED.into()));
+    }
+    Ok(Some(taken))
+}
+
 /// Gives a hold's reservation back to its user and key.
-async fn unreserve(txn: &DatabaseTransaction, h: &hold::Model) -> Result<(), DbErr> {
+pub(crate) async fn unreserve(txn: &DatabaseTransaction, h: &hold::Model) -> Result<(), DbErr> {
     user::Entity::update_many()
         .col_expr(
             user::Column::HeldQuota,
@@ -272,14 +327,23 @@ impl SeaStore {
     /// Settles a batch in one transaction: the batch's hold rows are read, then deleted by one
     /// DELETE keyed by request id and state; if that DELETE removed fewer rows than were read (a
     /// concurrent release, sweep or settle took one in between), the whole transaction is
-    /// rolled back and retried, so each row's money moves exactly once. Then one UPDATE per user
-    /// and per key, and one multi-row log insert.
+    /// rolled back and retried, so each row's money moves exactly once. Calls taken from a
+    /// balance lease have no row of their own: their log rows are looked up instead (a retry of
+    /// a batch that did commit finds them and charges nothing again), and each lease gives back
+    /// what its calls cost, never more than it holds. Then one UPDATE per user and per key, and
+    /// one multi-row log insert.
     async fn settle_batch_once(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, DbErr> {
         let mut seen = HashSet::new();
         let ids: Vec<&str> = batch
             .iter()
+            .filter(|s| s.lease.is_none())
             .map(|s| s.request_id.as_str())
             .filter(|id| seen.insert(*id))
+            .collect();
+        let leased: Vec<&str> = batch
+            .iter()
+            .filter(|s| s.lease.is_some())
+            .map(|s| s.request_id.as_str())
             .collect();
         let txn = self.db.begin().await?;
         let mut rows: BTreeMap<String, hold::Model> = BTreeMap::new();
@@ -308,34 +372,69 @@ impl SeaStore {
             txn.rollback().await?;
             return Err(DbErr::Custom(RACED.into()));
         }
+        let logged = logged_calls(&txn, &leased).await?;
+        // What each lease's calls cost, and which user it belongs to.
+        let mut lease_charges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for s in batch {
+            if let Some(lease) = &s.lease
+                && !logged.contains(s.request_id.as_str())
+            {
+                let c = lease_charges.entry(lease.as_str()).or_default();
+                *c = (c.0.saturating_add(s.quota.get()), s.user_id.get());
+            }
+        }
+        // Per lease: what it gave back (`None`: its row is gone; its calls are charged only,
+        // as after an expiry).
+        let mut lease_unheld: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+        for (lease, (charge, _)) in &lease_charges {
+            lease_unheld.insert(lease, shrink(&txn, lease, *charge).await?);
+        }
         // Per user: (charge, unheld, calls); per key: (charge, unheld).
         let mut users: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
         let mut keys: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
         let mut logs = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
+        for (lease, unheld) in &lease_unheld {
+            if let (Some(unheld), Some((_, user))) = (unheld, lease_charges.get(lease)) {
+                let u = users.entry(*user).or_default();
+                u.1 = u.1.saturating_add(*unheld);
+            }
+        }
         for s in batch {
-            let Some(row) = rows.remove(&s.request_id) else {
-                outcomes.push(SettleOutcome::AlreadyFinished);
-                continue;
-            };
-            let (outcome, unheld) = if row.state == HELD {
-                (SettleOutcome::Settled, row.amount)
-            } else {
-                // The sweeper gave the reservation back already: charge only.
-                (SettleOutcome::SettledAfterExpiry, 0)
-            };
             let charge = s.quota.get();
-            let u = users.entry(row.user_id).or_default();
-            *u = (
-                u.0.saturating_add(charge),
-                u.1.saturating_add(unheld),
-                u.2 + 1,
-            );
-            let k = keys.entry(row.token_id).or_default();
-            *k = (k.0.saturating_add(charge), k.1.saturating_add(unheld));
+            let (outcome, user_id, key_unheld) = if let Some(lease) = &s.lease {
+                if logged.contains(s.request_id.as_str()) {
+                    outcomes.push(SettleOutcome::AlreadyFinished);
+                    continue;
+                }
+                let outcome = match lease_unheld.get(lease.as_str()) {
+                    Some(Some(_)) => SettleOutcome::Settled,
+                    _ => SettleOutcome::SettledAfterExpiry,
+                };
+                // A lease holds nothing against the key (capped keys never take one).
+                (outcome, s.user_id.get(), 0)
+            } else {
+                let Some(row) = rows.remove(&s.request_id) else {
+                    outcomes.push(SettleOutcome::AlreadyFinished);
+                    continue;
+                };
+                let (outcome, unheld) = if row.state == HELD {
+                    (SettleOutcome::Settled, row.amount)
+                } else {
+                    // The sweeper gave the reservation back already: charge only.
+                    (SettleOutcome::SettledAfterExpiry, 0)
+                };
+                let u = users.entry(row.user_id).or_default();
+                u.1 = u.1.saturating_add(unheld);
+                (outcome, row.user_id, unheld)
+            };
+            let u = users.entry(user_id).or_default();
+            *u = (u.0.saturating_add(charge), u.1, u.2 + 1);
+            let k = keys.entry(s.token_id.get()).or_default();
+            *k = (k.0.saturating_add(charge), k.1.saturating_add(key_unheld));
             let mut entry = s.log_entry();
-            // The hold row is the authority on whose call this was.
-            entry.user_id = tollgate_domain::ids::UserId::new(row.user_id);
+            // The hold row (or the lease) is the authority on whose call this was.
+            entry.user_id = tollgate_domain::ids::UserId::new(user_id);
             logs.push(entry);
             outcomes.push(outcome);
         }
@@ -344,7 +443,9 @@ impl SeaStore {
             charge_user(&txn, user_id, charge, unheld, calls).await?;
         }
         for (token_id, (charge, unheld)) in keys {
-            charge_key(&txn, token_id, charge, unheld).await?;
+            if charge != 0 || unheld != 0 {
+                charge_key(&txn, token_id, charge, unheld).await?;
+            }
         }
         insert_logs(&txn, &logs).await?;
         txn.commit().await?;
@@ -380,6 +481,14 @@ impl BillingRepository for SeaStore {
     }
 
     async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
+        if s.lease.is_some() {
+            // Only the batch knows how to settle against a lease.
+            let out = retrying!("settle", self.settle_batch_once(std::slice::from_ref(s)))?;
+            return Ok(out
+                .first()
+                .copied()
+                .unwrap_or(SettleOutcome::AlreadyFinished));
+        }
         retrying!("settle", self.settle_once(s))
     }
 
@@ -399,6 +508,9 @@ impl BillingRepository for SeaStore {
             .select_only()
             .column(hold::Column::RequestId)
             .filter(hold::Column::State.eq(HELD))
+            // Leases have no expiry of their own: they are returned when idle, at shutdown, or
+            // by the instance registry when their instance dies.
+            .filter(hold::Column::TokenId.ne(LEASE_TOKEN))
             .filter(hold::Column::ExpiresAt.lt(now.secs()))
             .order_by_asc(hold::Column::ExpiresAt)
             .limit(limit)

@@ -2,7 +2,7 @@
 //! polls, and the `instances` registry whose stale members' holds any live instance releases.
 
 use crate::SeaStore;
-use crate::billing::HELD;
+use crate::billing::{HELD, LEASE_TOKEN};
 use crate::entity::{cache_change, hold, instance};
 use crate::error::StorageError;
 use async_trait::async_trait;
@@ -119,10 +119,11 @@ impl InstanceRegistry for SeaStore {
         // so every hold read here belongs to an instance the registry read below can see. The
         // other order could miss an instance that registered in between and take its holds for
         // orphans.
-        let open: Vec<(String, String)> = hold::Entity::find()
+        let open: Vec<(String, String, i64)> = hold::Entity::find()
             .select_only()
             .column(hold::Column::RequestId)
             .column(hold::Column::InstanceId)
+            .column(hold::Column::TokenId)
             .filter(hold::Column::State.eq(HELD))
             .filter(hold::Column::InstanceId.ne(""))
             .filter(hold::Column::InstanceId.ne(me.id.as_str()))
@@ -139,14 +140,15 @@ impl InstanceRegistry for SeaStore {
         });
         let live: HashSet<String> = live.into_iter().map(|i| i.id).collect();
         let mut reaped = Reaped::default();
-        for (request_id, owner) in open {
+        for (request_id, owner, token_id) in open {
             if live.contains(&owner) {
                 continue;
             }
             // The same conditional expiry as the TTL sweep: a settle that races it wins or
-            // loses cleanly, and a late one still charges, once.
+            // loses cleanly, and a late one still charges, once. A balance lease is deleted
+            // instead (its calls' late settlements find it gone and charge only).
             if self
-                .finish_once(&request_id, true)
+                .finish_once(&request_id, token_id != LEASE_TOKEN)
                 .await
                 .map_err(StorageError::from)?
             {

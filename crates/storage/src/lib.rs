@@ -11,6 +11,7 @@ mod cluster;
 mod crypto;
 mod entity;
 mod error;
+mod leases;
 mod logs;
 mod ratelimit;
 mod retry;

@@ -37,7 +37,7 @@ fn to_entry(m: log::Model) -> Result<LogEntry> {
 }
 
 /// `SUM(expr)` as a 64-bit integer, 0 over no rows. `expr` is a fixed SQL fragment of this file.
-fn sum(backend: DbBackend, expr: &str) -> Expr {
+pub(crate) fn sum(backend: DbBackend, expr: &str) -> Expr {
     match backend {
         DbBackend::MySql => Expr::cust(format!("CAST(COALESCE(SUM({expr}), 0) AS SIGNED)")),
         _ => Expr::cust(format!("COALESCE(SUM({expr}), 0)")),

@@ -2,14 +2,14 @@
 //! `(platform_id, external_user_id)`: the loser of a concurrent insert updates instead.
 
 use crate::SeaStore;
-use crate::entity::user;
+use crate::entity::{hold, user};
 use crate::error::{Result, StorageError, corrupt};
 use crate::retry::{ATTEMPTS, backoff, is_transient, is_unique_violation};
 use async_trait::async_trait;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter,
+    QueryFilter, QuerySelect,
 };
 use tollgate_domain::ids::{ExternalUserId, PlatformId, UserId};
 use tollgate_domain::repository::UserRepository;
@@ -29,10 +29,28 @@ pub(crate) fn to_user(m: user::Model) -> Result<User> {
         login_type: m.login_type,
         quota: Quota::new(m.quota),
         held_quota: Quota::new(m.held_quota),
+        leased_quota: Quota::ZERO,
         used_quota: Quota::new(m.used_quota),
         total_requests: m.total_requests,
         created_at: UnixTime::from_secs(m.created_at),
     })
+}
+
+/// What the user's balance leases hold (their hold rows without a key).
+pub(crate) async fn leased(db: &impl ConnectionTrait, user: UserId) -> Result<Quota> {
+    let sum: Option<i64> = hold::Entity::find()
+        .select_only()
+        .column_as(
+            crate::logs::sum(db.get_database_backend(), "amount"),
+            "leased",
+        )
+        .filter(hold::Column::UserId.eq(user.get()))
+        .filter(hold::Column::TokenId.eq(crate::billing::LEASE_TOKEN))
+        .filter(hold::Column::State.eq(crate::billing::HELD))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(Quota::new(sum.unwrap_or(0)))
 }
 
 pub(crate) async fn find_model(
@@ -153,9 +171,16 @@ impl UserRepository for SeaStore {
         platform: &PlatformId,
         id: &ExternalUserId,
     ) -> std::result::Result<Option<User>, RepoError> {
-        Ok(find_model(&self.db, platform, id)
+        let Some(mut user) = find_model(&self.db, platform, id)
             .await?
             .map(to_user)
-            .transpose()?)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        if user.held_quota.get() > 0 {
+            user.leased_quota = leased(&self.db, user.id).await?;
+        }
+        Ok(Some(user))
     }
 }

@@ -68,6 +68,7 @@ fn hold(request: &str, user: UserId, token: TokenId, amount: i64) -> Hold {
         created_at: NOW,
         expires_at: UnixTime::from_secs(NOW.secs() + 600),
         instance: InstanceId::parse("test-instance").expect("id"),
+        capped_key: false,
     }
 }
 
@@ -83,6 +84,7 @@ fn settlement(request: &str, user: UserId, token: TokenId, quota: i64) -> Settle
         is_stream: false,
         latency_ms: 5,
         channel_id: None,
+        lease: None,
         at: NOW,
     }
 }

@@ -101,6 +101,7 @@ async fn hold(store: &SeaStore, request: &str, owner: (UserId, TokenId), by: &st
                 expires_at: at(3_600),
                 instance: InstanceId::parse(by)
                     .unwrap_or_else(|| InstanceId::parse("x").expect("id")),
+                capped_key: false,
             },
             NOW,
         )
@@ -167,6 +168,7 @@ async fn reaping_releases_the_holds_of_dead_restarted_and_unknown_instances_only
             is_stream: true,
             latency_ms: 1,
             channel_id: None,
+            lease: None,
             at: at(60),
         };
         assert_eq!(

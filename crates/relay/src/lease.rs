@@ -1,0 +1,506 @@
+//! [`LeaseLedger`]: the [`Ledger`] that takes calls' holds from *balance leases* in memory
+//! instead of writing a hold row per call (issue 9).
+//!
+//! A lease is a slice of one user's spendable balance that this instance reserved with one
+//! conditional statement (the same rule as a call's hold, so instances can never overspend
+//! together: the database counts every lease in the user's `held_quota`). A call whose key has
+//! no cap of its own takes its hold from the user's lease under a mutex, in nanoseconds; when
+//! the lease cannot cover it, one task per user grows the lease by a slice worth many such
+//! calls — but only while the user's free balance is several times that slice
+//! ([`LeaseLedgerConfig::headroom`]). Below that the user's balance is *small* compared with a
+//! call: the lease's unused part is given back and the call takes today's exact per-call hold,
+//! so a call is refused only when the balance really cannot cover it (or another instance
+//! holds a lease, which is at most a fraction of what was free and comes back after a second
+//! idle).
+//!
+//! Settlements go through the same group-commit worker as [`ExactLedger`]'s: each batch takes
+//! its calls' charges out of their leases and balances in one transaction. A lease's
+//! in-memory `remaining` changes only when the database has changed it (a batch written, a
+//! slice added or given back), so memory and the book of record agree; where a step's outcome
+//! is unknown (the database failed mid-commit), memory is kept the smaller, and ending the
+//! lease — which deletes its row and returns what the *row* holds — settles the difference.
+//!
+//! A lease ends when it has had no call for [`LeaseLedgerConfig::idle`], at shutdown
+//! ([`Ledger::drain`]), or, when its instance dies, through the instance registry (which
+//! deletes the row and returns its amount; settlements that arrive later find it gone and
+//! charge only, as after an expiry). A lease found gone is never used again.
+
+use crate::ledger::{Backlog, Book, ExactLedger, Ledger, Reservation};
+use crate::metrics;
+use crate::settle::{Finished, Funded, Settler, now};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tollgate_domain::billing::{Hold, HoldRefusal, Lease, LeaseGrowth, LeaseId, SettleOutcome};
+use tollgate_domain::cluster::InstanceId;
+use tollgate_domain::ids::UserId;
+use tollgate_domain::repository::LeaseRepository;
+use tollgate_domain::{Quota, RepoError};
+use tracing::Instrument;
+
+/// Settings of [`LeaseLedger`].
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseLedgerConfig {
+    /// A lease grows by enough for this many calls like the one that asked.
+    pub slice_calls: u32,
+    /// A lease grows only while the user's free balance is at least this many times the
+    /// growth; below, calls take exact per-call holds.
+    pub headroom: u32,
+    /// A lease with no call for this long is given back.
+    pub idle: Duration,
+}
+
+impl Default for LeaseLedgerConfig {
+    fn default() -> Self {
+        LeaseLedgerConfig {
+            slice_calls: 32,
+            headroom: 4,
+            idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every update below is
+/// a few integer assignments that cannot panic half-way).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A lease in use.
+#[derive(Debug)]
+struct Open {
+    lease: Arc<Lease>,
+    /// What the lease's row holds, as far as this instance knows.
+    remaining: i64,
+    /// Held by calls in flight (their settlements not yet written).
+    reserved: i64,
+    /// Calls in flight.
+    calls: usize,
+    last_used: Instant,
+}
+
+/// One user's lease (at most one at a time) and the lock that lets one task at a time grow it.
+#[derive(Debug)]
+struct UserLeases {
+    refill: tokio::sync::Mutex<()>,
+    open: Mutex<Option<Open>>,
+}
+
+/// What the ledger's tasks share.
+struct Core {
+    repo: Arc<dyn LeaseRepository>,
+    settler: Settler,
+    instance: InstanceId,
+    config: LeaseLedgerConfig,
+    durable: bool,
+    users: Mutex<HashMap<UserId, Arc<UserLeases>>>,
+    generation: AtomicU64,
+    /// Leases taken out of use whose rows could not be ended yet (the database failed).
+    unended: Mutex<Vec<Arc<Lease>>>,
+    /// Settlements of lease calls handed to the worker and not written yet.
+    unwritten: AtomicUsize,
+    /// When the worker last wrote one, or, if later, when the first of those not yet written
+    /// was handed over.
+    last_written: Mutex<Instant>,
+    /// When the database last answered (a write of the ledger's or a ping).
+    reached_at: Mutex<Instant>,
+}
+
+/// Settlements waiting this long with none written mean the database is not taking them; a
+/// database that has not answered for [`UNREACHED`] is taken for down. Either way calls stop
+/// taking holds from leases (they take exact holds, which fail fast with 503) until it answers
+/// again, so an outage never runs up charges that cannot be written, and a lease is never used
+/// while its instance may look dead to the others.
+const STALLED: Duration = Duration::from_millis(500);
+/// See [`STALLED`].
+const UNREACHED: Duration = Duration::from_millis(750);
+/// How often the database is pinged while leases are open.
+const PING_EVERY: Duration = Duration::from_millis(250);
+
+/// One call's hold taken from a lease.
+struct LeaseCall {
+    core: Arc<Core>,
+    user: Arc<UserLeases>,
+    lease: Arc<Lease>,
+    amount: i64,
+}
+
+impl LeaseCall {
+    /// The call is over: its hold leaves the lease, and `charged` (once written) leaves what
+    /// the lease holds; a lease found gone is taken out of use.
+    fn done(&self, charged: Option<(i64, SettleOutcome)>) {
+        let mut open = lock(&self.user.open);
+        let Some(o) = open.as_mut().filter(|o| o.lease.id == self.lease.id) else {
+            return;
+        };
+        o.reserved -= self.amount;
+        o.calls = o.calls.saturating_sub(1);
+        match charged {
+            Some((_, SettleOutcome::SettledAfterExpiry)) => *open = None,
+            Some((charge, _)) => o.remaining = (o.remaining - charge).max(0),
+            None => {}
+        }
+    }
+}
+
+impl Book for LeaseCall {
+    fn settle(self: Arc<Self>, finished: Finished, confirm: bool) -> Option<oneshot::Receiver<()>> {
+        if self.core.unwritten.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Waiting from now: an old write says nothing about this settlement.
+            *lock(&self.core.last_written) = Instant::now();
+        }
+        let core = Arc::clone(&self.core);
+        core.settler
+            .settle(finished, Some(self as Arc<dyn Funded>), confirm)
+    }
+
+    fn release(self: Arc<Self>, _request_id: String, _span: tracing::Span) {
+        metrics::holds(-1.0);
+        self.done(None);
+    }
+}
+
+impl Funded for LeaseCall {
+    fn lease(&self) -> &LeaseId {
+        &self.lease.id
+    }
+
+    fn finished(&self, written: Option<(i64, SettleOutcome)>) {
+        self.core.unwritten.fetch_sub(1, Ordering::AcqRel);
+        // The settler counts the end of the holds it wrote.
+        if written.is_none() {
+            metrics::holds(-1.0);
+        } else {
+            self.core.reached();
+        }
+        self.done(written);
+    }
+}
+
+impl Core {
+    fn user(&self, id: UserId) -> Arc<UserLeases> {
+        Arc::clone(lock(&self.users).entry(id).or_insert_with(|| {
+            Arc::new(UserLeases {
+                refill: tokio::sync::Mutex::new(()),
+                open: Mutex::new(None),
+            })
+        }))
+    }
+
+    /// Whether settlements are not being written or the database does not answer (it is down
+    /// or stuck).
+    fn stalled(&self) -> bool {
+        self.settling_stalled() || lock(&self.reached_at).elapsed() >= UNREACHED
+    }
+
+    /// Whether settlements are failing or waiting with none written.
+    fn settling_stalled(&self) -> bool {
+        self.settler.failing() > 0
+            || (self.unwritten.load(Ordering::Acquire) > 0
+                && lock(&self.last_written).elapsed() >= STALLED)
+    }
+
+    /// The database just answered.
+    fn reached(&self) {
+        let at = Instant::now();
+        *lock(&self.last_written) = at;
+        *lock(&self.reached_at) = at;
+    }
+
+    /// Takes `hold` from the user's lease if it covers it (and settlements are being written).
+    fn take(self: &Arc<Self>, user: &Arc<UserLeases>, hold: &Hold) -> Option<Reservation> {
+        if self.stalled() {
+            return None;
+        }
+        let amount = hold.amount.get();
+        let lease = {
+            let mut open = lock(&user.open);
+            let o = open.as_mut()?;
+            if o.remaining - o.reserved < amount {
+                return None;
+            }
+            o.reserved += amount;
+            o.calls += 1;
+            o.last_used = Instant::now();
+            Arc::clone(&o.lease)
+        };
+        metrics::holds(1.0);
+        let call = LeaseCall {
+            core: Arc::clone(self),
+            user: Arc::clone(user),
+            lease,
+            amount,
+        };
+        Some(Reservation::new(
+            hold.request_id.clone(),
+            Arc::new(call),
+            self.durable,
+        ))
+    }
+
+    /// The slow path (one task per user at a time): grow the lease and take from it, or, when
+    /// the balance is small, give the lease's unused part back and take an exact hold.
+    async fn refill(
+        self: &Arc<Self>,
+        exact: &ExactLedger,
+        user: &Arc<UserLeases>,
+        hold: &Hold,
+    ) -> Result<Result<Reservation, HoldRefusal>, RepoError> {
+        let amount = hold.amount.get();
+        {
+            let _one = user.refill.lock().await;
+            // A lease found gone, then a fresh one: at most a few rounds.
+            for _ in 0..3 {
+                // (A database not heard from lately is tried by growing the lease below.)
+                if self.settling_stalled() {
+                    break;
+                }
+                if let Some(r) = self.take(user, hold) {
+                    return Ok(Ok(r));
+                }
+                let (lease, create, free) = match lock(&user.open).as_ref() {
+                    Some(o) => (Arc::clone(&o.lease), false, o.remaining - o.reserved),
+                    None => {
+                        let n = self.generation.fetch_add(1, Ordering::Relaxed);
+                        let lease = Lease::new(self.instance.clone(), hold.user_id, n);
+                        (Arc::new(lease), true, 0)
+                    }
+                };
+                let grow = amount
+                    .saturating_mul(i64::from(self.config.slice_calls.max(1)))
+                    .max(amount.saturating_sub(free.max(0)));
+                let growth = self
+                    .repo
+                    .grow_lease(
+                        &lease,
+                        Quota::new(grow),
+                        self.config.headroom,
+                        create,
+                        now(),
+                    )
+                    .await?;
+                self.reached();
+                let mut open = lock(&user.open);
+                match (growth, open.as_mut()) {
+                    (LeaseGrowth::Grown, Some(o)) if o.lease.id == lease.id => o.remaining += grow,
+                    (LeaseGrowth::Grown, None) if create => {
+                        *open = Some(Open {
+                            lease,
+                            remaining: grow,
+                            reserved: 0,
+                            calls: 0,
+                            last_used: Instant::now(),
+                        });
+                    }
+                    // Grown, but the lease was ended meanwhile (idle): ending its row
+                    // returned this growth too.
+                    (LeaseGrowth::Grown, _) => {}
+                    (LeaseGrowth::Lost, Some(o)) if o.lease.id == lease.id => *open = None,
+                    (LeaseGrowth::Lost, _) => {}
+                    (LeaseGrowth::Refused, _) => break,
+                }
+            }
+            // The balance is small compared with the call: what the lease does not use goes
+            // back first, so it can cover this call's exact hold.
+            let unused = {
+                let mut open = lock(&user.open);
+                open.as_mut().and_then(|o| {
+                    let unused = o.remaining - o.reserved;
+                    (unused > 0).then(|| {
+                        o.remaining -= unused;
+                        (Arc::clone(&o.lease), unused)
+                    })
+                })
+            };
+            if let Some((lease, unused)) = unused {
+                match self.repo.shrink_lease(&lease.id, Quota::new(unused)).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let mut open = lock(&user.open);
+                        if open.as_ref().is_some_and(|o| o.lease.id == lease.id) {
+                            *open = None;
+                        }
+                    }
+                    // Memory already holds less than the row: ending the lease returns it.
+                    Err(e) => {
+                        tracing::warn!(error = %e, lease = %lease.id, "giving back part of a lease failed")
+                    }
+                }
+            }
+        }
+        exact.reserve(hold).await
+    }
+
+    /// Takes out of use the leases idle for `idle` (all unused ones when `idle` is zero) and
+    /// ends their rows; whether every lease taken out of use is ended.
+    async fn end_idle(&self, idle: Duration) -> bool {
+        let mut ending: Vec<Arc<Lease>> = std::mem::take(&mut *lock(&self.unended));
+        {
+            let mut users = lock(&self.users);
+            users.retain(|_, u| {
+                let mut open = lock(&u.open);
+                if let Some(o) = open.as_ref()
+                    && o.calls == 0
+                    && o.last_used.elapsed() >= idle
+                {
+                    ending.push(Arc::clone(&o.lease));
+                    *open = None;
+                }
+                // A user with no lease and nobody else holding the entry is forgotten.
+                open.is_some() || Arc::strong_count(u) > 1
+            });
+        }
+        let mut all = true;
+        for lease in ending {
+            match self.repo.end_lease(&lease.id).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, lease = %lease.id, "ending a lease failed; retrying");
+                    lock(&self.unended).push(lease);
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+}
+
+/// The ledger that takes holds from balance leases (see the module documentation); keys with a
+/// cap of their own, and users whose balance is small, go through its [`ExactLedger`].
+pub struct LeaseLedger {
+    exact: Arc<ExactLedger>,
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for LeaseLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseLedger")
+            .field("exact", &self.exact)
+            .field("config", &self.core.config)
+            .field("users", &lock(&self.core.users).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseLedger {
+    /// Builds the ledger over `exact` (whose settlement worker writes every settlement),
+    /// leasing as `instance`; starts the task that gives idle leases back.
+    #[must_use]
+    pub fn start(
+        exact: Arc<ExactLedger>,
+        repo: Arc<dyn LeaseRepository>,
+        instance: InstanceId,
+        config: LeaseLedgerConfig,
+    ) -> Arc<Self> {
+        let core = Arc::new(Core {
+            repo,
+            settler: exact.settler.clone(),
+            instance,
+            config,
+            durable: exact.durable(),
+            users: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+            unended: Mutex::new(Vec::new()),
+            unwritten: AtomicUsize::new(0),
+            last_written: Mutex::new(Instant::now()),
+            reached_at: Mutex::new(Instant::now()),
+        });
+        tokio::spawn(end_idle_forever(Arc::downgrade(&core)));
+        tokio::spawn(ping_forever(Arc::downgrade(&core)));
+        Arc::new(LeaseLedger { exact, core })
+    }
+
+    /// Leases in use (for tests and the debug output).
+    #[must_use]
+    pub fn leases(&self) -> usize {
+        lock(&self.core.users)
+            .values()
+            .filter(|u| lock(&u.open).is_some())
+            .count()
+    }
+}
+
+/// Pings the database every [`PING_EVERY`] while leases are open, for as long as the ledger
+/// lives (see [`STALLED`]).
+async fn ping_forever(core: Weak<Core>) {
+    let mut tick = tokio::time::interval(PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(core) = core.upgrade() else { return };
+        if lock(&core.users).is_empty() {
+            continue;
+        }
+        if core.repo.ping_leases().await.is_ok() {
+            *lock(&core.reached_at) = Instant::now();
+        }
+    }
+}
+
+/// Gives idle leases back every half `idle` for as long as the ledger lives.
+async fn end_idle_forever(core: Weak<Core>) {
+    let Some(every) = core
+        .upgrade()
+        .map(|c| (c.config.idle / 2).max(Duration::from_millis(50)))
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Some(core) = core.upgrade() else { return };
+        core.end_idle(core.config.idle).await;
+    }
+}
+
+#[async_trait]
+impl Ledger for LeaseLedger {
+    async fn reserve(&self, hold: &Hold) -> Result<Result<Reservation, HoldRefusal>, RepoError> {
+        if hold.capped_key {
+            return self.exact.reserve(hold).await;
+        }
+        let user = self.core.user(hold.user_id);
+        if let Some(r) = self.core.take(&user, hold) {
+            return Ok(Ok(r));
+        }
+        // On a task of its own: a caller that goes away mid-way must not leave a lease grown
+        // in the database but not in memory, nor an exact hold with no reservation.
+        let core = Arc::clone(&self.core);
+        let exact = Arc::clone(&self.exact);
+        let hold = hold.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(
+            async move {
+                let _ = tx.send(core.refill(&exact, &user, &hold).await);
+            }
+            .in_current_span(),
+        );
+        rx.await.map_err(|_| RepoError::Failure {
+            detail: "the lease task stopped".into(),
+        })?
+    }
+
+    fn backlog(&self) -> Backlog {
+        self.exact.backlog()
+    }
+
+    async fn sweep(&self) -> Result<u64, RepoError> {
+        self.exact.sweep().await
+    }
+
+    async fn drain(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        let written = self.exact.drain(timeout).await;
+        // Every settlement is written: what the leases still hold goes back.
+        let ended = tokio::time::timeout(
+            timeout.saturating_sub(started.elapsed()),
+            self.core.end_idle(Duration::ZERO),
+        )
+        .await
+        .unwrap_or(false);
+        written && ended
+    }
+}

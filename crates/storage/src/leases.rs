@@ -1,0 +1,175 @@
+//! [`LeaseRepository`] on SeaORM. A lease is a hold row keyed by the lease's id, with no key
+//! (`token_id` 0), so everything that reads holds counts it: the user's `held_quota`, the
+//! instance registry that returns a dead instance's holds, the console's holds in flight.
+//! Growing one is the same conditional UPDATE on the user as a call's hold, with a headroom
+//! factor: an instance only leases when the free balance is several times the slice. Lock
+//! order as everywhere: hold row, then user.
+
+use crate::SeaStore;
+use crate::billing::{HELD, LEASE_TOKEN, shrink, take, unreserve};
+use crate::entity::{hold, user};
+use crate::error::StorageError;
+use crate::retry::{ATTEMPTS, backoff, is_transient};
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
+use tollgate_domain::Quota;
+use tollgate_domain::RepoError;
+use tollgate_domain::billing::{Lease, LeaseGrowth, LeaseId};
+use tollgate_domain::repository::LeaseRepository;
+use tollgate_domain::time::UnixTime;
+
+/// Runs `op` until it succeeds or fails for a reason other than a lock conflict.
+async fn retrying<T, F, Fut>(what: &'static str, mut op: F) -> Result<T, RepoError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    for attempt in 1..=ATTEMPTS {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) => backoff(attempt).await,
+            Err(e) => return Err(StorageError::from(e).into()),
+        }
+    }
+    Err(StorageError::Contention(what).into())
+}
+
+/// Moves `amount` between the user's free balance and their holds (`amount` may be negative).
+async fn hold_more(txn: &DatabaseTransaction, user_id: i64, amount: i64) -> Result<(), DbErr> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::HeldQuota,
+            Expr::col(user::Column::HeldQuota).add(amount),
+        )
+        .filter(user::Column::Id.eq(user_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+impl SeaStore {
+    async fn grow_once(
+        &self,
+        lease: &Lease,
+        amount: i64,
+        headroom: u32,
+        create: bool,
+        now: UnixTime,
+    ) -> Result<LeaseGrowth, DbErr> {
+        let txn = self.db.begin().await?;
+        if create {
+            hold::Entity::insert(hold::ActiveModel {
+                request_id: Set(lease.id.as_str().to_owned()),
+                user_id: Set(lease.user_id.get()),
+                token_id: Set(LEASE_TOKEN),
+                amount: Set(amount),
+                state: Set(HELD),
+                created_at: Set(now.secs()),
+                // Never swept by age: returned when idle, at shutdown, or by the registry.
+                expires_at: Set(i64::MAX),
+                instance_id: Set(lease.instance.as_str().to_owned()),
+                ..Default::default()
+            })
+            .exec(&txn)
+            .await?;
+        } else {
+            let grown = hold::Entity::update_many()
+                .col_expr(
+                    hold::Column::Amount,
+                    Expr::col(hold::Column::Amount).add(amount),
+                )
+                .filter(hold::Column::RequestId.eq(lease.id.as_str()))
+                .filter(hold::Column::State.eq(HELD))
+                .exec(&txn)
+                .await?;
+            if grown.rows_affected != 1 {
+                txn.rollback().await?;
+                return Ok(LeaseGrowth::Lost);
+            }
+        }
+        let need = amount.saturating_mul(i64::from(Ord::max(headroom, 1)));
+        let taken = user::Entity::update_many()
+            .col_expr(
+                user::Column::HeldQuota,
+                Expr::col(user::Column::HeldQuota).add(amount),
+            )
+            .filter(user::Column::Id.eq(lease.user_id.get()))
+            .filter(
+                Expr::col(user::Column::Quota)
+                    .sub(Expr::col(user::Column::HeldQuota))
+                    .gte(need),
+            )
+            .exec(&txn)
+            .await?;
+        if taken.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(LeaseGrowth::Refused);
+        }
+        txn.commit().await?;
+        Ok(LeaseGrowth::Grown)
+    }
+
+    async fn shrink_once(&self, lease: &LeaseId, amount: i64) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(row) = hold::Entity::find()
+            .filter(hold::Column::RequestId.eq(lease.as_str()))
+            .filter(hold::Column::State.eq(HELD))
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(false);
+        };
+        let Some(taken) = shrink(&txn, lease.as_str(), amount).await? else {
+            txn.rollback().await?;
+            return Ok(false);
+        };
+        hold_more(&txn, row.user_id, -taken).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn end_once(&self, lease: &LeaseId) -> Result<Option<Quota>, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(row) = take(&txn, lease.as_str(), HELD).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        unreserve(&txn, &row).await?;
+        txn.commit().await?;
+        Ok(Some(Quota::new(row.amount)))
+    }
+}
+
+#[async_trait]
+impl LeaseRepository for SeaStore {
+    async fn grow_lease(
+        &self,
+        lease: &Lease,
+        amount: Quota,
+        headroom: u32,
+        create: bool,
+        now: UnixTime,
+    ) -> Result<LeaseGrowth, RepoError> {
+        retrying("grow lease", || {
+            self.grow_once(lease, amount.get(), headroom, create, now)
+        })
+        .await
+    }
+
+    async fn shrink_lease(&self, lease: &LeaseId, amount: Quota) -> Result<bool, RepoError> {
+        retrying("shrink lease", || self.shrink_once(lease, amount.get())).await
+    }
+
+    async fn end_lease(&self, lease: &LeaseId) -> Result<Option<Quota>, RepoError> {
+        retrying("end lease", || self.end_once(lease)).await
+    }
+
+    async fn ping_leases(&self) -> Result<(), RepoError> {
+        Ok(self.ping().await?)
+    }
+}
