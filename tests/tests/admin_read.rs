@@ -174,6 +174,8 @@ async fn one_user_shows_balance_holds_masked_keys_and_usage_per_model() {
         app.echo_model("echo-a").await;
         let key = app.funded_key("carol", "10").await;
         calls(&app, &key, "carol", "echo-a", 2).await;
+        // A balance lease is a hold until it comes back (a second idle).
+        app.no_hold_left("carol").await;
         let users = get(&app, "/users?query=carol").await;
         let id = users.data()["users"][0]["user_id"]
             .as_i64()

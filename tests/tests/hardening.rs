@@ -234,6 +234,7 @@ async fn a_database_outage_fails_fast_and_loses_no_settlement() {
     // The long stream's usage chunk (and each answer's): 14 + 18 tokens at $2 / $6 per 1M.
     assert_eq!(int(&row["quota"]), 68, "{row}");
     assert_eq!(info["used_quota"], 68 * (1 + answered));
+    let info = app.no_hold_left("outage").await;
     assert_eq!(
         info["balance_capacity"], info["current_balance"],
         "no hold left"

@@ -82,6 +82,7 @@ async fn a_burst_admits_exactly_the_keys_rpm_and_the_rest_cost_nothing() {
         );
         let info = app.settled("rpm", 20).await;
         assert_eq!(info["total_requests"], 20, "the 429s were not charged");
+        let info = app.no_hold_left("rpm").await;
         assert_eq!(info["balance_capacity"], info["current_balance"]);
         // The refusal names the limit, in OpenAI's shape.
         let r = app.chat(&key, &ask("qwen-turbo")).await;

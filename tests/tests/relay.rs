@@ -103,6 +103,8 @@ async fn a_json_call_is_forwarded_untouched_and_billed_exactly() {
         let info = app.settled("u1", 1).await;
         assert_eq!(info["used_quota"], CALL_QUOTA);
         assert_eq!(info["current_quota"], 5_000_000 - CALL_QUOTA);
+        // Less the balance lease until it comes back (a second idle).
+        let info = app.no_hold_left("u1").await;
         assert_eq!(
             info["balance_capacity"].to_string(),
             format!("{}", rust_decimal_text(5_000_000 - CALL_QUOTA))

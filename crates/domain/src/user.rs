@@ -129,8 +129,8 @@ pub struct User {
     /// Quota reserved by calls in flight and by balance leases (part of `quota`, not yet
     /// spent).
     pub held_quota: Quota,
-    /// Of `held_quota`, what balance leases hold for instances (not for calls): still the
-    /// user's to spend, so not subtracted from what they can spend.
+    /// Of `held_quota`, what balance leases hold for instances (issue 9): reserved for calls
+    /// that instance will take, so, like a call's hold, not free for others.
     pub leased_quota: Quota,
     /// Quota spent on LLM calls so far.
     pub used_quota: Quota,
@@ -141,22 +141,12 @@ pub struct User {
 }
 
 impl User {
-    /// Held by calls in flight: `held_quota` without what balance leases hold.
-    #[must_use]
-    pub fn held_by_calls(&self) -> Quota {
-        Quota::new(
-            self.held_quota
-                .get()
-                .saturating_sub(self.leased_quota.get())
-                .max(0),
-        )
-    }
-
-    /// What the user can still start spending: the balance minus holds in flight (a lease's
-    /// slice is not a hold: the user spends it), never below zero.
+    /// What the user can still start spending: the balance minus holds — of calls in flight
+    /// and of balance leases, which calls anywhere may be taking from — never below zero. It
+    /// never says more than a call can get.
     #[must_use]
     pub fn spendable(&self) -> Quota {
-        Quota::new(self.quota.get().saturating_sub(self.held_by_calls().get())).max(Quota::ZERO)
+        Quota::new(self.quota.get().saturating_sub(self.held_quota.get())).max(Quota::ZERO)
     }
 }
 

@@ -153,10 +153,10 @@ pub struct AdminUserView {
     login_type: String,
     current_quota: i64,
     current_balance: Usd,
-    /// Held by calls in flight.
+    /// Held by calls in flight and by balance leases.
     held_quota: i64,
     held_balance: Usd,
-    /// Reserved by instances' balance leases (still the user's to spend; not in `held_quota`).
+    /// Of `held_quota`, what instances' balance leases hold.
     leased_quota: i64,
     /// What the user can still start spending: the balance minus holds.
     balance_capacity: Usd,
@@ -170,7 +170,6 @@ impl From<AdminUser> for AdminUserView {
     fn from(a: AdminUser) -> Self {
         let u = a.user;
         let capacity = u.spendable();
-        let held = u.held_by_calls();
         AdminUserView {
             user_id: u.id.get(),
             platform: a.platform.as_str().to_owned(),
@@ -182,8 +181,8 @@ impl From<AdminUser> for AdminUserView {
             login_type: u.login_type,
             current_quota: u.quota.get(),
             current_balance: usd(u.quota),
-            held_quota: held.get(),
-            held_balance: usd(held),
+            held_quota: u.held_quota.get(),
+            held_balance: usd(u.held_quota),
             leased_quota: u.leased_quota.get(),
             balance_capacity: usd(capacity),
             used_quota: u.used_quota.get(),
