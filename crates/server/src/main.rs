@@ -12,10 +12,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = telemetry::init(settings.log_dir.clone(), settings.log_format) {
-        eprintln!("tollgate: configuration error: TOLLGATE_LOG_DIR: cannot write logs there: {e}");
-        return ExitCode::from(2);
-    }
+    // Held to the end of `main`: dropping it writes the last lines.
+    let _logs = match telemetry::init(settings.log_dir.clone(), settings.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!(
+                "tollgate: configuration error: TOLLGATE_LOG_DIR: cannot write logs there: {e}"
+            );
+            return ExitCode::from(2);
+        }
+    };
     if let Some(path) = &settings.config_file {
         tracing::info!(file = %path.display(), "configuration file read; the environment overrides it");
     }

@@ -9,12 +9,19 @@
 //! `{"timestamp":…,"level":"WARN","fields":{"message":"upstream failed",…},
 //! "span":{"request_id":…,"route":"chat","token_id":…,"name":"call"},"spans":[{…"name":"request"},{…"name":"call"}]}`:
 //! `span` is the innermost span, `spans` all of them from the outermost.
+//!
+//! Lines are written by a thread of their own ([`Background`]): a request's task only copies
+//! its formatted line into a buffer, and the thread writes whatever has gathered with one
+//! write per output, so a busy gateway makes a few large writes instead of four small ones a
+//! call. Nothing is dropped: a writer waits when the buffer is full, and [`LogGuard`] writes
+//! the rest when the process ends.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -113,6 +120,141 @@ impl<'a> MakeWriter<'a> for DailyFile {
     }
 }
 
+/// Lines gathered and not written yet; beyond this a writer waits for the thread.
+const BUFFER_LIMIT: usize = 4 << 20;
+
+/// What a [`Background`] writer and its thread share.
+#[derive(Default)]
+struct Pending {
+    state: Mutex<PendingState>,
+    /// The thread waits here for lines (or the end).
+    ready: Condvar,
+    /// Writers wait here for room.
+    room: Condvar,
+}
+
+#[derive(Default)]
+struct PendingState {
+    lines: Vec<u8>,
+    /// The thread waits on `ready`: the next line wakes it (a wake-up costs a system call,
+    /// so lines that find it busy do not make one).
+    sleeping: bool,
+    closed: bool,
+}
+
+/// A [`MakeWriter`] whose lines a thread of its own writes to an output, in batches.
+#[derive(Clone)]
+pub struct Background(Arc<Pending>);
+
+/// One line's writer (see [`Background`]).
+pub struct BackgroundWriter(Arc<Pending>);
+
+impl Background {
+    /// Starts the thread that writes to `output` (named `name` in thread listings).
+    fn start<W: Write + Send + 'static>(
+        name: &str,
+        mut output: W,
+    ) -> io::Result<(Self, JoinHandle<()>)> {
+        let pending = Arc::new(Pending::default());
+        let shared = Arc::clone(&pending);
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let mut batch = Vec::new();
+                loop {
+                    let closed = {
+                        let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+                        while state.lines.is_empty() && !state.closed {
+                            state.sleeping = true;
+                            state = shared
+                                .ready
+                                .wait(state)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                        std::mem::swap(&mut batch, &mut state.lines);
+                        shared.room.notify_all();
+                        state.closed
+                    };
+                    if !batch.is_empty() {
+                        // A log line that cannot be written has nowhere better to go.
+                        let _ = output.write_all(&batch).and_then(|()| output.flush());
+                        batch.clear();
+                    }
+                    if closed
+                        && shared
+                            .state
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .lines
+                            .is_empty()
+                    {
+                        return;
+                    }
+                }
+            })?;
+        Ok((Background(pending), thread))
+    }
+
+    /// Ends the thread once it has written every line.
+    fn close(&self) {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
+impl Write for BackgroundWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.lines.len() >= BUFFER_LIMIT && !state.closed {
+            state = self
+                .0
+                .room
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.closed {
+            // After the end nobody writes: straight to stderr rather than lost.
+            return io::stderr().write(buf);
+        }
+        state.lines.extend_from_slice(buf);
+        if std::mem::take(&mut state.sleeping) {
+            self.0.ready.notify_one();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Background {
+    type Writer = BackgroundWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        BackgroundWriter(Arc::clone(&self.0))
+    }
+}
+
+/// Keep it for as long as the process logs: dropping it writes the lines still gathered and
+/// stops the writer threads.
+#[must_use = "dropping the guard stops logging"]
+pub struct LogGuard(Vec<(Background, Option<JoinHandle<()>>)>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        for (output, _) in &self.0 {
+            output.close();
+        }
+        for (_, thread) in &mut self.0 {
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
 /// The file layer's field formatter. Span fields are formatted once per formatter *type* and
 /// cached on the span; with the same type as the (coloured) stdout layer, the file would get
 /// stdout's ANSI codes. A type of its own keeps the file plain.
@@ -168,15 +310,22 @@ where
     }
 }
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(log_dir: PathBuf, format: LogFormat) -> io::Result<()> {
+/// Installs the global subscriber. Call once, from `main`, and keep the guard until the end.
+pub fn init(log_dir: PathBuf, format: LogFormat) -> io::Result<LogGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let file = DailyFile::new(log_dir)?;
+    let (stdout, stdout_thread) = Background::start("log-stdout", io::stdout())?;
+    let (daily, daily_thread) = Background::start("log-file", file.make_writer())?;
+    let guard = LogGuard(vec![
+        (stdout.clone(), Some(stdout_thread)),
+        (daily.clone(), Some(daily_thread)),
+    ]);
     tracing_subscriber::registry()
         .with(filter)
-        .with(layers(format, io::stdout, file))
+        .with(layers(format, stdout, daily))
         .try_init()
-        .map_err(io::Error::other)
+        .map_err(io::Error::other)?;
+    Ok(guard)
 }
 
 #[cfg(test)]
@@ -296,6 +445,42 @@ mod tests {
             "xml".parse::<LogFormat>(),
             Err("\"xml\" is not a log format: use text or json".to_owned())
         );
+    }
+
+    #[test]
+    fn the_background_writer_writes_every_line_in_order_by_the_end() {
+        let out = Buffer::default();
+        let (bg, thread) = Background::start("log-test", out.clone()).expect("thread");
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let bg = bg.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        let mut line = bg.make_writer();
+                        line.write_all(format!("{w} {i}\n").as_bytes())
+                            .expect("write");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        drop(LogGuard(vec![(bg, Some(thread))]));
+        let lines = out.lines();
+        assert_eq!(lines.len(), 20_000);
+        for w in 0..4 {
+            let mine: Vec<usize> = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix(&format!("{w} ")))
+                .map(|n| n.parse().expect("number"))
+                .collect();
+            assert_eq!(
+                mine,
+                (0..5_000).collect::<Vec<_>>(),
+                "writer {w}'s lines in order"
+            );
+        }
     }
 
     #[test]
