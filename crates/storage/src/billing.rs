@@ -13,7 +13,7 @@ use crate::logs::{insert_log, insert_logs};
 use crate::retry::{ATTEMPTS, backoff, is_transient};
 use crate::tokens::ENABLED;
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
@@ -115,34 +115,88 @@ pub(crate) async fn shrink(
     lease: &str,
     amount: i64,
 ) -> Result<Option<i64>, DbErr> {
-    let Some(row) = hold::Entity::find()
-        .filter(hold::Column::RequestId.eq(lease))
-        .filter(hold::Column::State.eq(HELD))
-        .one(txn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let taken = amount.clamp(0, row.amount);
-    if taken == 0 {
-        return Ok(Some(0));
+    let taken = shrink_many(txn, &BTreeMap::from([(lease, amount)])).await?;
+    Ok(taken.get(lease).copied().flatten())
+}
+
+/// [`shrink`] for many leases in two statements: their rows read, then one UPDATE conditional
+/// on each amount read (a concurrent change fails it and the transaction is retried).
+async fn shrink_many<'a>(
+    txn: &DatabaseTransaction,
+    charges: &BTreeMap<&'a str, i64>,
+) -> Result<BTreeMap<&'a str, Option<i64>>, DbErr> {
+    let mut rows: BTreeMap<String, i64> = BTreeMap::new();
+    let ids: Vec<&str> = charges.keys().copied().collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let found: Vec<(String, i64)> = hold::Entity::find()
+            .select_only()
+            .column(hold::Column::RequestId)
+            .column(hold::Column::Amount)
+            .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
+            .filter(hold::Column::State.eq(HELD))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        rows.extend(found);
     }
-    // Conditional on what was read: a concurrent change (there is none from this instance,
-    // but stay exact) makes it fail and the transaction is retried.
-    let done = hold::Entity::update_many()
-        .col_expr(
-            hold::Column::Amount,
-            Expr::col(hold::Column::Amount).sub(taken),
-        )
-        .filter(hold::Column::RequestId.eq(lease))
-        .filter(hold::Column::State.eq(HELD))
-        .filter(hold::Column::Amount.eq(row.amount))
-        .exec(txn)
-        .await?;
-    if done.rows_affected != 1 {
-        return Err(DbErr::Custom(RACED.into()));
+    let mut taken = BTreeMap::new();
+    // (lease, amount read, taken) of the rows that change.
+    let mut changes: Vec<(&str, i64, i64)> = Vec::new();
+    for (&lease, &charge) in charges {
+        let Some(&amount) = rows.get(lease) else {
+            taken.insert(lease, None);
+            continue;
+        };
+        let t = charge.clamp(0, amount);
+        taken.insert(lease, Some(t));
+        if t > 0 {
+            changes.push((lease, amount, t));
+        }
     }
-    Ok(Some(taken))
+    for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+        let mut read = Condition::any();
+        for (lease, amount, _) in chunk {
+            read = read.add(
+                Condition::all()
+                    .add(hold::Column::RequestId.eq(*lease))
+                    .add(hold::Column::Amount.eq(*amount)),
+            );
+        }
+        let by_lease = per_row(
+            hold::Column::RequestId,
+            chunk.iter().map(|(lease, _, t)| ((*lease).to_owned(), *t)),
+        );
+        let done = hold::Entity::update_many()
+            .col_expr(
+                hold::Column::Amount,
+                Expr::col(hold::Column::Amount).sub(by_lease),
+            )
+            .filter(hold::Column::State.eq(HELD))
+            .filter(read)
+            .exec(txn)
+            .await?;
+        if done.rows_affected != chunk.len() as u64 {
+            return Err(DbErr::Custom(RACED.into()));
+        }
+    }
+    Ok(taken)
+}
+
+/// Rows changed by one batch statement at most (its bound values stay far below SQLite's
+/// limit on parameters).
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// `CASE <key> WHEN k THEN v … ELSE 0 END`: one statement gives each row its own amount.
+fn per_row<C, K>(key: C, values: impl Iterator<Item = (K, i64)>) -> Expr
+where
+    C: ColumnTrait,
+    K: Into<sea_orm::Value>,
+{
+    let mut case = CaseStatement::new();
+    for (k, v) in values {
+        case = case.case(key.eq(k), v);
+    }
+    case.finally(0).into()
 }
 
 /// Gives a hold's reservation back to its user and key.
@@ -166,57 +220,84 @@ pub(crate) async fn unreserve(txn: &DatabaseTransaction, h: &hold::Model) -> Res
     Ok(())
 }
 
-/// Charges a user for `calls` settled calls: `charge` leaves the balance and joins the spent
-/// quota, `unheld` leaves the holds.
-async fn charge_user(
-    txn: &DatabaseTransaction,
-    user_id: i64,
+/// What a batch does to one user: `charge` leaves the balance and joins the spent quota,
+/// `unheld` leaves the holds, `calls` more settled calls.
+#[derive(Debug, Clone, Copy, Default)]
+struct UserCharge {
     charge: i64,
     unheld: i64,
     calls: i64,
+}
+
+/// Charges users, one UPDATE per [`ROWS_PER_STATEMENT`] of them (each its own amounts), in id
+/// order — the lock order of every billing transaction.
+async fn charge_users(
+    txn: &DatabaseTransaction,
+    users: &BTreeMap<i64, UserCharge>,
 ) -> Result<(), DbErr> {
-    user::Entity::update_many()
-        .col_expr(
-            user::Column::Quota,
-            Expr::col(user::Column::Quota).sub(charge),
-        )
-        .col_expr(
-            user::Column::HeldQuota,
-            Expr::col(user::Column::HeldQuota).sub(unheld),
-        )
-        .col_expr(
-            user::Column::UsedQuota,
-            Expr::col(user::Column::UsedQuota).add(charge),
-        )
-        .col_expr(
-            user::Column::TotalRequests,
-            Expr::col(user::Column::TotalRequests).add(calls),
-        )
-        .filter(user::Column::Id.eq(user_id))
-        .exec(txn)
-        .await?;
+    let users: Vec<(i64, UserCharge)> = users.iter().map(|(id, c)| (*id, *c)).collect();
+    for chunk in users.chunks(ROWS_PER_STATEMENT) {
+        let by = |f: fn(&UserCharge) -> i64| {
+            per_row(
+                user::Column::Id,
+                chunk.iter().map(move |(id, c)| (*id, f(c))),
+            )
+        };
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::Quota,
+                Expr::col(user::Column::Quota).sub(by(|c| c.charge)),
+            )
+            .col_expr(
+                user::Column::HeldQuota,
+                Expr::col(user::Column::HeldQuota).sub(by(|c| c.unheld)),
+            )
+            .col_expr(
+                user::Column::UsedQuota,
+                Expr::col(user::Column::UsedQuota).add(by(|c| c.charge)),
+            )
+            .col_expr(
+                user::Column::TotalRequests,
+                Expr::col(user::Column::TotalRequests).add(by(|c| c.calls)),
+            )
+            .filter(user::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+            .exec(txn)
+            .await?;
+    }
     Ok(())
 }
 
-/// The key's side of [`charge_user`]: spent against its cap, no longer held.
-async fn charge_key(
+/// The keys' side of [`charge_users`]: `(charge, unheld)` spent against each key's cap and no
+/// longer held; keys with neither are left alone.
+async fn charge_keys(
     txn: &DatabaseTransaction,
-    token_id: i64,
-    charge: i64,
-    unheld: i64,
+    keys: &BTreeMap<i64, (i64, i64)>,
 ) -> Result<(), DbErr> {
-    token::Entity::update_many()
-        .col_expr(
-            token::Column::UsedQuota,
-            Expr::col(token::Column::UsedQuota).add(charge),
-        )
-        .col_expr(
-            token::Column::HeldQuota,
-            Expr::col(token::Column::HeldQuota).sub(unheld),
-        )
-        .filter(token::Column::Id.eq(token_id))
-        .exec(txn)
-        .await?;
+    let keys: Vec<(i64, (i64, i64))> = keys
+        .iter()
+        .filter(|(_, (charge, unheld))| *charge != 0 || *unheld != 0)
+        .map(|(id, c)| (*id, *c))
+        .collect();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        token::Entity::update_many()
+            .col_expr(
+                token::Column::UsedQuota,
+                Expr::col(token::Column::UsedQuota).add(per_row(
+                    token::Column::Id,
+                    chunk.iter().map(|(id, (charge, _))| (*id, *charge)),
+                )),
+            )
+            .col_expr(
+                token::Column::HeldQuota,
+                Expr::col(token::Column::HeldQuota).sub(per_row(
+                    token::Column::Id,
+                    chunk.iter().map(|(id, (_, unheld))| (*id, *unheld)),
+                )),
+            )
+            .filter(token::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+            .exec(txn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -314,8 +395,13 @@ impl SeaStore {
             },
         };
         let charge = s.quota.get();
-        charge_user(&txn, row.user_id, charge, unheld, 1).await?;
-        charge_key(&txn, row.token_id, charge, unheld).await?;
+        let user = UserCharge {
+            charge,
+            unheld,
+            calls: 1,
+        };
+        charge_users(&txn, &BTreeMap::from([(row.user_id, user)])).await?;
+        charge_keys(&txn, &BTreeMap::from([(row.token_id, (charge, unheld))])).await?;
         let mut entry = s.log_entry();
         // The hold row is the authority on whose call this was.
         entry.user_id = tollgate_domain::ids::UserId::new(row.user_id);
@@ -330,8 +416,8 @@ impl SeaStore {
     /// rolled back and retried, so each row's money moves exactly once. Calls taken from a
     /// balance lease have no row of their own: their log rows are looked up instead (a retry of
     /// a batch that did commit finds them and charges nothing again), and each lease gives back
-    /// what its calls cost, never more than it holds. Then one UPDATE per user and per key, and
-    /// one multi-row log insert.
+    /// what its calls cost, never more than it holds. Then one UPDATE for the users and one for
+    /// the keys (each row by its own amount), and one multi-row log insert.
     async fn settle_batch_once(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, DbErr> {
         let mut seen = HashSet::new();
         let ids: Vec<&str> = batch
@@ -385,19 +471,20 @@ impl SeaStore {
         }
         // Per lease: what it gave back (`None`: its row is gone; its calls are charged only,
         // as after an expiry).
-        let mut lease_unheld: BTreeMap<&str, Option<i64>> = BTreeMap::new();
-        for (lease, (charge, _)) in &lease_charges {
-            lease_unheld.insert(lease, shrink(&txn, lease, *charge).await?);
-        }
-        // Per user: (charge, unheld, calls); per key: (charge, unheld).
-        let mut users: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+        let lease_unheld = shrink_many(
+            &txn,
+            &lease_charges.iter().map(|(l, (c, _))| (*l, *c)).collect(),
+        )
+        .await?;
+        // Per user what the batch does; per key: (charge, unheld).
+        let mut users: BTreeMap<i64, UserCharge> = BTreeMap::new();
         let mut keys: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
         let mut logs = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for (lease, unheld) in &lease_unheld {
             if let (Some(unheld), Some((_, user))) = (unheld, lease_charges.get(lease)) {
                 let u = users.entry(*user).or_default();
-                u.1 = u.1.saturating_add(*unheld);
+                u.unheld = u.unheld.saturating_add(*unheld);
             }
         }
         for s in batch {
@@ -425,11 +512,12 @@ impl SeaStore {
                     (SettleOutcome::SettledAfterExpiry, 0)
                 };
                 let u = users.entry(row.user_id).or_default();
-                u.1 = u.1.saturating_add(unheld);
+                u.unheld = u.unheld.saturating_add(unheld);
                 (outcome, row.user_id, unheld)
             };
             let u = users.entry(user_id).or_default();
-            *u = (u.0.saturating_add(charge), u.1, u.2 + 1);
+            u.charge = u.charge.saturating_add(charge);
+            u.calls += 1;
             let k = keys.entry(s.token_id.get()).or_default();
             *k = (k.0.saturating_add(charge), k.1.saturating_add(key_unheld));
             let mut entry = s.log_entry();
@@ -439,14 +527,8 @@ impl SeaStore {
             outcomes.push(outcome);
         }
         // Lock order as everywhere: (hold rows above,) users, then keys, each in id order.
-        for (user_id, (charge, unheld, calls)) in users {
-            charge_user(&txn, user_id, charge, unheld, calls).await?;
-        }
-        for (token_id, (charge, unheld)) in keys {
-            if charge != 0 || unheld != 0 {
-                charge_key(&txn, token_id, charge, unheld).await?;
-            }
-        }
+        charge_users(&txn, &users).await?;
+        charge_keys(&txn, &keys).await?;
         insert_logs(&txn, &logs).await?;
         txn.commit().await?;
         Ok(outcomes)
