@@ -490,9 +490,7 @@ async fn run_batch(
         }
     };
     for (((s, o), span), fund) in settlements.iter().zip(&outcomes).zip(&spans).zip(&funds) {
-        span.in_scope(|| {
-            tracing::info!(quota = s.quota.get(), outcome = ?o, batch = settlements.len(), "settled");
-        });
+        span.in_scope(|| log_settled(None, *o, s.quota.get(), settlements.len()));
         if let Some(fund) = fund {
             fund.finished(Some((s.quota.get(), *o)));
         }
@@ -549,7 +547,7 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
     loop {
         let result = match &settlement {
             Some(s) => billing.settle(s).await.map(|o| {
-                tracing::info!(request_id = %s.request_id, quota = s.quota.get(), outcome = ?o, "settled");
+                log_settled(Some(&s.request_id), o, s.quota.get(), 1);
                 if o != SettleOutcome::AlreadyFinished {
                     metrics::charged(&s.model, s.quota.get());
                 }
@@ -589,6 +587,18 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
         tracing::info!(request_id = %request_id, what, attempts = attempt + 1, "settlement job done after retries");
     }
     guard.done = true;
+}
+
+/// The settlement's line, in the call's span: at `debug` when it went as it should (the book of
+/// record is the call's log row; a line per call at `info` would double the logging of a busy
+/// gateway), at `info` when the hold had expired or the call was already settled.
+/// `request_id` is given when the line is not logged in the call's span.
+fn log_settled(request_id: Option<&str>, outcome: SettleOutcome, quota: i64, batch: usize) {
+    if outcome == SettleOutcome::Settled {
+        tracing::debug!(request_id, quota, ?outcome, batch, "settled");
+    } else {
+        tracing::info!(request_id, quota, ?outcome, batch, "settled");
+    }
 }
 
 #[cfg(test)]

@@ -10,22 +10,27 @@
 //! "span":{"request_id":…,"route":"chat","token_id":…,"name":"call"},"spans":[{…"name":"request"},{…"name":"call"}]}`:
 //! `span` is the innermost span, `spans` all of them from the outermost.
 //!
-//! Lines are written by a thread of their own ([`Background`]): a request's task only copies
-//! its formatted line into a buffer, and the thread writes whatever has gathered with one
-//! write per output, so a busy gateway makes a few large writes instead of four small ones a
-//! call. Nothing is dropped: a writer waits when the buffer is full, and [`LogGuard`] writes
-//! the rest when the process ends.
+//! A line is formatted once and goes to both outputs (stdout is coloured, and so formatted
+//! apart, only when it is a terminal). Lines are written by a thread per output
+//! ([`Background`]): a request's task only copies its formatted line into a buffer; the thread,
+//! woken by the first line after a quiet spell, gathers lines for up to [`GATHER`] (or
+//! [`GATHER_BYTES`]) and writes them with one write, so a busy gateway makes a few large writes
+//! a second and no wake-up per line. Nothing is dropped while the process runs: a writer waits
+//! when the buffer is full, and [`LogGuard`] writes the rest when the process ends; a
+//! `kill -9` loses at most the last [`GATHER`] of lines.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -123,6 +128,12 @@ impl<'a> MakeWriter<'a> for DailyFile {
 /// Lines gathered and not written yet; beyond this a writer waits for the thread.
 const BUFFER_LIMIT: usize = 4 << 20;
 
+/// How long the thread gathers lines after the first one before it writes them.
+pub const GATHER: Duration = Duration::from_millis(50);
+
+/// Gathered lines that make the thread write at once, before [`GATHER`] has passed.
+pub const GATHER_BYTES: usize = 64 << 10;
+
 /// What a [`Background`] writer and its thread share.
 #[derive(Default)]
 struct Pending {
@@ -136,9 +147,11 @@ struct Pending {
 #[derive(Default)]
 struct PendingState {
     lines: Vec<u8>,
-    /// The thread waits on `ready`: the next line wakes it (a wake-up costs a system call,
-    /// so lines that find it busy do not make one).
+    /// The thread waits on `ready` for a first line: the next line wakes it (a wake-up costs
+    /// a system call, so lines that find it awake do not make one).
     sleeping: bool,
+    /// The thread waits on `ready` for [`GATHER`] to pass: only [`GATHER_BYTES`] wake it.
+    gathering: bool,
     closed: bool,
 }
 
@@ -171,6 +184,20 @@ impl Background {
                                 .wait(state)
                                 .unwrap_or_else(PoisonError::into_inner);
                         }
+                        let until = Instant::now() + GATHER;
+                        while state.lines.len() < GATHER_BYTES && !state.closed {
+                            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                                break;
+                            };
+                            state.gathering = true;
+                            state = shared
+                                .ready
+                                .wait_timeout(state, left)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        state.sleeping = false;
+                        state.gathering = false;
                         std::mem::swap(&mut batch, &mut state.lines);
                         shared.room.notify_all();
                         state.closed
@@ -218,7 +245,10 @@ impl Write for BackgroundWriter {
             return io::stderr().write(buf);
         }
         state.lines.extend_from_slice(buf);
-        if std::mem::take(&mut state.sleeping) {
+        let wake = std::mem::take(&mut state.sleeping)
+            || (state.gathering && state.lines.len() >= GATHER_BYTES);
+        if wake {
+            state.gathering = false;
             self.0.ready.notify_one();
         }
         Ok(buf.len())
@@ -273,8 +303,10 @@ impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
 /// A layer of the subscriber, boxed so that both formats build the same type.
 type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync + 'static>;
 
-/// The two outputs in `format`: `stdout` and `file` (the daily file, or a buffer in tests).
-fn layers<S, O, F>(format: LogFormat, stdout: O, file: F) -> Vec<BoxedLayer<S>>
+/// The layers writing `format` to `stdout` and `file` (the daily file, or a buffer in tests):
+/// one layer writing each line to both, or, for text with `colour` (stdout is a terminal), a
+/// coloured layer for stdout and a plain one for the file.
+fn layers<S, O, F>(format: LogFormat, colour: bool, stdout: O, file: F) -> Vec<BoxedLayer<S>>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     O: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -282,6 +314,13 @@ where
 {
     use tracing_subscriber::fmt;
     match format {
+        LogFormat::Text if !colour => vec![
+            fmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(stdout.and(file))
+                .boxed(),
+        ],
         LogFormat::Text => vec![
             fmt::layer().with_target(false).with_writer(stdout).boxed(),
             fmt::layer()
@@ -291,20 +330,12 @@ where
                 .with_writer(file)
                 .boxed(),
         ],
-        // Both outputs share the JSON field formatter: its span fields are plain JSON, so one
-        // cached rendering serves both.
         LogFormat::Json => vec![
             fmt::layer()
                 .json()
                 .with_target(false)
                 .with_ansi(false)
-                .with_writer(stdout)
-                .boxed(),
-            fmt::layer()
-                .json()
-                .with_target(false)
-                .with_ansi(false)
-                .with_writer(file)
+                .with_writer(stdout.and(file))
                 .boxed(),
         ],
     }
@@ -322,7 +353,7 @@ pub fn init(log_dir: PathBuf, format: LogFormat) -> io::Result<LogGuard> {
     ]);
     tracing_subscriber::registry()
         .with(filter)
-        .with(layers(format, stdout, daily))
+        .with(layers(format, io::stdout().is_terminal(), stdout, daily))
         .try_init()
         .map_err(io::Error::other)?;
     Ok(guard)
@@ -370,10 +401,14 @@ mod tests {
 
     /// Logs what a relayed call logs, spans as the middleware and the handler open them, in
     /// `format`; returns the stdout and file lines.
-    fn log_a_call(format: LogFormat) -> (Vec<String>, Vec<String>) {
+    fn log_a_call(format: LogFormat, colour: bool) -> (Vec<String>, Vec<String>) {
         let (stdout, file) = (Buffer::default(), Buffer::default());
-        let subscriber =
-            tracing_subscriber::registry().with(layers(format, stdout.clone(), file.clone()));
+        let subscriber = tracing_subscriber::registry().with(layers(
+            format,
+            colour,
+            stdout.clone(),
+            file.clone(),
+        ));
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("listening");
             let request = tracing::info_span!("request", request_id = "abc123", method = "POST");
@@ -399,8 +434,8 @@ mod tests {
 
     #[test]
     fn json_lines_carry_the_span_fields_recorded_so_far() {
-        let (stdout, file) = log_a_call(LogFormat::Json);
-        assert_eq!(stdout.len(), 3, "{stdout:?}");
+        let (stdout, file) = log_a_call(LogFormat::Json, false);
+        assert_eq!(stdout, file, "the same lines in both places");
         let lines: Vec<Value> = file
             .iter()
             .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
@@ -426,7 +461,17 @@ mod tests {
 
     #[test]
     fn text_lines_carry_the_span_fields_and_the_file_has_no_colour() {
-        let (_, file) = log_a_call(LogFormat::Text);
+        let (stdout, file) = log_a_call(LogFormat::Text, false);
+        assert_eq!(
+            stdout, file,
+            "not a terminal: the same plain lines in both places"
+        );
+        let (stdout, file) = log_a_call(LogFormat::Text, true);
+        assert_eq!(stdout.len(), 3, "{stdout:?}");
+        assert!(
+            stdout.iter().any(|l| l.contains('\u{1b}')),
+            "a terminal gets colour"
+        );
         assert_eq!(file.len(), 3, "{file:?}");
         assert!(
             file[1].contains("call{request_id=\"abc123\" route=\"chat\" token_id=7}"),
