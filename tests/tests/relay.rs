@@ -392,8 +392,8 @@ async fn the_error_table_of_spec_4() {
 /// its key cache as enabled (it was used before it was switched off, by a write that no change
 /// feed announced). With `TOLLGATE_LEDGER=exact` the hold, taken in the database before any
 /// upstream call, reads the row: the very next call is refused. With balance leases (the
-/// default) the hold does not read the key's row; the key cache reads it again once it is
-/// `KEY_RECHECK` (1 s) old, so the key is refused within that time. Either way nothing is sent
+/// default) the hold does not read the key's row; the change feed's listener reads cached keys
+/// again every `KEY_REFRESH` (500 ms), so the key is refused within `KEY_RECHECK` (1 s). Either way nothing is sent
 /// upstream once it is refused, and nothing is held or charged; switched on again, it works.
 #[tokio::test]
 async fn a_key_disabled_after_its_first_call_is_refused() {

@@ -65,6 +65,9 @@ pub trait TokenRepository: Send + Sync {
 
     /// The token whose key has this hash (the relay's key lookup on a cache miss).
     async fn find_token_by_hash(&self, hash: &KeyHash) -> Result<Option<Token>, RepoError>;
+
+    /// The tokens of these ids that exist (the relay's key cache reading its keys again).
+    async fn find_tokens(&self, ids: &[TokenId]) -> Result<Vec<Token>, RepoError>;
 }
 
 /// Holds and settlements: the only statements on the relay's request path.

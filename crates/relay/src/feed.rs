@@ -8,9 +8,10 @@
 //! instances published; every [`FULL_RELOAD_EVERY`] it also reloads the catalog whole, which
 //! repairs a change whose log entry could not be written. So Redis makes propagation fast, and
 //! the database makes it correct: a lost message, a Redis restart or no Redis at all still
-//! converges within a second.
+//! converges within a second. The listener also reads the cached keys again every
+//! [`KEY_REFRESH`] (a change written to the database by hand has no log entry).
 
-use crate::cache::{CatalogCache, KeyCache};
+use crate::cache::{CatalogCache, KEY_REFRESH, KeyCache};
 use crate::settle::now;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -175,6 +176,7 @@ impl Feed {
         let feed = Arc::clone(self);
         tokio::spawn(async move {
             let mut last_full = tokio::time::Instant::now();
+            let mut last_keys = tokio::time::Instant::now();
             let mut failing = false;
             loop {
                 tokio::select! {
@@ -192,6 +194,13 @@ impl Feed {
                         tracing::warn!(error = %e, detail = e.detail(), "cannot read the change log; retrying");
                     }
                     Err(_) => {}
+                }
+                if last_keys.elapsed() >= KEY_REFRESH {
+                    last_keys = tokio::time::Instant::now();
+                    if let Err(e) = feed.caches.keys.refresh(&*feed.caches.store).await {
+                        // Keys not refreshed are read again on their next use.
+                        tracing::debug!(error = %e, "could not read the cached keys again");
+                    }
                 }
                 if last_full.elapsed() >= FULL_RELOAD_EVERY {
                     last_full = tokio::time::Instant::now();

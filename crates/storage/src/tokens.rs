@@ -117,4 +117,13 @@ impl TokenRepository for SeaStore {
             .map_err(StorageError::from)?;
         Ok(row.map(to_token))
     }
+
+    async fn find_tokens(&self, ids: &[TokenId]) -> std::result::Result<Vec<Token>, RepoError> {
+        let rows = token::Entity::find()
+            .filter(token::Column::Id.is_in(ids.iter().map(|id| id.get())))
+            .all(&self.db)
+            .await
+            .map_err(StorageError::from)?;
+        Ok(rows.into_iter().map(to_token).collect())
+    }
 }
