@@ -366,6 +366,28 @@ mod tests {
     use rust_decimal::Decimal;
 
     #[test]
+    fn lease_ids_name_their_instance_user_and_generation_and_fit_a_hold_row() {
+        let a = InstanceId::from_random([0xab; 12]);
+        let b = InstanceId::from_random([0xcd; 12]);
+        let id = LeaseId::new(&a, UserId::new(255), 16);
+        assert_eq!(id.as_str(), format!("lease-{}-ff-10", a.as_str()));
+        assert_eq!(id.to_string(), id.as_str(), "shown as stored");
+        let lease = Lease::new(a.clone(), UserId::new(255), 16);
+        assert_eq!(lease.id, id);
+        assert_eq!(lease.instance, a);
+        let others = [
+            LeaseId::new(&a, UserId::new(255), 17),
+            LeaseId::new(&a, UserId::new(254), 16),
+            LeaseId::new(&b, UserId::new(255), 16),
+        ];
+        for other in &others {
+            assert_ne!(other.as_str(), id.as_str());
+        }
+        let longest = LeaseId::new(&a, UserId::new(i64::MAX), u64::MAX);
+        assert!(longest.as_str().len() <= 64, "{longest}");
+    }
+
+    #[test]
     fn the_hold_covers_any_usage_within_its_bounds() {
         let p =
             Price::new(Decimal::new(2, 0), Decimal::new(6, 0), Decimal::new(1, 0)).expect("price");
