@@ -4,10 +4,11 @@
 //! A lease is a slice of one user's spendable balance that this instance reserved with one
 //! conditional statement (the same rule as a call's hold, so instances can never overspend
 //! together: the database counts every lease in the user's `held_quota`). A call whose key has
-//! no cap of its own takes its hold from the user's lease under a mutex, in nanoseconds; when
-//! the lease cannot cover it, one task per user grows the lease by a slice worth many such
-//! calls — but only while the user's free balance is several times that slice
-//! ([`LeaseLedgerConfig::headroom`]). Below that the user's balance is *small* compared with a
+//! no cap of its own takes its hold from the user's lease under a mutex, in nanoseconds. When
+//! less than half a slice of the lease is left free, a background task tops it up by a slice
+//! worth many such calls, so calls rarely wait for the database; when the lease cannot cover a
+//! call, that call's task grows it (one task per user at a time). Either grows only while the
+//! user's free balance is several times the slice ([`LeaseLedgerConfig::headroom`]). Below that the user's balance is *small* compared with a
 //! call: the lease's unused part is given back and the call takes today's exact per-call hold,
 //! so a call is refused only when the balance really cannot cover it (or another instance
 //! holds a lease, which is at most a fraction of what was free and comes back after a second
@@ -30,7 +31,7 @@ use crate::metrics;
 use crate::settle::{Finished, Funded, Settler, now};
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -80,12 +81,17 @@ struct Open {
     /// Calls in flight.
     calls: usize,
     last_used: Instant,
+    /// A top-up was refused (the balance is small): calls that do not fit take the slow path,
+    /// which gives the lease back for exact holds.
+    no_top_up: bool,
 }
 
 /// One user's lease (at most one at a time) and the lock that lets one task at a time grow it.
 #[derive(Debug)]
 struct UserLeases {
     refill: tokio::sync::Mutex<()>,
+    /// A top-up task runs for this user.
+    topping: AtomicBool,
     open: Mutex<Option<Open>>,
 }
 
@@ -185,6 +191,7 @@ impl Core {
         Arc::clone(lock(&self.users).entry(id).or_insert_with(|| {
             Arc::new(UserLeases {
                 refill: tokio::sync::Mutex::new(()),
+                topping: AtomicBool::new(false),
                 open: Mutex::new(None),
             })
         }))
@@ -216,7 +223,8 @@ impl Core {
             return None;
         }
         let amount = hold.amount.get();
-        let lease = {
+        let slice = self.slice(amount);
+        let (lease, low) = {
             let mut open = lock(&user.open);
             let o = open.as_mut()?;
             if o.remaining - o.reserved < amount {
@@ -225,8 +233,13 @@ impl Core {
             o.reserved += amount;
             o.calls += 1;
             o.last_used = Instant::now();
-            Arc::clone(&o.lease)
+            let low = !o.no_top_up && o.remaining - o.reserved < slice / 2;
+            (Arc::clone(&o.lease), low)
         };
+        if low && !user.topping.swap(true, Ordering::AcqRel) {
+            let (core, user) = (Arc::clone(self), Arc::clone(user));
+            tokio::spawn(async move { core.top_up(&user, slice).await }.in_current_span());
+        }
         metrics::holds(1.0);
         let call = LeaseCall {
             core: Arc::clone(self),
@@ -239,6 +252,53 @@ impl Core {
             Arc::new(call),
             self.durable,
         ))
+    }
+
+    /// What a lease grows by for calls holding `amount`.
+    fn slice(&self, amount: i64) -> i64 {
+        amount.saturating_mul(i64::from(self.config.slice_calls.max(1)))
+    }
+
+    /// Grows the user's lease by `slice` in the background while less than half a slice of it
+    /// is free, so calls find it covered instead of waiting for the database (one task per
+    /// user; the slow path below still serves a call the lease cannot cover).
+    async fn top_up(self: Arc<Self>, user: &Arc<UserLeases>, slice: i64) {
+        {
+            let _one = user.refill.lock().await;
+            let lease = lock(&user.open)
+                .as_ref()
+                .filter(|o| !o.no_top_up && o.remaining - o.reserved < slice / 2)
+                .map(|o| Arc::clone(&o.lease));
+            if let Some(lease) = lease.filter(|_| !self.stalled()) {
+                let grown = self
+                    .repo
+                    .grow_lease(
+                        &lease,
+                        Quota::new(slice),
+                        self.config.headroom,
+                        false,
+                        now(),
+                    )
+                    .await;
+                if grown.is_ok() {
+                    self.reached();
+                }
+                let mut open = lock(&user.open);
+                let mine = open.as_mut().filter(|o| o.lease.id == lease.id);
+                match (grown, mine) {
+                    (Ok(LeaseGrowth::Grown), Some(o)) => o.remaining += slice,
+                    (Ok(LeaseGrowth::Refused), Some(o)) => o.no_top_up = true,
+                    (Ok(LeaseGrowth::Lost), Some(_)) => *open = None,
+                    // Grown, but the lease was ended meanwhile: ending its row returned this
+                    // growth too. Or the database failed: the slow path tries again.
+                    (Ok(_), None) => {}
+                    (Err(e), _) => {
+                        tracing::debug!(error = %e, lease = %lease.id, "topping up a lease failed");
+                    }
+                }
+            }
+        }
+        user.topping.store(false, Ordering::Release);
     }
 
     /// The slow path (one task per user at a time): grow the lease and take from it, or, when
@@ -269,9 +329,7 @@ impl Core {
                         (Arc::new(lease), true, 0)
                     }
                 };
-                let grow = amount
-                    .saturating_mul(i64::from(self.config.slice_calls.max(1)))
-                    .max(amount.saturating_sub(free.max(0)));
+                let grow = self.slice(amount).max(amount.saturating_sub(free.max(0)));
                 let growth = self
                     .repo
                     .grow_lease(
@@ -285,7 +343,10 @@ impl Core {
                 self.reached();
                 let mut open = lock(&user.open);
                 match (growth, open.as_mut()) {
-                    (LeaseGrowth::Grown, Some(o)) if o.lease.id == lease.id => o.remaining += grow,
+                    (LeaseGrowth::Grown, Some(o)) if o.lease.id == lease.id => {
+                        o.remaining += grow;
+                        o.no_top_up = false;
+                    }
                     (LeaseGrowth::Grown, None) if create => {
                         *open = Some(Open {
                             lease,
@@ -293,6 +354,7 @@ impl Core {
                             reserved: 0,
                             calls: 0,
                             last_used: Instant::now(),
+                            no_top_up: false,
                         });
                     }
                     // Grown, but the lease was ended meanwhile (idle): ending its row

@@ -480,6 +480,48 @@ async fn calls_on_a_large_balance_take_their_holds_from_one_lease_and_settle_exa
     }
 }
 
+#[tokio::test]
+async fn a_lease_running_low_is_topped_up_in_the_background_and_settles_exactly() {
+    for store in testing::shared_stores().await {
+        for (fill, window) in (50u8..).zip(WINDOWS) {
+            let who = format!("lease-topup-{fill}");
+            let (user, token) = testing::funded(&store, &who, "100", None, fill, now()).await;
+            let ledger = lease_ledger(&store, window, instance(), LeaseLedgerConfig::default());
+            let mut taken = Vec::new();
+            // A slice is 32 calls of 1,000; the 17th leaves less than half of it free.
+            for n in 0..17 {
+                let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
+                taken.push(ledger.reserve(&h).await.expect("db").expect("fits"));
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while balance_of(&store, &who).await.1 != 64_000 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not topped up: {:?}",
+                    balance_of(&store, &who).await
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(ledger.leases(), 1, "the same lease, grown");
+            // More calls, from what is free now.
+            for n in 17..40 {
+                let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
+                taken.push(ledger.reserve(&h).await.expect("db").expect("fits"));
+            }
+            for r in taken {
+                let id = r.request_id().to_owned();
+                r.settle(finished(&id, user, token, 100, 50))
+                    .written()
+                    .await;
+            }
+            assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+            assert_eq!(ledger.leases(), 0);
+            // 40 calls of 250 each, and nothing held.
+            assert_eq!(balance_of(&store, &who).await, (50_000_000 - 40 * 250, 0));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn through_leases_of_many_concurrent_calls_exactly_those_that_fit_are_taken() {
     // 500,000 quota covers exactly 500 holds of 1,000: leases while the balance is large,

@@ -86,6 +86,10 @@ impl SeaStore {
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
+                    // Statement journals (a multi-row statement inside a transaction keeps
+                    // one, to undo just itself) in memory, not in a temporary file created,
+                    // written and deleted again and again.
+                    .pragma("temp_store", "memory")
             });
         let db = Database::connect(options)
             .await
