@@ -66,7 +66,8 @@ pub trait TokenRepository: Send + Sync {
     /// The token whose key has this hash (the relay's key lookup on a cache miss).
     async fn find_token_by_hash(&self, hash: &KeyHash) -> Result<Option<Token>, RepoError>;
 
-    /// The tokens of these ids that exist (the relay's key cache reading its keys again).
+    /// The tokens of these ids that exist, however many ids (the relay's key cache reading its
+    /// keys again).
     async fn find_tokens(&self, ids: &[TokenId]) -> Result<Vec<Token>, RepoError>;
 }
 

@@ -56,28 +56,31 @@ impl Default for KeyCache {
 }
 
 impl KeyCache {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// `at` in milliseconds after the cache's epoch.
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The cached token for a key hash, if the database gave it within [`KEY_RECHECK`].
     #[must_use]
     pub fn get(&self, hash: &KeyHash) -> Option<Arc<Token>> {
+        let now = Instant::now();
         let map = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);
         let entry = map
             .get(hash.as_str())
-            .filter(|e| e.read.elapsed() < KEY_RECHECK)?;
-        entry.used_ms.store(self.now_ms(), Ordering::Relaxed);
+            .filter(|e| now.duration_since(e.read) < KEY_RECHECK)?;
+        entry.used_ms.store(self.ms(now), Ordering::Relaxed);
         Some(Arc::clone(&entry.token))
     }
 
     /// Caches a token found in the database.
     pub fn put(&self, hash: &KeyHash, token: Token) -> Arc<Token> {
         let token = Arc::new(token);
+        let now = Instant::now();
         let entry = Entry {
             token: Arc::clone(&token),
-            read: Instant::now(),
-            used_ms: AtomicU64::new(self.now_ms()),
+            read: now,
+            used_ms: AtomicU64::new(self.ms(now)),
         };
         self.by_hash
             .write()
@@ -94,27 +97,21 @@ impl KeyCache {
     }
 
     /// Keys in the cache.
-    #[must_use]
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_hash
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
 
-    /// Whether the cache holds no key.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Reads every key used within [`KEY_RECHECK`] again from `tokens`, in one query per
-    /// 500 keys, and drops the others and those the database no longer has. Run every
+    /// Reads every key used within [`KEY_RECHECK`] again from `tokens` (one read for all of
+    /// them), and drops the others and those the database no longer has. Run every
     /// [`KEY_REFRESH`] by the change feed's listener, so a busy key is never read on the
     /// request path. Returns how many keys it read.
     pub async fn refresh(&self, tokens: &dyn TokenRepository) -> Result<usize, RepoError> {
         let recent = self
-            .now_ms()
+            .ms(Instant::now())
             .saturating_sub(u64::try_from(KEY_RECHECK.as_millis()).unwrap_or(u64::MAX));
         let forgets = self.forgets.load(Ordering::Acquire);
         let ids: HashSet<TokenId> = {
@@ -122,26 +119,22 @@ impl KeyCache {
             map.retain(|_, e| e.used_ms.load(Ordering::Relaxed) >= recent);
             map.values().map(|e| e.token.id).collect()
         };
-        let list: Vec<TokenId> = ids.iter().copied().collect();
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut fresh: HashMap<TokenId, Token> = HashMap::with_capacity(ids.len());
-        for chunk in list.chunks(500) {
-            fresh.extend(
-                tokens
-                    .find_tokens(chunk)
-                    .await?
-                    .into_iter()
-                    .map(|t| (t.id, t)),
-            );
-        }
+        let list: Vec<TokenId> = ids.iter().copied().collect();
+        let mut fresh: HashMap<TokenId, Token> = tokens
+            .find_tokens(&list)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect();
         let read = Instant::now();
         let mut map = self.by_hash.write().unwrap_or_else(PoisonError::into_inner);
         if self.forgets.load(Ordering::Acquire) != forgets {
             // A change was announced while the database was read: what was read may predate
             // it. The entries stay as they are (the changed one is gone); the next round reads.
-            return Ok(fresh.len());
+            return Ok(ids.len());
         }
         map.retain(|_, e| match fresh.remove(&e.token.id) {
             Some(t) => {
@@ -369,7 +362,7 @@ mod tests {
             "not refreshed for a recheck: read again"
         );
         assert_eq!(cache.refresh(&repo).await.expect("refresh"), 0);
-        assert!(cache.is_empty(), "unused for a recheck: dropped");
+        assert_eq!(cache.len(), 0, "unused for a recheck: dropped");
         assert_eq!(*repo.reads.lock().expect("reads"), 0);
     }
 }

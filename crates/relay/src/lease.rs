@@ -8,8 +8,9 @@
 //! less than half a slice of the lease is left free, a background task tops it up by a slice
 //! worth many such calls, so calls rarely wait for the database; when the lease cannot cover a
 //! call, that call's task grows it (one task per user at a time). Either grows only while the
-//! user's free balance is several times the slice ([`LeaseLedgerConfig::headroom`]). Below that the user's balance is *small* compared with a
-//! call: the lease's unused part is given back and the call takes today's exact per-call hold,
+//! user's free balance is several times the slice ([`LeaseLedgerConfig::headroom`]). Below
+//! that the user's balance is *small* compared with a call: the lease's unused part is given
+//! back and the call takes today's exact per-call hold,
 //! so a call is refused only when the balance really cannot cover it (or another instance
 //! holds a lease, which is at most a fraction of what was free and comes back after a second
 //! idle).
@@ -84,6 +85,19 @@ struct Open {
     /// A top-up was refused (the balance is small): calls that do not fit take the slow path,
     /// which gives the lease back for exact holds.
     no_top_up: bool,
+}
+
+impl Open {
+    /// What calls can still take from it.
+    fn free(&self) -> i64 {
+        self.remaining - self.reserved
+    }
+
+    /// Whether a top-up by `slice` is due: less than half of it is free, and the last top-up
+    /// was not refused.
+    fn wants_top_up(&self, slice: i64) -> bool {
+        !self.no_top_up && self.free() < slice / 2
+    }
 }
 
 /// One user's lease (at most one at a time) and the lock that lets one task at a time grow it.
@@ -227,14 +241,13 @@ impl Core {
         let (lease, low) = {
             let mut open = lock(&user.open);
             let o = open.as_mut()?;
-            if o.remaining - o.reserved < amount {
+            if o.free() < amount {
                 return None;
             }
             o.reserved += amount;
             o.calls += 1;
             o.last_used = Instant::now();
-            let low = !o.no_top_up && o.remaining - o.reserved < slice / 2;
-            (Arc::clone(&o.lease), low)
+            (Arc::clone(&o.lease), o.wants_top_up(slice))
         };
         if low && !user.topping.swap(true, Ordering::AcqRel) {
             let (core, user) = (Arc::clone(self), Arc::clone(user));
@@ -259,45 +272,53 @@ impl Core {
         amount.saturating_mul(i64::from(self.config.slice_calls.max(1)))
     }
 
+    /// Grows `lease`'s row by `amount` under the headroom rule (`create`: the row is new); a
+    /// database that answered counts as reached.
+    async fn grow_row(
+        &self,
+        lease: &Lease,
+        amount: i64,
+        create: bool,
+    ) -> Result<LeaseGrowth, RepoError> {
+        let growth = self
+            .repo
+            .grow_lease(
+                lease,
+                Quota::new(amount),
+                self.config.headroom,
+                create,
+                now(),
+            )
+            .await?;
+        self.reached();
+        Ok(growth)
+    }
+
     /// Grows the user's lease by `slice` in the background while less than half a slice of it
     /// is free, so calls find it covered instead of waiting for the database (one task per
     /// user; the slow path below still serves a call the lease cannot cover).
     async fn top_up(self: Arc<Self>, user: &Arc<UserLeases>, slice: i64) {
-        {
-            let _one = user.refill.lock().await;
-            let lease = lock(&user.open)
-                .as_ref()
-                .filter(|o| !o.no_top_up && o.remaining - o.reserved < slice / 2)
-                .map(|o| Arc::clone(&o.lease));
-            if let Some(lease) = lease.filter(|_| !self.stalled()) {
-                let grown = self
-                    .repo
-                    .grow_lease(
-                        &lease,
-                        Quota::new(slice),
-                        self.config.headroom,
-                        false,
-                        now(),
-                    )
-                    .await;
-                if grown.is_ok() {
-                    self.reached();
-                }
-                let mut open = lock(&user.open);
-                let mine = open.as_mut().filter(|o| o.lease.id == lease.id);
-                match (grown, mine) {
-                    (Ok(LeaseGrowth::Grown), Some(o)) => o.remaining += slice,
-                    (Ok(LeaseGrowth::Refused), Some(o)) => o.no_top_up = true,
-                    (Ok(LeaseGrowth::Lost), Some(_)) => *open = None,
-                    // Grown, but the lease was ended meanwhile: ending its row returned this
-                    // growth too. Or the database failed: the slow path tries again.
-                    (Ok(_), None) => {}
-                    (Err(e), _) => {
-                        tracing::debug!(error = %e, lease = %lease.id, "topping up a lease failed");
-                    }
+        let one = user.refill.lock().await;
+        let lease = lock(&user.open)
+            .as_ref()
+            .filter(|o| o.wants_top_up(slice))
+            .map(|o| Arc::clone(&o.lease));
+        if let Some(lease) = lease.filter(|_| !self.stalled()) {
+            let grown = self.grow_row(&lease, slice, false).await;
+            let mut open = lock(&user.open);
+            match (grown, open.as_mut().filter(|o| o.lease.id == lease.id)) {
+                (Ok(LeaseGrowth::Grown), Some(o)) => o.remaining += slice,
+                (Ok(LeaseGrowth::Refused), Some(o)) => o.no_top_up = true,
+                (Ok(LeaseGrowth::Lost), Some(_)) => *open = None,
+                // Grown, but the lease was ended meanwhile: ending its row returned this growth
+                // too. Or the database failed: the slow path tries again.
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    tracing::debug!(error = %e, lease = %lease.id, "topping up a lease failed");
                 }
             }
         }
+        drop(one);
         user.topping.store(false, Ordering::Release);
     }
 
@@ -322,7 +343,7 @@ impl Core {
                     return Ok(Ok(r));
                 }
                 let (lease, create, free) = match lock(&user.open).as_ref() {
-                    Some(o) => (Arc::clone(&o.lease), false, o.remaining - o.reserved),
+                    Some(o) => (Arc::clone(&o.lease), false, o.free()),
                     None => {
                         let n = self.generation.fetch_add(1, Ordering::Relaxed);
                         let lease = Lease::new(self.instance.clone(), hold.user_id, n);
@@ -330,17 +351,7 @@ impl Core {
                     }
                 };
                 let grow = self.slice(amount).max(amount.saturating_sub(free.max(0)));
-                let growth = self
-                    .repo
-                    .grow_lease(
-                        &lease,
-                        Quota::new(grow),
-                        self.config.headroom,
-                        create,
-                        now(),
-                    )
-                    .await?;
-                self.reached();
+                let growth = self.grow_row(&lease, grow, create).await?;
                 let mut open = lock(&user.open);
                 match (growth, open.as_mut()) {
                     (LeaseGrowth::Grown, Some(o)) if o.lease.id == lease.id => {
@@ -370,7 +381,7 @@ impl Core {
             let unused = {
                 let mut open = lock(&user.open);
                 open.as_mut().and_then(|o| {
-                    let unused = o.remaining - o.reserved;
+                    let unused = o.free();
                     (unused > 0).then(|| {
                         o.remaining -= unused;
                         (Arc::clone(&o.lease), unused)

@@ -439,6 +439,22 @@ async fn balance_of(store: &SeaStore, external_id: &str) -> (i64, i64) {
 /// grouped.
 const WINDOWS: [Duration; 2] = [Duration::ZERO, Duration::from_millis(20)];
 
+/// Holds of 1,000 for the calls `{who}-{n}`, `n` in `calls`, taken one after the other; each
+/// must fit.
+async fn take_holds(
+    ledger: &LeaseLedger,
+    who: &str,
+    (user, token): (UserId, TokenId),
+    calls: std::ops::Range<u32>,
+) -> Vec<Reservation> {
+    let mut taken = Vec::new();
+    for n in calls {
+        let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
+        taken.push(ledger.reserve(&h).await.expect("db").expect("fits"));
+    }
+    taken
+}
+
 #[tokio::test]
 async fn calls_on_a_large_balance_take_their_holds_from_one_lease_and_settle_exactly() {
     for store in testing::shared_stores().await {
@@ -447,11 +463,7 @@ async fn calls_on_a_large_balance_take_their_holds_from_one_lease_and_settle_exa
             // $100 = 50,000,000 quota.
             let (user, token) = testing::funded(&store, &who, "100", None, fill, now()).await;
             let ledger = lease_ledger(&store, window, instance(), LeaseLedgerConfig::default());
-            let mut taken = Vec::new();
-            for n in 0..10 {
-                let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
-                taken.push(ledger.reserve(&h).await.expect("db").expect("fits"));
-            }
+            let taken = take_holds(&ledger, &who, (user, token), 0..10).await;
             // One lease of 32 calls' worth holds all ten.
             assert_eq!(ledger.leases(), 1);
             assert_eq!(balance_of(&store, &who).await, (50_000_000, 32_000));
@@ -487,16 +499,12 @@ async fn a_lease_running_low_is_topped_up_in_the_background_and_settles_exactly(
             let who = format!("lease-topup-{fill}");
             let (user, token) = testing::funded(&store, &who, "100", None, fill, now()).await;
             let ledger = lease_ledger(&store, window, instance(), LeaseLedgerConfig::default());
-            let mut taken = Vec::new();
             // A slice is 32 calls of 1,000; the 17th leaves less than half of it free.
-            for n in 0..17 {
-                let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
-                taken.push(ledger.reserve(&h).await.expect("db").expect("fits"));
-            }
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut taken = take_holds(&ledger, &who, (user, token), 0..17).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
             while balance_of(&store, &who).await.1 != 64_000 {
                 assert!(
-                    std::time::Instant::now() < deadline,
+                    Instant::now() < deadline,
                     "not topped up: {:?}",
                     balance_of(&store, &who).await
                 );
@@ -504,10 +512,7 @@ async fn a_lease_running_low_is_topped_up_in_the_background_and_settles_exactly(
             }
             assert_eq!(ledger.leases(), 1, "the same lease, grown");
             // More calls, from what is free now.
-            for n in 17..40 {
-                let h = hold(&format!("{who}-{n}"), user, token, 1_000, 60);
-                taken.push(ledger.reserve(&h).await.expect("db").expect("fits"));
-            }
+            taken.extend(take_holds(&ledger, &who, (user, token), 17..40).await);
             for r in taken {
                 let id = r.request_id().to_owned();
                 r.settle(finished(&id, user, token, 100, 50))

@@ -147,12 +147,52 @@ struct Pending {
 #[derive(Default)]
 struct PendingState {
     lines: Vec<u8>,
-    /// The thread waits on `ready` for a first line: the next line wakes it (a wake-up costs
-    /// a system call, so lines that find it awake do not make one).
-    sleeping: bool,
-    /// The thread waits on `ready` for [`GATHER`] to pass: only [`GATHER_BYTES`] wake it.
-    gathering: bool,
+    waiting: Waiting,
     closed: bool,
+}
+
+/// What the writer thread waits on `ready` for. A wake-up costs a system call, so a line wakes
+/// the thread only when it waits for that line.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// It is not waiting (it is writing, or about to).
+    #[default]
+    No,
+    /// A first line: the next line wakes it.
+    ForLine,
+    /// [`GATHER`] to pass: only [`GATHER_BYTES`] gathered wake it.
+    Gathering,
+}
+
+impl Pending {
+    /// Waits for lines, gathers them for up to [`GATHER`], and swaps them into `batch` (empty);
+    /// whether the output is closed.
+    fn next_batch(&self, batch: &mut Vec<u8>) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.lines.is_empty() && !state.closed {
+            state.waiting = Waiting::ForLine;
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let until = Instant::now() + GATHER;
+        while state.lines.len() < GATHER_BYTES && !state.closed {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            state.waiting = Waiting::Gathering;
+            state = self
+                .ready
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.waiting = Waiting::No;
+        std::mem::swap(batch, &mut state.lines);
+        self.room.notify_all();
+        state.closed
+    }
 }
 
 /// A [`MakeWriter`] whose lines a thread of its own writes to an output, in batches.
@@ -175,33 +215,7 @@ impl Background {
             .spawn(move || {
                 let mut batch = Vec::new();
                 loop {
-                    let closed = {
-                        let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-                        while state.lines.is_empty() && !state.closed {
-                            state.sleeping = true;
-                            state = shared
-                                .ready
-                                .wait(state)
-                                .unwrap_or_else(PoisonError::into_inner);
-                        }
-                        let until = Instant::now() + GATHER;
-                        while state.lines.len() < GATHER_BYTES && !state.closed {
-                            let Some(left) = until.checked_duration_since(Instant::now()) else {
-                                break;
-                            };
-                            state.gathering = true;
-                            state = shared
-                                .ready
-                                .wait_timeout(state, left)
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .0;
-                        }
-                        state.sleeping = false;
-                        state.gathering = false;
-                        std::mem::swap(&mut batch, &mut state.lines);
-                        shared.room.notify_all();
-                        state.closed
-                    };
+                    let closed = shared.next_batch(&mut batch);
                     if !batch.is_empty() {
                         // A log line that cannot be written has nowhere better to go.
                         let _ = output.write_all(&batch).and_then(|()| output.flush());
@@ -245,10 +259,13 @@ impl Write for BackgroundWriter {
             return io::stderr().write(buf);
         }
         state.lines.extend_from_slice(buf);
-        let wake = std::mem::take(&mut state.sleeping)
-            || (state.gathering && state.lines.len() >= GATHER_BYTES);
+        let wake = match state.waiting {
+            Waiting::ForLine => true,
+            Waiting::Gathering => state.lines.len() >= GATHER_BYTES,
+            Waiting::No => false,
+        };
         if wake {
-            state.gathering = false;
+            state.waiting = Waiting::No;
             self.0.ready.notify_one();
         }
         Ok(buf.len())

@@ -199,6 +199,11 @@ where
     case.finally(0).into()
 }
 
+/// [`per_row`] of one field of what a batch does to each row of `rows`, keyed by id.
+fn per_id<C: ColumnTrait, T>(id: C, rows: &[(i64, T)], field: fn(&T) -> i64) -> Expr {
+    per_row(id, rows.iter().map(|(i, t)| (*i, field(t))))
+}
+
 /// Gives a hold's reservation back to its user and key.
 pub(crate) async fn unreserve(txn: &DatabaseTransaction, h: &hold::Model) -> Result<(), DbErr> {
     user::Entity::update_many()
@@ -229,6 +234,13 @@ struct UserCharge {
     calls: i64,
 }
 
+/// What a batch does to one key: `charge` is spent against its cap, `unheld` leaves its holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyCharge {
+    charge: i64,
+    unheld: i64,
+}
+
 /// Charges users, one UPDATE per [`ROWS_PER_STATEMENT`] of them (each its own amounts), in id
 /// order — the lock order of every billing transaction.
 async fn charge_users(
@@ -237,12 +249,7 @@ async fn charge_users(
 ) -> Result<(), DbErr> {
     let users: Vec<(i64, UserCharge)> = users.iter().map(|(id, c)| (*id, *c)).collect();
     for chunk in users.chunks(ROWS_PER_STATEMENT) {
-        let by = |f: fn(&UserCharge) -> i64| {
-            per_row(
-                user::Column::Id,
-                chunk.iter().map(move |(id, c)| (*id, f(c))),
-            )
-        };
+        let by = |field| per_id(user::Column::Id, chunk, field);
         user::Entity::update_many()
             .col_expr(
                 user::Column::Quota,
@@ -267,32 +274,27 @@ async fn charge_users(
     Ok(())
 }
 
-/// The keys' side of [`charge_users`]: `(charge, unheld)` spent against each key's cap and no
-/// longer held; keys with neither are left alone.
+/// The keys' side of [`charge_users`]; keys with neither a charge nor a hold to give back are
+/// left alone.
 async fn charge_keys(
     txn: &DatabaseTransaction,
-    keys: &BTreeMap<i64, (i64, i64)>,
+    keys: &BTreeMap<i64, KeyCharge>,
 ) -> Result<(), DbErr> {
-    let keys: Vec<(i64, (i64, i64))> = keys
+    let keys: Vec<(i64, KeyCharge)> = keys
         .iter()
-        .filter(|(_, (charge, unheld))| *charge != 0 || *unheld != 0)
+        .filter(|(_, c)| c.charge != 0 || c.unheld != 0)
         .map(|(id, c)| (*id, *c))
         .collect();
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let by = |field| per_id(token::Column::Id, chunk, field);
         token::Entity::update_many()
             .col_expr(
                 token::Column::UsedQuota,
-                Expr::col(token::Column::UsedQuota).add(per_row(
-                    token::Column::Id,
-                    chunk.iter().map(|(id, (charge, _))| (*id, *charge)),
-                )),
+                Expr::col(token::Column::UsedQuota).add(by(|c| c.charge)),
             )
             .col_expr(
                 token::Column::HeldQuota,
-                Expr::col(token::Column::HeldQuota).sub(per_row(
-                    token::Column::Id,
-                    chunk.iter().map(|(id, (_, unheld))| (*id, *unheld)),
-                )),
+                Expr::col(token::Column::HeldQuota).sub(by(|c| c.unheld)),
             )
             .filter(token::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
             .exec(txn)
@@ -401,7 +403,11 @@ impl SeaStore {
             calls: 1,
         };
         charge_users(&txn, &BTreeMap::from([(row.user_id, user)])).await?;
-        charge_keys(&txn, &BTreeMap::from([(row.token_id, (charge, unheld))])).await?;
+        charge_keys(
+            &txn,
+            &BTreeMap::from([(row.token_id, KeyCharge { charge, unheld })]),
+        )
+        .await?;
         let mut entry = s.log_entry();
         // The hold row is the authority on whose call this was.
         entry.user_id = tollgate_domain::ids::UserId::new(row.user_id);
@@ -476,9 +482,9 @@ impl SeaStore {
             &lease_charges.iter().map(|(l, (c, _))| (*l, *c)).collect(),
         )
         .await?;
-        // Per user what the batch does; per key: (charge, unheld).
+        // What the batch does to each user and key.
         let mut users: BTreeMap<i64, UserCharge> = BTreeMap::new();
-        let mut keys: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        let mut keys: BTreeMap<i64, KeyCharge> = BTreeMap::new();
         let mut logs = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for (lease, unheld) in &lease_unheld {
@@ -519,7 +525,8 @@ impl SeaStore {
             u.charge = u.charge.saturating_add(charge);
             u.calls += 1;
             let k = keys.entry(s.token_id.get()).or_default();
-            *k = (k.0.saturating_add(charge), k.1.saturating_add(key_unheld));
+            k.charge = k.charge.saturating_add(charge);
+            k.unheld = k.unheld.saturating_add(key_unheld);
             let mut entry = s.log_entry();
             // The hold row (or the lease) is the authority on whose call this was.
             entry.user_id = tollgate_domain::ids::UserId::new(user_id);

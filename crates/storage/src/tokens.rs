@@ -119,11 +119,16 @@ impl TokenRepository for SeaStore {
     }
 
     async fn find_tokens(&self, ids: &[TokenId]) -> std::result::Result<Vec<Token>, RepoError> {
-        let rows = token::Entity::find()
-            .filter(token::Column::Id.is_in(ids.iter().map(|id| id.get())))
-            .all(&self.db)
-            .await
-            .map_err(StorageError::from)?;
-        Ok(rows.into_iter().map(to_token).collect())
+        let mut found = Vec::with_capacity(ids.len());
+        // One query per 500 ids: far below SQLite's limit on bound parameters.
+        for chunk in ids.chunks(500) {
+            let rows = token::Entity::find()
+                .filter(token::Column::Id.is_in(chunk.iter().map(|id| id.get())))
+                .all(&self.db)
+                .await
+                .map_err(StorageError::from)?;
+            found.extend(rows.into_iter().map(to_token));
+        }
+        Ok(found)
     }
 }
