@@ -6,9 +6,167 @@
 //! Tokenizing costs CPU in proportion to the text, so the work per request is bounded: the
 //! first [`TOKENIZE_BUDGET_BYTES`] bytes of a request's texts are counted exactly, the rest is
 //! estimated from its byte length. Callers run large counts on the blocking pool.
+//!
+//! The vocabulary is read once from `tiktoken-rs` and kept in a compact form of our own
+//! ([`Bpe`]): every token's bytes in one buffer and a table of ranks hashed by those bytes,
+//! about 2 MB where tiktoken-rs's encoder, decoder and sorted copies of the same 100,256
+//! tokens hold over 10 MB for the life of the process. Only counts are needed, never token
+//! ids, so the merge below counts the parts it would emit; a test checks it against
+//! tiktoken-rs on varied text.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, BuildHasherDefault};
+use std::sync::LazyLock;
+
+use fancy_regex::Regex;
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 use serde_json::Value;
-use tiktoken_rs::cl100k_base_singleton;
+
+/// cl100k_base's pre-tokenizer: text is split into pieces by this pattern (tiktoken's own),
+/// then each piece is merged byte pair by byte pair.
+const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
+
+/// The number of ordinary (not special) tokens of cl100k_base: ranks `0..CL100K_TOKENS`.
+const CL100K_TOKENS: u32 = 100_256;
+
+/// No pair to merge.
+const NO_RANK: u32 = u32::MAX;
+
+/// A byte-pair vocabulary that can count tokens and nothing else.
+struct Bpe {
+    pieces: Regex,
+    /// Every token's bytes, in rank order.
+    bytes: Box<[u8]>,
+    /// `ends[r]`: where token `r`'s bytes end in `bytes` (they start where `r - 1`'s end).
+    ends: Box<[u32]>,
+    /// Ranks, found by hashing the token's bytes.
+    ranks: HashTable<u32>,
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    BuildHasherDefault::<FxHasher>::default().hash_one(bytes)
+}
+
+impl Bpe {
+    /// cl100k_base, read from tiktoken-rs's tables, which are dropped again.
+    fn cl100k() -> Self {
+        #[allow(clippy::expect_used)] // The embedded vocabulary is part of the binary.
+        let source = tiktoken_rs::cl100k_base().expect("tiktoken-rs's embedded cl100k_base");
+        #[allow(clippy::expect_used)] // A constant pattern, checked by every test below.
+        let pieces = Regex::new(CL100K_PATTERN).expect("the cl100k_base pattern");
+        let mut bytes = Vec::with_capacity(CL100K_TOKENS as usize * 7);
+        let mut ends = Vec::with_capacity(CL100K_TOKENS as usize);
+        for rank in 0..CL100K_TOKENS {
+            // A missing rank would stay an empty token no piece can match.
+            if let Ok(token) = source.decode_bytes(&[rank]) {
+                bytes.extend_from_slice(&token);
+            }
+            ends.push(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+        }
+        drop(source);
+        let mut bpe = Bpe {
+            pieces,
+            bytes: bytes.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+            ranks: HashTable::new(),
+        };
+        let mut ranks = HashTable::with_capacity(CL100K_TOKENS as usize);
+        for rank in 0..CL100K_TOKENS {
+            let token = bpe.token(rank);
+            if !token.is_empty() {
+                ranks.insert_unique(hash(token), rank, |&r| hash(bpe.token(r)));
+            }
+        }
+        bpe.ranks = ranks;
+        bpe
+    }
+
+    fn token(&self, rank: u32) -> &[u8] {
+        let r = rank as usize;
+        let start = if r == 0 { 0 } else { self.ends[r - 1] as usize };
+        &self.bytes[start..self.ends[r] as usize]
+    }
+
+    fn rank(&self, bytes: &[u8]) -> u32 {
+        self.ranks
+            .find(hash(bytes), |&r| self.token(r) == bytes)
+            .copied()
+            .unwrap_or(NO_RANK)
+    }
+
+    /// Tokens of `text`, as tiktoken's `encode_ordinary(text).len()`.
+    fn count(&self, text: &str) -> u64 {
+        let mut tokens = 0u64;
+        for piece in self.pieces.find_iter(text) {
+            match piece {
+                Ok(piece) => tokens = tokens.saturating_add(self.piece_tokens(piece.as_str())),
+                // The pattern ran out of backtracking: no exact count, a generous one.
+                Err(_) => return estimate(text.len()),
+            }
+        }
+        tokens
+    }
+
+    /// Tokens of one piece: byte pairs merged lowest rank first (leftmost among equals), as
+    /// tiktoken does, until no adjacent pair is a token; the parts left are the tokens.
+    fn piece_tokens(&self, piece: &str) -> u64 {
+        let piece = piece.as_bytes();
+        let n = piece.len();
+        if n <= 1 || self.rank(piece) != NO_RANK {
+            return n.min(1) as u64;
+        }
+        // Parts as a linked list of start offsets; `pair[i]`: the rank of the part starting at
+        // `i` joined with the next one. A heap keeps the merge order in O(n log n) for long
+        // pieces; entries whose pair changed since are skipped when they come up.
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut pair = vec![NO_RANK; n];
+        let mut heap = BinaryHeap::with_capacity(n);
+        for i in 0..n - 1 {
+            pair[i] = self.rank(&piece[i..i + 2]);
+            if pair[i] != NO_RANK {
+                heap.push(Reverse((pair[i], i)));
+            }
+        }
+        let joined = |next: &[usize], i: usize| {
+            let after = next[i];
+            if after >= n {
+                NO_RANK
+            } else {
+                self.rank(&piece[i..next[after]])
+            }
+        };
+        let mut parts = n as u64;
+        while let Some(Reverse((rank, i))) = heap.pop() {
+            if pair[i] != rank {
+                continue;
+            }
+            let gone = next[i];
+            next[i] = next[gone];
+            if next[i] < n {
+                prev[next[i]] = i;
+            }
+            pair[gone] = NO_RANK;
+            parts -= 1;
+            pair[i] = joined(&next, i);
+            if pair[i] != NO_RANK {
+                heap.push(Reverse((pair[i], i)));
+            }
+            let before = prev[i];
+            if before != usize::MAX {
+                pair[before] = joined(&next, before);
+                if pair[before] != NO_RANK {
+                    heap.push(Reverse((pair[before], before)));
+                }
+            }
+        }
+        parts
+    }
+}
+
+static CL100K: LazyLock<Bpe> = LazyLock::new(Bpe::cl100k);
 
 /// Bytes of text counted exactly per request (a prompt, or one answer); beyond them texts are
 /// estimated from their byte length, so one huge request cannot stall a CPU. 3 bytes per token
@@ -38,7 +196,7 @@ impl Budget {
             return estimate(text.len());
         }
         self.0 -= text.len();
-        cl100k_base_singleton().encode_ordinary(text).len() as u64
+        CL100K.count(text)
     }
 }
 
@@ -124,6 +282,68 @@ mod tests {
         assert_eq!(count(&format!("hello{}", " hello".repeat(199))), 200);
         let big = "a".repeat(TOKENIZE_BUDGET_BYTES + 3);
         assert_eq!(count(&big), 21_847, "(65,536 + 3) / 3, rounded up");
+    }
+
+    #[test]
+    fn counts_as_tiktoken_does() {
+        let reference = tiktoken_rs::cl100k_base().expect("tiktoken-rs's cl100k_base");
+        let check = |text: &str| {
+            assert_eq!(
+                CL100K.count(text),
+                reference.encode_ordinary(text).len() as u64,
+                "{text:?}"
+            );
+        };
+        for text in [
+            "",
+            "hello world",
+            "It's a test: don't, we'll, they've, I'M, you'D.",
+            "  leading and trailing spaces   ",
+            "line one\nline two\r\n\r\n\tindented\n\n\n",
+            "12345678901234567890 3.14159 1e-10 0x1F",
+            "你好！很高兴见到你！この文章は日本語です。한국어 문장입니다.",
+            "Ünïcödé façade naïve coöperate Straße ǅemal",
+            "emoji 😀🎉👍🏽 family 👨‍👩‍👧‍👦 flags 🇫🇷🇯🇵",
+            "fn main() { println!(\"{}\", x.iter().map(|v| v * 2).sum::<i32>()); }",
+            "<html><body class=\"a-b\">&amp;&lt;&#x27;</body></html>",
+            "ⓐⓑⓒ ∑∫∂√∞ ≠≤≥ → ⇒ ∀x∃y",
+        ] {
+            check(text);
+        }
+        // Long pieces take the heap-ordered merge: runs of one character, and of pairs no
+        // token covers whole.
+        check(&"!".repeat(5_000));
+        check(&"a".repeat(3_000));
+        check(&" ".repeat(1_000));
+        check(&"\u{10FFFF}\u{E000}".repeat(400));
+        check(&"ab!?".repeat(700));
+        // Varied text from a fixed seed: scripts, digits, spaces, newlines, punctuation mixed.
+        let alphabet: Vec<char> =
+            "aAbBeEtTsSzZ09 5 \n\r\t'’.,!?-_/()[]{}\"#@$%^&*é你好ßЖж😀🎉\u{301}\u{200d}"
+                .chars()
+                .collect();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2_000 {
+            let len = (next() % 120) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            check(&text);
+        }
+    }
+
+    #[test]
+    fn the_vocabulary_is_complete() {
+        assert!((0..CL100K_TOKENS).all(|r| !CL100K.token(r).is_empty()));
+        assert_eq!(CL100K.ranks.len(), CL100K_TOKENS as usize);
+        assert_eq!(CL100K.rank(b"hello"), 15_339);
+        assert_eq!(CL100K.rank(b"no such token, surely"), NO_RANK);
     }
 
     #[test]
