@@ -569,7 +569,7 @@ async fn every_response_has_a_request_id_and_health_endpoints_answer() {
     for app in TestApp::all().await {
         let health = app.send(Method::GET, "/healthz", None, None, None).await;
         assert_eq!(health.status, 200);
-        assert!(health.request_id.as_ref().is_some_and(|id| id.len() == 24));
+        assert!(health.request_id.as_ref().is_some_and(|id| id.len() == 32));
         let ready = app.send(Method::GET, "/readyz", None, None, None).await;
         assert_eq!(ready.status, 200);
         assert_eq!(ready.body["database"], app.backend);

@@ -22,23 +22,33 @@ use tracing::Instrument;
 /// The `X-Request-Id` header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Random bytes in an id: 96 bits, so ids of concurrent calls on every instance never meet.
-const ID_BYTES: usize = 12;
+/// Bytes of an id: the first [`TIME_BYTES`] the time it was made (milliseconds since the Unix
+/// epoch, big-endian), the rest random.
+const ID_BYTES: usize = 16;
+/// Ids made close in time sort together: the indexes keyed by request id (the log's and the
+/// holds') then grow at their end, instead of touching a random page of a large index per
+/// call — on SQLite that was a 4 KiB page read and written to the WAL for every call.
+const TIME_BYTES: usize = 6;
 
-/// The id of one request: 24 lower-case hex characters, never empty.
+/// The id of one request: 32 lower-case hex characters, never empty. 80 random bits after
+/// the millisecond, so ids of concurrent calls on every instance never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(String);
 
 impl RequestId {
-    /// A new random id.
+    /// A new id: the current millisecond, then random bytes.
     ///
     /// # Panics
     /// When the operating system's random source fails: ids that might repeat would merge two
     /// calls' holds, so the request must not go on.
     #[must_use]
     pub fn generate() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut bytes = [0u8; ID_BYTES];
-        if let Err(e) = getrandom::fill(&mut bytes) {
+        bytes[..TIME_BYTES].copy_from_slice(&millis.to_be_bytes()[8 - TIME_BYTES..]);
+        if let Err(e) = getrandom::fill(&mut bytes[TIME_BYTES..]) {
             panic!("operating system random source failed: {e}");
         }
         RequestId(hex(&bytes))
@@ -120,11 +130,25 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_24_hex_characters_and_differ() {
+    fn ids_are_32_hex_characters_and_differ() {
         let (a, b) = (RequestId::generate(), RequestId::generate());
-        assert_eq!(a.as_str().len(), 24);
+        assert_eq!(a.as_str().len(), 32);
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn ids_begin_with_their_millisecond_so_later_ones_sort_after() {
+        let millis = |id: &RequestId| u64::from_str_radix(&id.as_str()[..12], 16).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let first = RequestId::generate();
+        assert!(millis(&first).abs_diff(now) < 60_000, "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = RequestId::generate();
+        assert!(millis(&later) > millis(&first));
+        assert!(later.as_str() > first.as_str());
     }
 
     #[actix_web::test]
@@ -144,7 +168,7 @@ mod tests {
             .map(str::to_owned)
             .unwrap_or_default();
         let body = http::read_body(res).await;
-        assert_eq!(header.len(), 24);
+        assert_eq!(header.len(), 32);
         assert_eq!(body, header.as_bytes());
     }
 

@@ -285,12 +285,13 @@ async fn seed(url: &str, manifest: &str) {
             user.calls += 1;
             user.used += quota;
             format!(
-                // The request id: 24 hex digits, like Tollgate's own.
+                // The request id like Tollgate's own: the millisecond, then 80 random bits.
                 "({}, {}, {at}, '{model}', {token}, '{token_name}', {prompt}, {completion}, \
-                 {quota}, '{:024x}', {}, {}, {channel})",
+                 {quota}, '{:012x}{:020x}', {}, {}, {channel})",
                 user.id,
                 LogKind::Consume.code(),
-                u128::from(rng.next()) << 32 | u128::from(rng.next() as u32),
+                at * 1000,
+                u128::from(rng.next()) << 16 | u128::from(rng.next() as u16),
                 u8::from(rng.below(10) < 6),
                 150 + rng.below(20_000),
             )
