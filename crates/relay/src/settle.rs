@@ -272,18 +272,26 @@ impl Settler {
                 let deadline = tokio::time::Instant::now() + batching.window;
                 let mut batch = Vec::new();
                 let mut next = Some(job);
-                while let Some(job) = next.take() {
-                    match job {
-                        Job::Settle(f, fund, ack) => batch.push((*f, fund, ack)),
-                        release => spawn_one(&billing, &done, release),
+                let mut slept = false;
+                loop {
+                    match next.take() {
+                        Some(Job::Settle(f, fund, ack)) => {
+                            batch.push((*f, fund, ack));
+                            if batch.len() >= batching.max.max(1) {
+                                break;
+                            }
+                        }
+                        Some(release) => spawn_one(&billing, &done, release),
+                        // The window is slept out, then what arrived meanwhile is taken at
+                        // once: a sender wakes this task only while it waits on the channel,
+                        // so the settlements in between cost no thread wake-up each.
+                        None if !slept => {
+                            tokio::time::sleep_until(deadline).await;
+                            slept = true;
+                        }
+                        None => break,
                     }
-                    if batch.len() >= batching.max.max(1) {
-                        break;
-                    }
-                    next = tokio::time::timeout_at(deadline, rx.recv())
-                        .await
-                        .ok()
-                        .flatten();
+                    next = rx.try_recv().ok();
                 }
                 if !batch.is_empty() {
                     let n = batch.len();
