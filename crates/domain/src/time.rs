@@ -8,6 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Seconds in a day.
 pub const DAY: i64 = 86_400;
 
+/// A system time as unix milliseconds (times before the epoch count as the epoch). The caller
+/// reads the clock; this only converts.
+#[must_use]
+pub fn unix_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// A UTC instant in whole seconds since the unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixTime(i64);
@@ -150,6 +158,8 @@ mod tests {
             UnixTime::from_system(UNIX_EPOCH - Duration::from_secs(5)),
             UnixTime::from_secs(0)
         );
+        assert_eq!(unix_millis(t), 1_764_000_000_999);
+        assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(5)), 0);
     }
     use proptest::prelude::*;
 

@@ -9,16 +9,15 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tollgate_domain::RepoError;
 use tollgate_domain::ratelimit::{
     Headroom, LEASE_MS, RateLimiter, RateLimits, Refusal, Subject, Window,
 };
+use tollgate_domain::time::unix_millis;
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    unix_millis(SystemTime::now())
 }
 
 /// Windows in this process's memory: exact for this instance alone.

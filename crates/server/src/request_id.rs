@@ -17,6 +17,7 @@ use std::fmt;
 use std::future::{Ready, ready};
 use std::time::Instant;
 use tollgate_domain::ids::hex;
+use tollgate_domain::time::unix_millis;
 use tracing::Instrument;
 
 /// The `X-Request-Id` header.
@@ -43,9 +44,7 @@ impl RequestId {
     /// calls' holds, so the request must not go on.
     #[must_use]
     pub fn generate() -> Self {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let millis = unix_millis(std::time::SystemTime::now());
         let mut bytes = [0u8; ID_BYTES];
         bytes[..TIME_BYTES].copy_from_slice(&millis.to_be_bytes()[8 - TIME_BYTES..]);
         if let Err(e) = getrandom::fill(&mut bytes[TIME_BYTES..]) {
@@ -139,10 +138,8 @@ mod tests {
 
     #[test]
     fn ids_begin_with_their_millisecond_so_later_ones_sort_after() {
-        let millis = |id: &RequestId| u64::from_str_radix(&id.as_str()[..12], 16).unwrap_or(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let millis = |id: &RequestId| i64::from_str_radix(&id.as_str()[..12], 16).unwrap_or(0);
+        let now = unix_millis(std::time::SystemTime::now());
         let first = RequestId::generate();
         assert!(millis(&first).abs_diff(now) < 60_000, "{first}");
         std::thread::sleep(std::time::Duration::from_millis(2));
