@@ -45,6 +45,13 @@ struct Bpe {
     ranks: HashTable<u32>,
 }
 
+/// Token `rank`'s bytes in `bytes`, as laid out by `ends` (see [`Bpe`]).
+fn token_bytes<'a>(bytes: &'a [u8], ends: &[u32], rank: u32) -> &'a [u8] {
+    let r = rank as usize;
+    let start = if r == 0 { 0 } else { ends[r - 1] as usize };
+    &bytes[start..ends[r] as usize]
+}
+
 fn hash(bytes: &[u8]) -> u64 {
     BuildHasherDefault::<FxHasher>::default().hash_one(bytes)
 }
@@ -66,27 +73,23 @@ impl Bpe {
             ends.push(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
         }
         drop(source);
-        let mut bpe = Bpe {
+        let mut ranks = HashTable::with_capacity(CL100K_TOKENS as usize);
+        for rank in 0..CL100K_TOKENS {
+            let token = token_bytes(&bytes, &ends, rank);
+            if !token.is_empty() {
+                ranks.insert_unique(hash(token), rank, |&r| hash(token_bytes(&bytes, &ends, r)));
+            }
+        }
+        Bpe {
             pieces,
             bytes: bytes.into_boxed_slice(),
             ends: ends.into_boxed_slice(),
-            ranks: HashTable::new(),
-        };
-        let mut ranks = HashTable::with_capacity(CL100K_TOKENS as usize);
-        for rank in 0..CL100K_TOKENS {
-            let token = bpe.token(rank);
-            if !token.is_empty() {
-                ranks.insert_unique(hash(token), rank, |&r| hash(bpe.token(r)));
-            }
+            ranks,
         }
-        bpe.ranks = ranks;
-        bpe
     }
 
     fn token(&self, rank: u32) -> &[u8] {
-        let r = rank as usize;
-        let start = if r == 0 { 0 } else { self.ends[r - 1] as usize };
-        &self.bytes[start..self.ends[r] as usize]
+        token_bytes(&self.bytes, &self.ends, rank)
     }
 
     fn rank(&self, bytes: &[u8]) -> u32 {
