@@ -17,8 +17,12 @@
 # a database is created and dropped per row), BENCH_RATE (1000), BENCH_GATEWAY_CPU (0),
 # BENCH_LOAD_CPU (1), BENCH_LEDGER (lease: TOLLGATE_LEDGER of the Tollgate rows), BENCH_PIN_MARIADB (1: pin mariadbd to the gateway's core for the MariaDB
 # rows, restored after), BENCH_OPEN_STREAMS (1: hold 1,000 streams open on the 1,000-user
-# instances and report the peak RSS), BENCH_KEEP (set: keep the work folder with every log). Needs wrk, nginx (Debian `nginx-light`), taskset, python3, the mysql
-# client for MariaDB rows; `oha` for the fixed-rate rows.
+# instances and report the peak RSS), BENCH_KEEP (set: keep the work folder with every log),
+# BENCH_WRAP (a command Tollgate runs under: `env LD_PRELOAD=…`, which execs, or `heaptrack -o
+# /tmp/tg`, whose RSS and CPU figures are then the wrapper's). Needs wrk, nginx (Debian
+# `nginx-light`), taskset, python3, the mysql client for MariaDB rows; `oha` for the fixed-rate
+# rows. Besides the table it prints, per Tollgate row, the CPU time Tollgate used per answered
+# call (steadier than calls/s on a machine shared with noisy neighbours).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -123,7 +127,8 @@ start_tollgate() {
     export TOLLGATE_LISTEN=127.0.0.1:$port TOLLGATE_DATABASE_URL=$tg_db
     export TOLLGATE_ADMIN_KEY=$admin_key TOLLGATE_EXTERNAL_API_KEYS=$ext_key TOLLGATE_LOG_DIR=$dir/logs
     export TOLLGATE_LEDGER=$ledger
-    cd "$dir" && exec taskset -c "$gw_cpu" "$tg_bin"
+    # shellcheck disable=SC2086 # BENCH_WRAP is a command line, split on purpose
+    cd "$dir" && exec taskset -c "$gw_cpu" ${BENCH_WRAP:-} "$tg_bin"
   ) >"$dir/out" 2>&1 &
   tg_pid=$!
   pids+=("$tg_pid")
@@ -133,6 +138,8 @@ start_tollgate() {
 }
 
 stop_tollgate() {
+  # A BENCH_WRAP that does not exec (heaptrack) runs Tollgate as its child.
+  pkill -TERM -P "$tg_pid" 2>/dev/null || true
   kill "$tg_pid" 2>/dev/null || true
   wait "$tg_pid" 2>/dev/null || true
   if [ -n "$tg_mysql_db" ]; then
@@ -187,6 +194,7 @@ PY
 
 results=$work/results
 : >"$results"
+: >"$results.books"
 # wrk at fixed concurrency against $2 (full URL); appends "label|rps|p50|p99|calls_ok|errors".
 measure() {
   local label=$1 url=$2 out
@@ -225,6 +233,21 @@ p = d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
 print("|".join([sys.argv[1], "%.3f" % (p["p50"] * 1000), "%.3f" % (p["p99"] * 1000), str(codes)]))
 PY
+}
+
+# The CPU time Tollgate's process has used so far, in clock ticks (user + system, all threads).
+# Calls/s on this machine vary by ±20% from run to run; the CPU a call costs varies less, so it
+# is the figure to compare two builds by.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$tg_pid/stat"
+}
+
+# Appends "$1: N µs of CPU a call" to $work/rss: the ticks since $2 over $3 answered calls (with
+# MariaDB, its own server's CPU is not in it).
+cpu_per_call() {
+  local ticks
+  ticks=$(( $(cpu_ticks) - $2 ))
+  python3 -c 'import os, sys; t, n = int(sys.argv[2]), int(sys.argv[3]); hz = os.sysconf("SC_CLK_TCK"); print(f"{sys.argv[1]}: {t * 1e6 / hz / max(n, 1):.1f} µs of CPU a call ({n} calls)")' "$1" "$ticks" "$3" >>"$work/rss"
 }
 
 # 1,000 streams held open (the mock's `stall` model: two pieces, then silence) for
@@ -302,8 +325,10 @@ for db in $databases; do
     seed "$users"
     for mode in $modes; do
       write_lua "$mode"
+      cpu_before=$(cpu_ticks)
       measure "Tollgate $db, $users user(s), $mode" "$tg_base/v1/chat/completions"
       ok=$(tail -n1 "$results" | cut -d'|' -f5)
+      cpu_per_call "Tollgate $db, $users user(s), $mode" "$cpu_before" "$ok"
       # The books hold every row so far on this instance.
       total_ok=$(( ${total_ok_for_instance:-0} + ok ))
       total_ok_for_instance=$total_ok
