@@ -157,11 +157,15 @@ impl Price {
             }
             let q = Decimal::from(quota.get().max(0));
             // tokens = quota × 1M / (price × 500,000), rounded down: never promise a token more.
+            // A count beyond what a decimal holds (a price of a few 1e-10 $/1M) is beyond 64
+            // bits too: it saturates like one that fits a decimal but not a u64 — `None` would
+            // call a priced side free.
             let t = q
-                .checked_mul(Decimal::from(PRICE_UNIT_TOKENS))?
-                .checked_div(price.checked_mul(Decimal::from(QUOTA_PER_USD))?)?
-                .floor();
-            Some(t.to_u64().unwrap_or(u64::MAX))
+                .checked_mul(Decimal::from(PRICE_UNIT_TOKENS))
+                .zip(price.checked_mul(Decimal::from(QUOTA_PER_USD)))
+                .and_then(|(tokens, per_usd)| tokens.checked_div(per_usd))
+                .map(|t| t.floor());
+            Some(t.and_then(|t| t.to_u64()).unwrap_or(u64::MAX))
         };
         (buys(self.input), buys(self.output))
     }
@@ -426,6 +430,11 @@ mod tests {
         // tokens at $0.5/1M, and 2 × i64::MAX at $1/1M.
         assert_eq!(
             price("0.5", "1").capacity(Quota::new(i64::MAX)),
+            (Some(u64::MAX), Some(18_446_744_073_709_551_614))
+        );
+        // A count too large even for a decimal still saturates: the side is priced, not free.
+        assert_eq!(
+            price("0.0000000001", "1").capacity(Quota::new(i64::MAX)),
             (Some(u64::MAX), Some(18_446_744_073_709_551_614))
         );
     }
