@@ -157,15 +157,15 @@ impl Price {
             }
             let q = Decimal::from(quota.get().max(0));
             // tokens = quota × 1M / (price × 500,000), rounded down: never promise a token more.
-            // A count beyond what a decimal holds (a price of a few 1e-10 $/1M) is beyond 64
-            // bits too: it saturates like one that fits a decimal but not a u64 — `None` would
-            // call a priced side free.
-            let t = q
-                .checked_mul(Decimal::from(PRICE_UNIT_TOKENS))
-                .zip(price.checked_mul(Decimal::from(QUOTA_PER_USD)))
-                .and_then(|(tokens, per_usd)| tokens.checked_div(per_usd))
-                .map(|t| t.floor());
-            Some(t.and_then(|t| t.to_u64()).unwrap_or(u64::MAX))
+            let tokens = || {
+                q.checked_mul(Decimal::from(PRICE_UNIT_TOKENS))?
+                    .checked_div(price.checked_mul(Decimal::from(QUOTA_PER_USD))?)?
+                    .floor()
+                    .to_u64()
+            };
+            // A count beyond 64 bits, or beyond a decimal (a price of a few 1e-10 $/1M), is
+            // as many as can be counted: `None` would call a priced side free.
+            Some(tokens().unwrap_or(u64::MAX))
         };
         (buys(self.input), buys(self.output))
     }
