@@ -6,11 +6,14 @@
 //! together: the database counts every lease in the user's `held_quota`). A call whose key has
 //! no cap of its own takes its hold from the user's lease under a mutex, in nanoseconds. When
 //! less than half a slice of the lease is left free, a background task tops it up by a slice
-//! worth many such calls, so calls rarely wait for the database; when the lease cannot cover a
-//! call, that call's task grows it (one task per user at a time). Either grows only while the
-//! user's free balance is several times the slice ([`LeaseLedgerConfig::headroom`]). Below
-//! that the user's balance is *small* compared with a call: the lease's unused part is given
-//! back and the call takes today's exact per-call hold,
+//! worth many such calls, so calls rarely wait for the database; a lease that needs a top-up
+//! again within [`LeaseLedgerConfig::boost_within`] grows by twice as many slices as the time
+//! before (up to [`LeaseLedgerConfig::max_boost`]), so a busy user's lease is grown a few
+//! times a second, not hundreds of times (each growth is a database write); when the lease
+//! cannot cover a call, that call's task grows it (one task per user at a time). Either grows
+//! only while the user's free balance is several times the growth
+//! ([`LeaseLedgerConfig::headroom`]). Below that the user's balance is *small* compared with a
+//! call: the lease's unused part is given back and the call takes today's exact per-call hold,
 //! so a call is refused only when the balance really cannot cover it (or another instance
 //! holds a lease, which is at most a fraction of what was free and comes back after a second
 //! idle).
@@ -53,6 +56,13 @@ pub struct LeaseLedgerConfig {
     pub headroom: u32,
     /// A lease with no call for this long is given back.
     pub idle: Duration,
+    /// A lease topped up again within this time grows by twice as many slices as the time
+    /// before: its calls spend a slice faster than that. Top-ups [`CALM_TOP_UP`] apart halve
+    /// the number again.
+    pub boost_within: Duration,
+    /// The most slices a lease grows by at once. The headroom rule applies to the whole
+    /// growth, so a user whose balance is not several times that gets plain slices.
+    pub max_boost: u32,
 }
 
 impl Default for LeaseLedgerConfig {
@@ -61,6 +71,10 @@ impl Default for LeaseLedgerConfig {
             slice_calls: 32,
             headroom: 4,
             idle: Duration::from_secs(1),
+            boost_within: Duration::from_millis(250),
+            // 2,048 calls' holds with 32-call slices: a fraction of a second of one busy
+            // user's calls on one instance.
+            max_boost: 64,
         }
     }
 }
@@ -85,6 +99,10 @@ struct Open {
     /// A top-up was refused (the balance is small): calls that do not fit take the slow path,
     /// which gives the lease back for exact holds.
     no_top_up: bool,
+    /// The lease grows by this many slices at a time (see [`LeaseLedgerConfig::next_boost`]).
+    boost: u32,
+    /// When it was last topped up.
+    topped_at: Option<Instant>,
 }
 
 impl Open {
@@ -97,6 +115,22 @@ impl Open {
     /// was not refused.
     fn wants_top_up(&self, slice: i64) -> bool {
         !self.no_top_up && self.free() < slice / 2
+    }
+}
+
+/// Top-ups of one lease this far apart halve the slices it grows by, down to one.
+const CALM_TOP_UP: Duration = Duration::from_secs(1);
+
+impl LeaseLedgerConfig {
+    /// How many slices a lease grows by next, given its `boost` so far and the time since its
+    /// last top-up (`None`: this is its first).
+    fn next_boost(&self, boost: u32, since_last: Option<Duration>) -> u32 {
+        let max = self.max_boost.max(1);
+        match since_last {
+            Some(t) if t < self.boost_within => boost.saturating_mul(2).min(max),
+            Some(t) if t >= CALM_TOP_UP => (boost / 2).max(1),
+            _ => boost.clamp(1, max),
+        }
     }
 }
 
@@ -247,7 +281,8 @@ impl Core {
             o.reserved += amount;
             o.calls += 1;
             o.last_used = Instant::now();
-            (Arc::clone(&o.lease), o.wants_top_up(slice))
+            let boosted = slice.saturating_mul(i64::from(o.boost));
+            (Arc::clone(&o.lease), o.wants_top_up(boosted))
         };
         if low && !user.topping.swap(true, Ordering::AcqRel) {
             let (core, user) = (Arc::clone(self), Arc::clone(user));
@@ -294,21 +329,42 @@ impl Core {
         Ok(growth)
     }
 
-    /// Grows the user's lease by `slice` in the background while less than half a slice of it
-    /// is free, so calls find it covered instead of waiting for the database (one task per
-    /// user; the slow path below still serves a call the lease cannot cover).
+    /// Grows the user's lease in the background while less than half of its slice (`slice`,
+    /// times its boost) is free, so calls find it covered instead of waiting for the database
+    /// (one task per user; the slow path below still serves a call the lease cannot cover).
+    /// A boosted growth the headroom rule refuses is tried again as one slice before the lease
+    /// is marked as not growing.
     async fn top_up(self: Arc<Self>, user: &Arc<UserLeases>, slice: i64) {
         let one = user.refill.lock().await;
-        let lease = lock(&user.open)
-            .as_ref()
-            .filter(|o| o.wants_top_up(slice))
-            .map(|o| Arc::clone(&o.lease));
-        if let Some(lease) = lease.filter(|_| !self.stalled()) {
-            let grown = self.grow_row(&lease, slice, false).await;
+        let due = lock(&user.open).as_mut().and_then(|o| {
+            if !o.wants_top_up(slice.saturating_mul(i64::from(o.boost))) {
+                return None;
+            }
+            o.boost = self
+                .config
+                .next_boost(o.boost, o.topped_at.map(|t| t.elapsed()));
+            o.topped_at = Some(Instant::now());
+            Some((Arc::clone(&o.lease), o.boost))
+        });
+        if let Some((lease, boost)) = due.filter(|_| !self.stalled()) {
+            let mut growth = slice.saturating_mul(i64::from(boost));
+            let mut grown = self.grow_row(&lease, growth, false).await;
+            if boost > 1 && matches!(grown, Ok(LeaseGrowth::Refused)) {
+                growth = slice;
+                grown = self.grow_row(&lease, growth, false).await;
+            }
             let mut open = lock(&user.open);
             match (grown, open.as_mut().filter(|o| o.lease.id == lease.id)) {
-                (Ok(LeaseGrowth::Grown), Some(o)) => o.remaining += slice,
-                (Ok(LeaseGrowth::Refused), Some(o)) => o.no_top_up = true,
+                (Ok(LeaseGrowth::Grown), Some(o)) => {
+                    o.remaining += growth;
+                    if growth < slice.saturating_mul(i64::from(boost)) {
+                        o.boost = 1;
+                    }
+                }
+                (Ok(LeaseGrowth::Refused), Some(o)) => {
+                    o.no_top_up = true;
+                    o.boost = 1;
+                }
                 (Ok(LeaseGrowth::Lost), Some(_)) => *open = None,
                 // Grown, but the lease was ended meanwhile: ending its row returned this growth
                 // too. Or the database failed: the slow path tries again.
@@ -366,6 +422,8 @@ impl Core {
                             calls: 0,
                             last_used: Instant::now(),
                             no_top_up: false,
+                            boost: 1,
+                            topped_at: None,
                         });
                     }
                     // Grown, but the lease was ended meanwhile (idle): ending its row
@@ -575,5 +633,32 @@ impl Ledger for LeaseLedger {
         .await
         .unwrap_or(false);
         written && ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_ups_in_quick_succession_double_the_growth_up_to_the_limit_and_calm_ones_halve_it() {
+        let config = LeaseLedgerConfig::default();
+        let quick = Some(Duration::from_millis(10));
+        assert_eq!(config.next_boost(1, None), 1, "a first top-up is one slice");
+        assert_eq!(config.next_boost(1, quick), 2);
+        assert_eq!(config.next_boost(16, quick), 32);
+        assert_eq!(config.next_boost(64, quick), 64, "capped");
+        assert_eq!(config.next_boost(8, Some(Duration::from_millis(500))), 8);
+        assert_eq!(config.next_boost(8, Some(CALM_TOP_UP)), 4);
+        assert_eq!(config.next_boost(1, Some(Duration::from_secs(60))), 1);
+        let off = LeaseLedgerConfig {
+            max_boost: 0,
+            ..config
+        };
+        assert_eq!(
+            off.next_boost(1, quick),
+            1,
+            "no boost when the limit is one or less"
+        );
     }
 }

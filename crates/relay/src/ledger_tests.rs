@@ -527,6 +527,80 @@ async fn a_lease_running_low_is_topped_up_in_the_background_and_settles_exactly(
     }
 }
 
+/// Waits until the user `who` has `held` quota held, or fails.
+async fn wait_held(store: &SeaStore, who: &str, held: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance_of(store, who).await.1 != held {
+        assert!(
+            Instant::now() < deadline,
+            "held {:?}, waited for {held}",
+            balance_of(store, who).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A lease config whose top-ups always count as in quick succession (the test does not race
+/// the clock).
+fn boosting() -> LeaseLedgerConfig {
+    LeaseLedgerConfig {
+        boost_within: Duration::from_secs(600),
+        ..LeaseLedgerConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_lease_topped_up_again_soon_grows_by_twice_the_slices_and_settles_exactly() {
+    for store in testing::shared_stores().await {
+        for (fill, window) in (70u8..).zip(WINDOWS) {
+            let who = format!("lease-boost-{fill}");
+            let (user, token) = testing::funded(&store, &who, "100", None, fill, now()).await;
+            let ledger = lease_ledger(&store, window, instance(), boosting());
+            // A slice is 32 calls of 1,000: created with one, topped up by one at the 17th call.
+            let mut taken = take_holds(&ledger, &who, (user, token), 0..17).await;
+            wait_held(&store, &who, 64_000).await;
+            // The 49th call leaves less than half a slice free: the next top-up is two slices.
+            taken.extend(take_holds(&ledger, &who, (user, token), 17..49).await);
+            wait_held(&store, &who, 128_000).await;
+            assert_eq!(ledger.leases(), 1, "the same lease, grown");
+            for r in taken {
+                let id = r.request_id().to_owned();
+                r.settle(finished(&id, user, token, 100, 50))
+                    .written()
+                    .await;
+            }
+            assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+            assert_eq!(balance_of(&store, &who).await, (50_000_000 - 49 * 250, 0));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_boosted_top_up_the_headroom_refuses_grows_by_one_slice() {
+    for store in testing::shared_stores().await {
+        let who = "lease-boost-headroom";
+        // $1 = 500,000: free balance must stay at least 4 × a growth.
+        let (user, token) = testing::funded(&store, who, "1", None, 72, now()).await;
+        let ledger = lease_ledger(&store, WINDOWS[1], instance(), boosting());
+        let mut taken = take_holds(&ledger, who, (user, token), 0..17).await;
+        wait_held(&store, who, 64_000).await;
+        // Two slices: 436,000 free ≥ 4 × 64,000.
+        taken.extend(take_holds(&ledger, who, (user, token), 17..49).await);
+        wait_held(&store, who, 128_000).await;
+        // Four slices would need 512,000 free of 372,000: one slice instead.
+        taken.extend(take_holds(&ledger, who, (user, token), 49..97).await);
+        wait_held(&store, who, 160_000).await;
+        for r in taken {
+            let id = r.request_id().to_owned();
+            r.settle(finished(&id, user, token, 100, 50))
+                .written()
+                .await;
+        }
+        assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+        assert_eq!(balance_of(&store, who).await, (500_000 - 97 * 250, 0));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn through_leases_of_many_concurrent_calls_exactly_those_that_fit_are_taken() {
     // 500,000 quota covers exactly 500 holds of 1,000: leases while the balance is large,
