@@ -170,7 +170,7 @@ impl Default for ExactLedgerConfig {
             backlog_capacity: 100_000,
             sweep_every: Duration::from_secs(30),
             sweep_batch: 500,
-            settlement_window: Duration::from_millis(2),
+            settlement_window: Duration::from_millis(10),
             settlement_batch: 256,
         }
     }

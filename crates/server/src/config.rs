@@ -100,7 +100,7 @@ pub struct RelaySettings {
     /// are refused with 503 (default 100,000).
     pub settlement_backlog: u64,
     /// `TOLLGATE_SETTLEMENT_WINDOW_MS`: group commit — how long a settlement waits for others
-    /// to share its database transaction (default 2; 0 writes each on its own, before the
+    /// to share its database transaction (default 10; 0 writes each on its own, before the
     /// call's last byte is sent).
     pub settlement_window_ms: u64,
     /// `TOLLGATE_LEDGER`: how calls' holds are taken — `lease` (default: from balance leases
@@ -581,7 +581,7 @@ mod tests {
                 idle_timeout_secs: 120,
                 body_timeout_secs: 30,
                 settlement_backlog: 100_000,
-                settlement_window_ms: 2,
+                settlement_window_ms: 10,
                 ledger: LedgerKind::Lease,
             }
         );
