@@ -5,8 +5,8 @@
 //! conditional statement (the same rule as a call's hold, so instances can never overspend
 //! together: the database counts every lease in the user's `held_quota`). A call whose key has
 //! no cap of its own takes its hold from the user's lease under a mutex, in nanoseconds. When
-//! less than half a slice of the lease is left free, a background task tops it up by a slice
-//! worth many such calls, so calls rarely wait for the database; a lease that needs a top-up
+//! less than half of its growth is left free, a background task tops it up by a slice worth
+//! many such calls, so calls rarely wait for the database; a lease that needs a top-up
 //! again within [`LeaseLedgerConfig::boost_within`] grows by twice as many slices as the time
 //! before (up to [`LeaseLedgerConfig::max_boost`]), so a busy user's lease is grown a few
 //! times a second, not hundreds of times (each growth is a database write); when the lease
@@ -57,8 +57,8 @@ pub struct LeaseLedgerConfig {
     /// A lease with no call for this long is given back.
     pub idle: Duration,
     /// A lease topped up again within this time grows by twice as many slices as the time
-    /// before: its calls spend a slice faster than that. Top-ups [`CALM_TOP_UP`] apart halve
-    /// the number again.
+    /// before: its calls spend a slice faster than that. Each four times this without a top-up
+    /// halves the number again.
     pub boost_within: Duration,
     /// The most slices a lease grows by at once. The headroom rule applies to the whole
     /// growth, so a user whose balance is not several times that gets plain slices.
@@ -99,7 +99,8 @@ struct Open {
     /// A top-up was refused (the balance is small): calls that do not fit take the slow path,
     /// which gives the lease back for exact holds.
     no_top_up: bool,
-    /// The lease grows by this many slices at a time (see [`LeaseLedgerConfig::next_boost`]).
+    /// The lease grew by this many slices the last time it was topped up (see
+    /// [`LeaseLedgerConfig::next_boost`]).
     boost: u32,
     /// When it was last topped up.
     topped_at: Option<Instant>,
@@ -118,19 +119,42 @@ impl Open {
     }
 }
 
-/// Top-ups of one lease this far apart halve the slices it grows by, down to one.
-const CALM_TOP_UP: Duration = Duration::from_secs(1);
-
 impl LeaseLedgerConfig {
-    /// How many slices a lease grows by next, given its `boost` so far and the time since its
-    /// last top-up (`None`: this is its first).
+    /// Each such period without a top-up halves the slices a lease grows by, down to one.
+    fn calm(&self) -> Duration {
+        self.boost_within.saturating_mul(4)
+    }
+
+    /// How many slices a lease grows by next, given its `boost` last time and the time since
+    /// that top-up (`None`: this is its first).
     fn next_boost(&self, boost: u32, since_last: Option<Duration>) -> u32 {
         let max = self.max_boost.max(1);
         match since_last {
             Some(t) if t < self.boost_within => boost.saturating_mul(2).min(max),
-            Some(t) if t >= CALM_TOP_UP => (boost / 2).max(1),
-            _ => boost.clamp(1, max),
+            since => decayed(boost, since, self.calm()).min(max),
         }
+    }
+}
+
+/// `boost` halved once for every `calm` in `since` (at least one).
+fn decayed(boost: u32, since: Option<Duration>, calm: Duration) -> u32 {
+    let periods = since.map_or(0, |t| t.as_millis() / calm.as_millis().max(1));
+    boost
+        .checked_shr(u32::try_from(periods).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+        .max(1)
+}
+
+impl Open {
+    /// What a top-up due now would be measured against: the last growth's slices, halved for
+    /// each calm period since (a user whose calls slowed down does not keep a large lease
+    /// topped up early).
+    fn current_boost(&self, config: &LeaseLedgerConfig) -> u32 {
+        decayed(
+            self.boost,
+            self.topped_at.map(|t| t.elapsed()),
+            config.calm(),
+        )
     }
 }
 
@@ -281,7 +305,7 @@ impl Core {
             o.reserved += amount;
             o.calls += 1;
             o.last_used = Instant::now();
-            let boosted = slice.saturating_mul(i64::from(o.boost));
+            let boosted = slice.saturating_mul(i64::from(o.current_boost(&self.config)));
             (Arc::clone(&o.lease), o.wants_top_up(boosted))
         };
         if low && !user.topping.swap(true, Ordering::AcqRel) {
@@ -336,17 +360,19 @@ impl Core {
     /// is marked as not growing.
     async fn top_up(self: Arc<Self>, user: &Arc<UserLeases>, slice: i64) {
         let one = user.refill.lock().await;
-        let due = lock(&user.open).as_mut().and_then(|o| {
-            if !o.wants_top_up(slice.saturating_mul(i64::from(o.boost))) {
-                return None;
-            }
-            o.boost = self
-                .config
-                .next_boost(o.boost, o.topped_at.map(|t| t.elapsed()));
-            o.topped_at = Some(Instant::now());
-            Some((Arc::clone(&o.lease), o.boost))
-        });
-        if let Some((lease, boost)) = due.filter(|_| !self.stalled()) {
+        // The boost changes only with a growth that happened (not while the database is away).
+        let due = if self.stalled() {
+            None
+        } else {
+            lock(&user.open).as_ref().and_then(|o| {
+                o.wants_top_up(slice.saturating_mul(i64::from(o.current_boost(&self.config))))
+                    .then(|| {
+                        let since = o.topped_at.map(|t| t.elapsed());
+                        (Arc::clone(&o.lease), self.config.next_boost(o.boost, since))
+                    })
+            })
+        };
+        if let Some((lease, boost)) = due {
             let mut growth = slice.saturating_mul(i64::from(boost));
             let mut grown = self.grow_row(&lease, growth, false).await;
             if boost > 1 && matches!(grown, Ok(LeaseGrowth::Refused)) {
@@ -357,9 +383,13 @@ impl Core {
             match (grown, open.as_mut().filter(|o| o.lease.id == lease.id)) {
                 (Ok(LeaseGrowth::Grown), Some(o)) => {
                     o.remaining += growth;
-                    if growth < slice.saturating_mul(i64::from(boost)) {
-                        o.boost = 1;
-                    }
+                    // A boost the headroom refused: half of it next time in quick succession.
+                    o.boost = if growth < slice.saturating_mul(i64::from(boost)) {
+                        (boost / 2).max(1)
+                    } else {
+                        boost
+                    };
+                    o.topped_at = Some(Instant::now());
                 }
                 (Ok(LeaseGrowth::Refused), Some(o)) => {
                     o.no_top_up = true;
@@ -649,7 +679,13 @@ mod tests {
         assert_eq!(config.next_boost(16, quick), 32);
         assert_eq!(config.next_boost(64, quick), 64, "capped");
         assert_eq!(config.next_boost(8, Some(Duration::from_millis(500))), 8);
-        assert_eq!(config.next_boost(8, Some(CALM_TOP_UP)), 4);
+        assert_eq!(config.next_boost(8, Some(config.calm())), 4);
+        assert_eq!(
+            config.next_boost(64, Some(3 * config.calm())),
+            8,
+            "halved each calm period"
+        );
+        assert_eq!(config.next_boost(64, Some(Duration::from_secs(3600))), 1);
         assert_eq!(config.next_boost(1, Some(Duration::from_secs(60))), 1);
         let off = LeaseLedgerConfig {
             max_boost: 0,
