@@ -112,10 +112,14 @@ impl Open {
         self.remaining - self.reserved
     }
 
-    /// Whether a top-up by `slice` is due: less than half of it is free, and the last top-up
-    /// was not refused.
-    fn wants_top_up(&self, slice: i64) -> bool {
-        !self.no_top_up && self.free() < slice / 2
+    /// Whether a top-up is due at `now`: less than half of a growth is free — `slice` times
+    /// the last growth's slices, halved for each calm period since (a user whose calls slowed
+    /// down does not keep a large lease topped up early) — and the last top-up was not
+    /// refused.
+    fn wants_top_up(&self, slice: i64, config: &LeaseLedgerConfig, now: Instant) -> bool {
+        let since = self.topped_at.map(|t| now.saturating_duration_since(t));
+        let boost = decayed(self.boost, since, config.calm());
+        !self.no_top_up && self.free() < slice.saturating_mul(i64::from(boost)) / 2
     }
 }
 
@@ -143,19 +147,6 @@ fn decayed(boost: u32, since: Option<Duration>, calm: Duration) -> u32 {
         .checked_shr(u32::try_from(periods).unwrap_or(u32::MAX))
         .unwrap_or(0)
         .max(1)
-}
-
-impl Open {
-    /// What a top-up due now would be measured against: the last growth's slices, halved for
-    /// each calm period since (a user whose calls slowed down does not keep a large lease
-    /// topped up early).
-    fn current_boost(&self, config: &LeaseLedgerConfig) -> u32 {
-        decayed(
-            self.boost,
-            self.topped_at.map(|t| t.elapsed()),
-            config.calm(),
-        )
-    }
 }
 
 /// One user's lease (at most one at a time) and the lock that lets one task at a time grow it.
@@ -304,9 +295,12 @@ impl Core {
             }
             o.reserved += amount;
             o.calls += 1;
-            o.last_used = Instant::now();
-            let boosted = slice.saturating_mul(i64::from(o.current_boost(&self.config)));
-            (Arc::clone(&o.lease), o.wants_top_up(boosted))
+            let now = Instant::now();
+            o.last_used = now;
+            (
+                Arc::clone(&o.lease),
+                o.wants_top_up(slice, &self.config, now),
+            )
         };
         if low && !user.topping.swap(true, Ordering::AcqRel) {
             let (core, user) = (Arc::clone(self), Arc::clone(user));
@@ -364,31 +358,28 @@ impl Core {
         let due = if self.stalled() {
             None
         } else {
+            let now = Instant::now();
             lock(&user.open).as_ref().and_then(|o| {
-                o.wants_top_up(slice.saturating_mul(i64::from(o.current_boost(&self.config))))
-                    .then(|| {
-                        let since = o.topped_at.map(|t| t.elapsed());
-                        (Arc::clone(&o.lease), self.config.next_boost(o.boost, since))
-                    })
+                o.wants_top_up(slice, &self.config, now).then(|| {
+                    let since = o.topped_at.map(|t| now.saturating_duration_since(t));
+                    (Arc::clone(&o.lease), self.config.next_boost(o.boost, since))
+                })
             })
         };
-        if let Some((lease, boost)) = due {
+        if let Some((lease, mut boost)) = due {
             let mut growth = slice.saturating_mul(i64::from(boost));
             let mut grown = self.grow_row(&lease, growth, false).await;
             if boost > 1 && matches!(grown, Ok(LeaseGrowth::Refused)) {
                 growth = slice;
                 grown = self.grow_row(&lease, growth, false).await;
+                // Half of the refused boost next time in quick succession.
+                boost = (boost / 2).max(1);
             }
             let mut open = lock(&user.open);
             match (grown, open.as_mut().filter(|o| o.lease.id == lease.id)) {
                 (Ok(LeaseGrowth::Grown), Some(o)) => {
                     o.remaining += growth;
-                    // A boost the headroom refused: half of it next time in quick succession.
-                    o.boost = if growth < slice.saturating_mul(i64::from(boost)) {
-                        (boost / 2).max(1)
-                    } else {
-                        boost
-                    };
+                    o.boost = boost;
                     o.topped_at = Some(Instant::now());
                 }
                 (Ok(LeaseGrowth::Refused), Some(o)) => {

@@ -455,6 +455,30 @@ async fn take_holds(
     taken
 }
 
+/// Waits until the user `who` has `held` quota held, or fails.
+async fn wait_held(store: &SeaStore, who: &str, held: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance_of(store, who).await.1 != held {
+        assert!(
+            Instant::now() < deadline,
+            "held {:?}, waited for {held}",
+            balance_of(store, who).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Settles every call of `taken` as 100 prompt and 50 completion tokens (250 quota each) and
+/// waits for each to be written.
+async fn settle_each(taken: Vec<Reservation>, (user, token): (UserId, TokenId)) {
+    for r in taken {
+        let id = r.request_id().to_owned();
+        r.settle(finished(&id, user, token, 100, 50))
+            .written()
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn calls_on_a_large_balance_take_their_holds_from_one_lease_and_settle_exactly() {
     for store in testing::shared_stores().await {
@@ -501,42 +525,16 @@ async fn a_lease_running_low_is_topped_up_in_the_background_and_settles_exactly(
             let ledger = lease_ledger(&store, window, instance(), LeaseLedgerConfig::default());
             // A slice is 32 calls of 1,000; the 17th leaves less than half of it free.
             let mut taken = take_holds(&ledger, &who, (user, token), 0..17).await;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while balance_of(&store, &who).await.1 != 64_000 {
-                assert!(
-                    Instant::now() < deadline,
-                    "not topped up: {:?}",
-                    balance_of(&store, &who).await
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            wait_held(&store, &who, 64_000).await;
             assert_eq!(ledger.leases(), 1, "the same lease, grown");
             // More calls, from what is free now.
             taken.extend(take_holds(&ledger, &who, (user, token), 17..40).await);
-            for r in taken {
-                let id = r.request_id().to_owned();
-                r.settle(finished(&id, user, token, 100, 50))
-                    .written()
-                    .await;
-            }
+            settle_each(taken, (user, token)).await;
             assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
             assert_eq!(ledger.leases(), 0);
             // 40 calls of 250 each, and nothing held.
             assert_eq!(balance_of(&store, &who).await, (50_000_000 - 40 * 250, 0));
         }
-    }
-}
-
-/// Waits until the user `who` has `held` quota held, or fails.
-async fn wait_held(store: &SeaStore, who: &str, held: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while balance_of(store, who).await.1 != held {
-        assert!(
-            Instant::now() < deadline,
-            "held {:?}, waited for {held}",
-            balance_of(store, who).await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -563,12 +561,7 @@ async fn a_lease_topped_up_again_soon_grows_by_twice_the_slices_and_settles_exac
             taken.extend(take_holds(&ledger, &who, (user, token), 17..49).await);
             wait_held(&store, &who, 128_000).await;
             assert_eq!(ledger.leases(), 1, "the same lease, grown");
-            for r in taken {
-                let id = r.request_id().to_owned();
-                r.settle(finished(&id, user, token, 100, 50))
-                    .written()
-                    .await;
-            }
+            settle_each(taken, (user, token)).await;
             assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
             assert_eq!(balance_of(&store, &who).await, (50_000_000 - 49 * 250, 0));
         }
@@ -590,12 +583,7 @@ async fn a_boosted_top_up_the_headroom_refuses_grows_by_one_slice() {
         // Four slices would need 512,000 free of 372,000: one slice instead.
         taken.extend(take_holds(&ledger, who, (user, token), 49..97).await);
         wait_held(&store, who, 160_000).await;
-        for r in taken {
-            let id = r.request_id().to_owned();
-            r.settle(finished(&id, user, token, 100, 50))
-                .written()
-                .await;
-        }
+        settle_each(taken, (user, token)).await;
         assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
         assert_eq!(balance_of(&store, who).await, (500_000 - 97 * 250, 0));
     }
