@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 use tollgate_domain::Quota;
-use tollgate_domain::billing::{Hold, HoldRefusal, SettleOutcome, Settlement};
+use tollgate_domain::billing::{Hold, HoldRefusal, Lease, LeaseGrowth, SettleOutcome, Settlement};
 use tollgate_domain::cluster::InstanceId;
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
 use tollgate_domain::logs::LogQueryInput;
 use tollgate_domain::pricing::Usage;
 use tollgate_domain::repository::{
-    BillingRepository, LogRepository, TokenRepository, UserRepository,
+    BillingRepository, LeaseRepository, LogRepository, TokenRepository, UserRepository,
 };
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::user::User;
@@ -381,6 +381,74 @@ async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
         assert_eq!((two.quota.get(), two.held_quota.get()), (500_000 - 300, 0));
         let logged = |user| consumed(&store, user);
         assert_eq!((logged(u).await, logged(u2).await), (3, 1));
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_many_users_charges_each_its_own_amounts() {
+    for store in stores().await {
+        // More users than one statement changes (the users, keys and leases each take several),
+        // every one charged a different amount: half from a hold, half from a lease.
+        let n = 61;
+        let mut people = Vec::new();
+        let mut batch = Vec::new();
+        for i in 0..n {
+            let name = format!("many-{i}");
+            let fill = u8::try_from(100 + i).expect("a distinct key each");
+            let (u, t) = testing::funded(&store, &name, "1", None, fill, NOW).await;
+            let id = format!("many-call-{i}");
+            let mut s = settlement(&id, u, t, 100 + i);
+            if i % 2 == 0 {
+                store
+                    .hold(&hold(&id, u, t, 10_000 + i), NOW)
+                    .await
+                    .expect("hold")
+                    .expect("fits");
+            } else {
+                let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
+                let grown = store
+                    .grow_lease(&lease, Quota::new(20_000 + i), 1, true, NOW)
+                    .await
+                    .expect("grow");
+                assert_eq!(grown, LeaseGrowth::Grown);
+                s.lease = Some(lease.id.clone());
+                people.push((name.clone(), t, Some(lease)));
+                batch.push(s);
+                continue;
+            }
+            people.push((name, t, None));
+            batch.push(s);
+        }
+        let outcomes = store.settle_batch(&batch).await.expect("batch");
+        assert!(outcomes.iter().all(|o| *o == SettleOutcome::Settled));
+        for (i, (name, t, lease)) in (0..).zip(&people) {
+            let user = reload(&store, name).await;
+            // A lease keeps what its call did not use; a hold gives it all back.
+            let held = if lease.is_some() {
+                20_000 + i - (100 + i)
+            } else {
+                0
+            };
+            assert_eq!(
+                (
+                    user.quota.get(),
+                    user.held_quota.get(),
+                    user.used_quota.get(),
+                    user.total_requests
+                ),
+                (500_000 - (100 + i), held, 100 + i, 1),
+                "{name}"
+            );
+            let key = store.find_tokens(&[*t]).await.expect("key");
+            assert_eq!(key[0].used_quota.get(), 100 + i, "{name}'s key");
+            if let Some(lease) = lease {
+                assert_eq!(
+                    store.end_lease(&lease.id).await.expect("end"),
+                    Some(Quota::new(held)),
+                    "{name}'s lease"
+                );
+            }
+        }
     }
 }
 
