@@ -95,7 +95,7 @@ async fn expire(txn: &DatabaseTransaction, request_id: &str) -> Result<Option<ho
 /// The request ids among `ids` that already have a log row (their settlement committed).
 async fn logged_calls(txn: &DatabaseTransaction, ids: &[&str]) -> Result<HashSet<String>, DbErr> {
     let mut logged = HashSet::new();
-    for chunk in ids.chunks(500) {
+    for chunk in ids.chunks(IDS_PER_READ) {
         let found: Vec<String> = log::Entity::find()
             .select_only()
             .column(log::Column::RequestId)
@@ -130,7 +130,7 @@ async fn shrink_many<'a>(
     // time in SQLite) and changes each only if its amount is still the one read.
     let mut rows: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let ids: Vec<&str> = charges.keys().copied().collect();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    for chunk in ids.chunks(IDS_PER_READ) {
         let found: Vec<(i64, String, i64)> = hold::Entity::find()
             .select_only()
             .column(hold::Column::Id)
@@ -180,6 +180,10 @@ async fn shrink_many<'a>(
     }
     Ok(taken)
 }
+
+/// Ids in one `IN` list of a batch's reads and deletes at most (each id one index lookup;
+/// nothing in these statements grows with the square of the list).
+const IDS_PER_READ: usize = 500;
 
 /// Rows changed by one batch statement at most. Each row of a statement walks the `CASE`
 /// of [`per_row`] until its own id, so a statement's work grows with the square of its rows:
@@ -442,7 +446,7 @@ impl SeaStore {
         let txn = self.db.begin().await?;
         let mut rows: BTreeMap<String, hold::Model> = BTreeMap::new();
         // Bounded IN lists: a batch never exceeds the worker's batch size, but stay safe.
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(IDS_PER_READ) {
             for row in hold::Entity::find()
                 .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
                 .filter(hold::Column::State.is_in([HELD, EXPIRED]))
@@ -454,7 +458,7 @@ impl SeaStore {
         }
         let found: Vec<&str> = rows.keys().map(String::as_str).collect();
         let mut deleted = 0;
-        for chunk in found.chunks(500) {
+        for chunk in found.chunks(IDS_PER_READ) {
             deleted += hold::Entity::delete_many()
                 .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
                 .filter(hold::Column::State.is_in([HELD, EXPIRED]))

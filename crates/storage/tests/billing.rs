@@ -387,8 +387,9 @@ async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
 #[tokio::test]
 async fn a_batch_of_many_users_charges_each_its_own_amounts() {
     for store in stores().await {
-        // More users than one statement changes (the users, keys and leases each take several),
-        // every one charged a different amount: half from a hold, half from a lease.
+        // More users than one statement changes (25 rows: the users, keys and leases each take
+        // several statements), every one charged a different amount: half from a hold, half
+        // from a lease.
         let n = 61;
         let mut people = Vec::new();
         let mut batch = Vec::new();
@@ -420,7 +421,7 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
             batch.push(s);
         }
         let outcomes = store.settle_batch(&batch).await.expect("batch");
-        assert!(outcomes.iter().all(|o| *o == SettleOutcome::Settled));
+        assert_eq!(outcomes, vec![SettleOutcome::Settled; batch.len()]);
         for (i, (name, t, lease)) in (0..).zip(&people) {
             let user = reload(&store, name).await;
             // A lease keeps what its call did not use; a hold gives it all back.
