@@ -220,7 +220,7 @@ impl<'a> AsciiPieces<'a> {
         if is_letter(c) {
             return self.run(at, is_letter);
         }
-        if c != b'\r' && c != b'\n' && !c.is_ascii_digit() && next.is_some_and(is_letter) {
+        if !is_line_break(c) && !c.is_ascii_digit() && next.is_some_and(is_letter) {
             return 1 + self.run(at + 1, is_letter);
         }
         // \p{N}{1,3}+
@@ -237,17 +237,14 @@ impl<'a> AsciiPieces<'a> {
         };
         if let Some(from) = punct_from {
             let end = from + self.run(from, is_punct);
-            return end + self.run(end, |b| b == b'\r' || b == b'\n') - at;
+            return end + self.run(end, is_line_break) - at;
         }
         // What is left starts with white space: \s++$ | \s*[\r\n] | \s+(?!\S) | \s
         let spaces = self.run(at, is_space);
         if at + spaces == s.len() {
             return spaces;
         }
-        if let Some(last) = s[at..at + spaces]
-            .iter()
-            .rposition(|&b| b == b'\r' || b == b'\n')
-        {
+        if let Some(last) = s[at..at + spaces].iter().rposition(|&b| is_line_break(b)) {
             return last + 1;
         }
         spaces.saturating_sub(1).max(1)
@@ -276,6 +273,11 @@ fn is_letter(b: u8) -> bool {
 /// return, space.
 fn is_space(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
+}
+
+/// `[\r\n]`.
+fn is_line_break(b: u8) -> bool {
+    b == b'\r' || b == b'\n'
 }
 
 /// `[^\s\p{L}\p{N}]` on ASCII.
@@ -435,23 +437,27 @@ mod tests {
         check(&"\u{10FFFF}\u{E000}".repeat(400));
         check(&"ab!?".repeat(700));
         // Varied text from a fixed seed: scripts, digits, spaces, newlines, punctuation mixed.
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let alphabet: Vec<char> =
             "aAbBeEtTsSzZ09 5 \n\r\t'’.,!?-_/()[]{}\"#@$%^&*é你好ßЖж😀🎉\u{301}\u{200d}"
                 .chars()
                 .collect();
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         for _ in 0..2_000 {
             let len = (next() % 120) as usize;
             let text: String = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
             check(&text);
+        }
+    }
+
+    /// A fixed sequence of pseudo-random numbers from `seed` (xorshift64), for varied text.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
         }
     }
 
@@ -501,20 +507,14 @@ mod tests {
         assert_eq!(compared.get(), made);
         assert_eq!(made, 271_452 + 20_439);
         // Longer random ones over all of ASCII, white space and contractions favoured.
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let favoured = b"   \n\r\t'sStTdDlLvVrReE0123456789.,!?";
         for _ in 0..20_000 {
             let len = (next() % 40) as usize;
             let text: String = (0..len)
                 .map(|_| {
                     let r = next();
-                    if r % 2 == 0 {
+                    if r.is_multiple_of(2) {
                         char::from(favoured[(r / 2 % favoured.len() as u64) as usize])
                     } else {
                         char::from((r / 2 % 128) as u8)

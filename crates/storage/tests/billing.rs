@@ -398,13 +398,13 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
             let fill = u8::try_from(100 + i).expect("a distinct key each");
             let (u, t) = testing::funded(&store, &name, "1", None, fill, NOW).await;
             let id = format!("many-call-{i}");
-            let mut s = settlement(&id, u, t, 100 + i);
-            if i % 2 == 0 {
+            let lease = if i % 2 == 0 {
                 store
                     .hold(&hold(&id, u, t, 10_000 + i), NOW)
                     .await
                     .expect("hold")
                     .expect("fits");
+                None
             } else {
                 let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
                 let grown = store
@@ -412,13 +412,13 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
                     .await
                     .expect("grow");
                 assert_eq!(grown, LeaseGrowth::Grown);
-                s.lease = Some(lease.id.clone());
-                people.push((name.clone(), t, Some(lease)));
-                batch.push(s);
-                continue;
-            }
-            people.push((name, t, None));
-            batch.push(s);
+                Some(lease)
+            };
+            batch.push(Settlement {
+                lease: lease.as_ref().map(|l| l.id.clone()),
+                ..settlement(&id, u, t, 100 + i)
+            });
+            people.push((name, t, lease));
         }
         let outcomes = store.settle_batch(&batch).await.expect("batch");
         assert_eq!(outcomes, vec![SettleOutcome::Settled; batch.len()]);
