@@ -349,6 +349,18 @@ impl Settlement {
     }
 }
 
+/// Whether an earlier attempt to write a settlement batch may have committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchAttempt {
+    /// The batch's first attempt: none of its calls was written before, so a call taken from a
+    /// lease is charged without looking its log row up.
+    First,
+    /// A later attempt: an earlier one may have committed (the database failed at or after
+    /// its COMMIT), so each lease call's log row is looked up first and a call found there is
+    /// not charged again.
+    Retry,
+}
+
 /// What settling did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SettleOutcome {

@@ -2,7 +2,9 @@
 //! them in memory. Every method that changes a balance is one atomic statement or transaction in
 //! its implementation; callers never read-modify-write quota.
 
-use crate::billing::{Hold, HoldRefusal, Lease, LeaseGrowth, LeaseId, SettleOutcome, Settlement};
+use crate::billing::{
+    BatchAttempt, Hold, HoldRefusal, Lease, LeaseGrowth, LeaseId, SettleOutcome, Settlement,
+};
 use crate::call_errors::FailedCall;
 use crate::channel::{Channel, ChannelSpec, ChannelStatus};
 use crate::error::RepoError;
@@ -86,8 +88,14 @@ pub trait BillingRepository: Send + Sync {
     /// Settles several calls at once, each at most once as [`BillingRepository::settle`] does;
     /// the outcome of each, in order. Stores write the batch as one transaction (one balance
     /// update per user and per key, one multi-row log insert); this default settles them one by
-    /// one. Either way a retry after an unclear failure charges nothing twice.
-    async fn settle_batch(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, RepoError> {
+    /// one. Either way a retry after an unclear failure, made with [`BatchAttempt::Retry`],
+    /// charges nothing twice; [`BatchAttempt::First`] promises that no call of the batch was
+    /// written before (a lease's calls are then not looked up).
+    async fn settle_batch(
+        &self,
+        batch: &[Settlement],
+        _attempt: BatchAttempt,
+    ) -> Result<Vec<SettleOutcome>, RepoError> {
         let mut out = Vec::with_capacity(batch.len());
         for s in batch {
             out.push(self.settle(s).await?);
@@ -107,7 +115,8 @@ pub trait BillingRepository: Send + Sync {
 /// and gives it back. Settling a call taken from a lease goes through
 /// [`BillingRepository::settle_batch`] with [`Settlement::lease`] set: the charge leaves the
 /// balance and the lease at once (a lease never gives back more than it holds), and a retry of a
-/// batch that did commit charges nothing again (the batch's log rows are looked up first).
+/// batch that did commit ([`BatchAttempt::Retry`]) charges nothing again (the batch's log rows
+/// are looked up first).
 #[async_trait]
 pub trait LeaseRepository: Send + Sync {
     /// Adds `amount` to the lease (`create`: a new lease, whose row is inserted) in one

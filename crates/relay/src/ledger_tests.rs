@@ -784,7 +784,7 @@ async fn a_dead_instances_lease_comes_back_through_the_registry_and_its_late_cal
 
 #[tokio::test]
 async fn a_lease_settlement_retried_after_it_committed_charges_nothing_again() {
-    use tollgate_domain::billing::Lease;
+    use tollgate_domain::billing::{BatchAttempt, Lease};
     use tollgate_domain::repository::LeaseRepository;
     for store in testing::shared_stores().await {
         let who = "lease-retry";
@@ -800,11 +800,11 @@ async fn a_lease_settlement_retried_after_it_committed_charges_nothing_again() {
         let mut s = finished("lease-retry-1", user, token, 100, 50).into_settlement();
         s.lease = Some(lease.id.clone());
         let first = store
-            .settle_batch(std::slice::from_ref(&s))
+            .settle_batch(std::slice::from_ref(&s), BatchAttempt::First)
             .await
             .expect("settle");
         let again = store
-            .settle_batch(std::slice::from_ref(&s))
+            .settle_batch(std::slice::from_ref(&s), BatchAttempt::Retry)
             .await
             .expect("settle");
         assert_eq!(first, vec![SettleOutcome::Settled]);

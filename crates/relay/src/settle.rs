@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tollgate_domain::billing::{LeaseId, ReportedUsage, SettleOutcome, Settlement, UsageBounds};
+use tollgate_domain::billing::{
+    BatchAttempt, LeaseId, ReportedUsage, SettleOutcome, Settlement, UsageBounds,
+};
 use tollgate_domain::ids::{ChannelId, TokenId, UserId};
 use tollgate_domain::pricing::{Price, Usage};
 use tollgate_domain::repository::BillingRepository;
@@ -475,7 +477,14 @@ async fn run_batch(
     }
     let mut attempt = 0u32;
     let outcomes = loop {
-        match billing.settle_batch(&settlements).await {
+        // After a failed attempt the batch may have committed all the same (an answer lost at
+        // its COMMIT): the store then looks its lease calls up rather than charge them twice.
+        let this = if attempt == 0 {
+            BatchAttempt::First
+        } else {
+            BatchAttempt::Retry
+        };
+        match billing.settle_batch(&settlements, this).await {
             Ok(o) => break o,
             Err(e) => {
                 attempt = attempt.saturating_add(1);
@@ -627,6 +636,8 @@ mod tests {
         released: Mutex<Vec<String>>,
         /// Sizes of the batches written.
         batches: Mutex<Vec<usize>>,
+        /// Each batch write tried, written or not: its first call and the attempt it was told.
+        attempts: Mutex<Vec<(String, BatchAttempt)>>,
     }
 
     impl Flaky {
@@ -654,7 +665,13 @@ mod tests {
         async fn settle_batch(
             &self,
             batch: &[Settlement],
+            attempt: BatchAttempt,
         ) -> Result<Vec<SettleOutcome>, RepoError> {
+            let first = batch
+                .first()
+                .map(|s| s.request_id.clone())
+                .unwrap_or_default();
+            self.attempts.lock().expect("lock").push((first, attempt));
             self.up()?;
             self.batches.lock().expect("lock").push(batch.len());
             self.settled.lock().expect("lock").extend_from_slice(batch);
@@ -787,6 +804,22 @@ mod tests {
         assert_eq!(ids, ["b0", "b1", "b2", "b3", "b4", "b5"]);
         assert_eq!(*store.released.lock().expect("lock"), ["gone"]);
         assert_eq!((settler.pending(), settler.failing()), (0, 0));
+        // A batch's first write is told so (its lease calls need no lookup); every write after
+        // a failure is a retry, which may find the batch committed.
+        let attempts = store.attempts.lock().expect("lock").clone();
+        let mut tried = std::collections::HashSet::new();
+        for (first, attempt) in &attempts {
+            let expected = if tried.insert(first.clone()) {
+                BatchAttempt::First
+            } else {
+                BatchAttempt::Retry
+            };
+            assert_eq!(*attempt, expected, "{attempts:?}");
+        }
+        assert!(
+            attempts.iter().any(|(_, a)| *a == BatchAttempt::Retry),
+            "{attempts:?}"
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::retry::{ATTEMPTS, backoff, is_transient};
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, Statement, TransactionTrait,
 };
 use tollgate_domain::Quota;
 use tollgate_domain::RepoError;
@@ -60,6 +60,9 @@ impl SeaStore {
         create: bool,
         now: UnixTime,
     ) -> Result<LeaseGrowth, DbErr> {
+        if !create && self.db.get_database_backend() == DbBackend::MySql {
+            return self.grow_in_one_statement(lease, amount, headroom).await;
+        }
         let txn = self.db.begin().await?;
         if create {
             hold::Entity::insert(hold::ActiveModel {
@@ -111,6 +114,53 @@ impl SeaStore {
         }
         txn.commit().await?;
         Ok(LeaseGrowth::Grown)
+    }
+
+    /// [`Self::grow_once`] of an existing lease on MySQL/MariaDB: the lease row and the
+    /// user's holds change in one multi-table UPDATE under the same headroom condition, so a
+    /// top-up is one round trip instead of four (BEGIN, two UPDATEs, COMMIT). With 1,000 busy
+    /// users top-ups were most of the database's transactions (docs/benchmarks.md). Both rows
+    /// change or neither; `STRAIGHT_JOIN` keeps the lock order of every billing statement,
+    /// hold row first, then user. Only when nothing changed is the lease row read again, to
+    /// tell a lease that is gone from a balance that refused.
+    async fn grow_in_one_statement(
+        &self,
+        lease: &Lease,
+        amount: i64,
+        headroom: u32,
+    ) -> Result<LeaseGrowth, DbErr> {
+        let need = amount.saturating_mul(i64::from(Ord::max(headroom, 1)));
+        let grown = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::MySql,
+                "UPDATE holds h STRAIGHT_JOIN users u ON u.id = h.user_id \
+                 SET h.amount = h.amount + ?, u.held_quota = u.held_quota + ? \
+                 WHERE h.request_id = ? AND h.state = ? AND u.quota - u.held_quota >= ?",
+                [
+                    amount.into(),
+                    amount.into(),
+                    lease.id.as_str().into(),
+                    HELD.into(),
+                    need.into(),
+                ],
+            ))
+            .await?;
+        // The connection reports matched rows (CLIENT_FOUND_ROWS): the lease row and its user.
+        if grown.rows_affected() == 2 {
+            return Ok(LeaseGrowth::Grown);
+        }
+        let exists = hold::Entity::find()
+            .filter(hold::Column::RequestId.eq(lease.id.as_str()))
+            .filter(hold::Column::State.eq(HELD))
+            .one(&self.db)
+            .await?
+            .is_some();
+        Ok(if exists {
+            LeaseGrowth::Refused
+        } else {
+            LeaseGrowth::Lost
+        })
     }
 
     async fn shrink_once(&self, lease: &LeaseId, amount: i64) -> Result<bool, DbErr> {

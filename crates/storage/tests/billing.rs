@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 use tollgate_domain::Quota;
-use tollgate_domain::billing::{Hold, HoldRefusal, Lease, LeaseGrowth, SettleOutcome, Settlement};
+use tollgate_domain::billing::{
+    BatchAttempt, Hold, HoldRefusal, Lease, LeaseGrowth, SettleOutcome, Settlement,
+};
 use tollgate_domain::cluster::InstanceId;
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
 use tollgate_domain::logs::LogQueryInput;
@@ -348,7 +350,10 @@ async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
             settlement("a", u, t, 100),
         ];
         assert_eq!(
-            store.settle_batch(&batch).await.expect("batch"),
+            store
+                .settle_batch(&batch, BatchAttempt::First)
+                .await
+                .expect("batch"),
             [
                 SettleOutcome::Settled,
                 SettleOutcome::Settled,
@@ -361,7 +366,7 @@ async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
         // Written again (a retry after an unclear failure): nothing moves.
         assert!(
             store
-                .settle_batch(&batch)
+                .settle_batch(&batch, BatchAttempt::Retry)
                 .await
                 .expect("again")
                 .iter()
@@ -420,7 +425,10 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
             });
             people.push((name, t, lease));
         }
-        let outcomes = store.settle_batch(&batch).await.expect("batch");
+        let outcomes = store
+            .settle_batch(&batch, BatchAttempt::First)
+            .await
+            .expect("batch");
         assert_eq!(outcomes, vec![SettleOutcome::Settled; batch.len()]);
         for (i, (name, t, lease)) in (0..).zip(&people) {
             let user = reload(&store, name).await;
@@ -453,6 +461,92 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
     }
 }
 
+#[tokio::test]
+async fn a_lease_call_is_charged_once_in_its_batch_and_a_retry_finds_it_written() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "lease-once", "1", None).await;
+        let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
+        let grown = store
+            .grow_lease(&lease, Quota::new(10_000), 1, true, NOW)
+            .await
+            .expect("grow");
+        assert_eq!(grown, LeaseGrowth::Grown);
+        let s = Settlement {
+            lease: Some(lease.id.clone()),
+            ..settlement("lease-once-1", u, t, 100)
+        };
+        // Listed twice in its first attempt: charged once.
+        let batch = [s.clone(), s];
+        let first = store
+            .settle_batch(&batch, BatchAttempt::First)
+            .await
+            .expect("batch");
+        assert_eq!(
+            first,
+            [SettleOutcome::Settled, SettleOutcome::AlreadyFinished]
+        );
+        // A retry (the first attempt's answer lost) looks the call up and finds it written.
+        let again = store
+            .settle_batch(&batch, BatchAttempt::Retry)
+            .await
+            .expect("again");
+        assert_eq!(again, [SettleOutcome::AlreadyFinished; 2]);
+        let user = reload(&store, "lease-once").await;
+        assert_eq!(
+            (
+                user.quota.get(),
+                user.held_quota.get(),
+                user.used_quota.get(),
+                user.total_requests
+            ),
+            (500_000 - 100, 9_900, 100, 1)
+        );
+        assert_eq!(consumed(&store, u).await, 1);
+        assert_eq!(
+            store.end_lease(&lease.id).await.expect("end"),
+            Some(Quota::new(9_900))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lease_grows_only_within_the_headroom_and_never_once_it_is_gone() {
+    for store in stores().await {
+        let (u, _) = funded(&store, "grow", "1", None).await;
+        let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
+        // Each step: (amount, headroom, create) → the outcome and the user's holds after it.
+        let steps = [
+            ((100_000, 1, true), LeaseGrowth::Grown, 100_000),
+            // 4 × 100,000 of 400,000 free: exactly enough.
+            ((100_000, 4, false), LeaseGrowth::Grown, 200_000),
+            // 2 × 200,000 of 300,000 free: refused, and nothing moves.
+            ((200_000, 2, false), LeaseGrowth::Refused, 200_000),
+            ((100_000, 3, false), LeaseGrowth::Grown, 300_000),
+        ];
+        for ((amount, headroom, create), outcome, held) in steps {
+            let grown = store
+                .grow_lease(&lease, Quota::new(amount), headroom, create, NOW)
+                .await
+                .expect("grow");
+            assert_eq!(grown, outcome, "{amount} with headroom {headroom}");
+            let user = reload(&store, "grow").await;
+            assert_eq!((user.quota.get(), user.held_quota.get()), (500_000, held));
+        }
+        // The row holds what the user's holds say it does; once ended it never grows again.
+        assert_eq!(
+            store.end_lease(&lease.id).await.expect("end"),
+            Some(Quota::new(300_000))
+        );
+        let grown = store
+            .grow_lease(&lease, Quota::new(1), 1, false, NOW)
+            .await
+            .expect("grow");
+        assert_eq!(grown, LeaseGrowth::Lost);
+        let user = reload(&store, "grow").await;
+        assert_eq!((user.quota.get(), user.held_quota.get()), (500_000, 0));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_racing_releases_and_each_other_move_each_hold_once() {
     for store in stores().await {
@@ -474,7 +568,7 @@ async fn batches_racing_releases_and_each_other_move_each_hold_once() {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 store
-                    .settle_batch(&part)
+                    .settle_batch(&part, BatchAttempt::First)
                     .await
                     .expect("batch")
                     .iter()
