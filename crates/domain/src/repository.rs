@@ -89,8 +89,9 @@ pub trait BillingRepository: Send + Sync {
     /// the outcome of each, in order. Stores write the batch as one transaction (one balance
     /// update per user and per key, one multi-row log insert); this default settles them one by
     /// one. Either way a retry after an unclear failure, made with [`BatchAttempt::Retry`],
-    /// charges nothing twice; [`BatchAttempt::First`] promises that no call of the batch was
-    /// written before (a lease's calls are then not looked up).
+    /// charges nothing twice; [`BatchAttempt::First`] promises that no lease call of the batch
+    /// was written before (they are then not looked up; a call with a hold row is proved by
+    /// that row either way).
     async fn settle_batch(
         &self,
         batch: &[Settlement],

@@ -93,6 +93,12 @@ async fn expire(txn: &DatabaseTransaction, request_id: &str) -> Result<Option<ho
 }
 
 /// The request ids among `ids` that already have a log row (their settlement committed).
+///
+/// A locking read (`LOCK IN SHARE MODE` on MySQL; SQLite has one writer): a plain read sees the
+/// transaction's snapshot, which may predate an earlier attempt whose COMMIT was still under
+/// way when its connection failed; the locking read waits for that attempt's rows and sees
+/// them once committed. A call whose lease is gone has no other proof (no lease row whose
+/// conditional UPDATE would fail), so without it such a call could be charged twice.
 async fn logged_calls(txn: &DatabaseTransaction, ids: &[&str]) -> Result<HashSet<String>, DbErr> {
     let mut logged = HashSet::new();
     for chunk in ids.chunks(IDS_PER_READ) {
@@ -100,6 +106,7 @@ async fn logged_calls(txn: &DatabaseTransaction, ids: &[&str]) -> Result<HashSet
             .select_only()
             .column(log::Column::RequestId)
             .filter(log::Column::RequestId.is_in(chunk.iter().copied()))
+            .lock_shared()
             .into_tuple()
             .all(txn)
             .await?;
@@ -428,9 +435,9 @@ impl SeaStore {
     /// rolled back and retried, so each row's money moves exactly once. Calls taken from a
     /// balance lease have no row of their own: on a [`BatchAttempt::Retry`] their log rows are
     /// looked up instead (a retry of a batch that did commit finds them and charges nothing
-    /// again); a first attempt skips that lookup — an index probe per call, a sixth of
-    /// MariaDB's work for one busy user (docs/benchmarks.md) — as none of its calls can have
-    /// been written. Each lease gives back what its calls cost, never more than it holds. Then
+    /// again); a first attempt skips that lookup — an index probe per call, about a fifth of
+    /// MariaDB's CPU a call for one busy user (docs/benchmarks.md) — as none of its lease calls
+    /// can have been written. Each lease gives back what its calls cost, never more than it holds. Then
     /// one UPDATE for the users and one for the keys (each row by its own amount), and one
     /// multi-row log insert.
     async fn settle_batch_once(

@@ -119,8 +119,8 @@ impl SeaStore {
     /// [`Self::grow_once`] of an existing lease on MySQL/MariaDB: the lease row and the
     /// user's holds change in one multi-table UPDATE under the same headroom condition, so a
     /// top-up is one round trip instead of four (BEGIN, two UPDATEs, COMMIT). With 1,000 busy
-    /// users top-ups were most of the database's transactions (docs/benchmarks.md). Both rows
-    /// change or neither; `STRAIGHT_JOIN` keeps the lock order of every billing statement,
+    /// users top-ups were about half of the database's transactions (docs/benchmarks.md).
+    /// Both rows change or neither; `STRAIGHT_JOIN` keeps the lock order of every billing statement,
     /// hold row first, then user. Only when nothing changed is the lease row read again, to
     /// tell a lease that is gone from a balance that refused.
     async fn grow_in_one_statement(

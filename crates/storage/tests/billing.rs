@@ -13,7 +13,7 @@ use tollgate_domain::billing::{
 };
 use tollgate_domain::cluster::InstanceId;
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
-use tollgate_domain::logs::LogQueryInput;
+use tollgate_domain::logs::{LogKind, LogQueryInput};
 use tollgate_domain::pricing::Usage;
 use tollgate_domain::repository::{
     BillingRepository, LeaseRepository, LogRepository, TokenRepository, UserRepository,
@@ -509,6 +509,64 @@ async fn a_lease_call_is_charged_once_in_its_batch_and_a_retry_finds_it_written(
     }
 }
 
+/// MariaDB only (SQLite has one writer): a retry's lookup waits for an earlier attempt whose
+/// COMMIT is still under way, and then finds its call written. A plain read would not wait (it
+/// sees its snapshot) and, the call's lease being gone, nothing else would stop a second charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waits_for_an_earlier_attempt_still_committing_and_charges_nothing_again() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let Some(url) = testing::mysql_url().await.expect("server") else {
+        return;
+    };
+    let store = Arc::new(SeaStore::connect(&url).await.expect("connect"));
+    store.migrate().await.expect("migrate");
+    let (u, t) = funded(&store, "committing", "1", None).await;
+    let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
+    let grown = store
+        .grow_lease(&lease, Quota::new(10_000), 1, true, NOW)
+        .await
+        .expect("grow");
+    assert_eq!(grown, LeaseGrowth::Grown);
+    // Its instance was reaped, say: a late call of the lease has no row to prove anything.
+    assert_eq!(
+        store.end_lease(&lease.id).await.expect("end"),
+        Some(Quota::new(10_000))
+    );
+    // The first attempt has written the call's log row; its COMMIT is not through yet.
+    let first = Database::connect(&url).await.expect("connect");
+    let txn = first.begin().await.expect("begin");
+    txn.execute_unprepared(&format!(
+        "INSERT INTO logs (user_id, kind, created_at, model, token_id, token_name, \
+         prompt_tokens, completion_tokens, quota, request_id, is_stream, latency_ms, channel_id) \
+         VALUES ({}, {}, {}, 'qwen-turbo', {}, 'key', 14, 18, 100, 'committing-1', 0, 5, NULL)",
+        u.get(),
+        LogKind::Consume.code(),
+        NOW.secs(),
+        t.get()
+    ))
+    .await
+    .expect("insert");
+    let s = Settlement {
+        lease: Some(lease.id.clone()),
+        ..settlement("committing-1", u, t, 100)
+    };
+    let retry = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.settle_batch(&[s], BatchAttempt::Retry).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !retry.is_finished(),
+        "the retry waits for the attempt under way"
+    );
+    txn.commit().await.expect("commit");
+    let outcome = retry.await.expect("task").expect("settle");
+    assert_eq!(outcome, [SettleOutcome::AlreadyFinished]);
+    assert_eq!(consumed(&store, u).await, 1);
+    let user = reload(&store, "committing").await;
+    assert_eq!((user.quota.get(), user.held_quota.get()), (500_000, 0));
+}
+
 #[tokio::test]
 async fn a_lease_grows_only_within_the_headroom_and_never_once_it_is_gone() {
     for store in stores().await {
@@ -568,7 +626,7 @@ async fn batches_racing_releases_and_each_other_move_each_hold_once() {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 store
-                    .settle_batch(&part, BatchAttempt::First)
+                    .settle_batch(&part, BatchAttempt::Retry)
                     .await
                     .expect("batch")
                     .iter()
