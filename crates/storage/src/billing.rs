@@ -437,9 +437,10 @@ impl SeaStore {
     /// looked up instead (a retry of a batch that did commit finds them and charges nothing
     /// again); a first attempt skips that lookup — an index probe per call, about a fifth of
     /// MariaDB's CPU a call for one busy user (docs/benchmarks.md) — as none of its lease calls
-    /// can have been written. Each lease gives back what its calls cost, never more than it holds. Then
-    /// one UPDATE for the users and one for the keys (each row by its own amount), and one
-    /// multi-row log insert.
+    /// can have been written. A lease call listed twice is charged once, as a hold's call is.
+    /// Each lease gives back what its calls cost, never more than it holds. Then one UPDATE
+    /// for the users and one for the keys (each row by its own amount), and one multi-row log
+    /// insert.
     async fn settle_batch_once(
         &self,
         batch: &[Settlement],
@@ -452,13 +453,13 @@ impl SeaStore {
             .map(|s| s.request_id.as_str())
             .filter(|id| seen.insert(*id))
             .collect();
-        // A lease call listed again in the same batch is charged once, as a hold's call is.
-        let mut seen_leased = HashSet::new();
-        let repeated: Vec<bool> = batch
+        let leased: Vec<&str> = batch
             .iter()
-            .map(|s| s.lease.is_some() && !seen_leased.insert(s.request_id.as_str()))
+            .filter(|s| s.lease.is_some())
+            .map(|s| s.request_id.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
-        let leased: Vec<&str> = seen_leased.iter().copied().collect();
         let txn = self.db.begin().await?;
         let mut rows: BTreeMap<String, hold::Model> = BTreeMap::new();
         // Bounded IN lists: a batch never exceeds the worker's batch size, but stay safe.
@@ -490,14 +491,20 @@ impl SeaStore {
             BatchAttempt::First => HashSet::new(),
             BatchAttempt::Retry => logged_calls(&txn, &leased).await?,
         };
+        // Lease calls not charged: found written by a retry, or listed before in this batch.
+        let mut charging = HashSet::new();
+        let skipped: Vec<bool> = batch
+            .iter()
+            .map(|s| {
+                let id = s.request_id.as_str();
+                s.lease.is_some() && (logged.contains(id) || !charging.insert(id))
+            })
+            .collect();
         // What each lease's calls cost, and which user it belongs to.
         let mut lease_charges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        let skipped = |(s, repeated): (&Settlement, &bool)| {
-            *repeated || logged.contains(s.request_id.as_str())
-        };
-        for (s, repeated) in batch.iter().zip(&repeated) {
+        for (s, &skipped) in batch.iter().zip(&skipped) {
             if let Some(lease) = &s.lease
-                && !skipped((s, repeated))
+                && !skipped
             {
                 let c = lease_charges.entry(lease.as_str()).or_default();
                 *c = (c.0.saturating_add(s.quota.get()), s.user_id.get());
@@ -521,10 +528,10 @@ impl SeaStore {
                 u.unheld = u.unheld.saturating_add(*unheld);
             }
         }
-        for (s, repeated) in batch.iter().zip(&repeated) {
+        for (s, &skipped) in batch.iter().zip(&skipped) {
             let charge = s.quota.get();
             let (outcome, user_id, key_unheld) = if let Some(lease) = &s.lease {
-                if skipped((s, repeated)) {
+                if skipped {
                     outcomes.push(SettleOutcome::AlreadyFinished);
                     continue;
                 }
@@ -616,11 +623,10 @@ impl BillingRepository for SeaStore {
     async fn settle_batch(
         &self,
         batch: &[Settlement],
-        attempt: BatchAttempt,
+        mut attempt: BatchAttempt,
     ) -> Result<Vec<SettleOutcome>, RepoError> {
         // An attempt that failed may have failed at its COMMIT, after writing: every later one
         // looks the lease calls up.
-        let mut attempt = attempt;
         retrying!("settle", {
             let this = std::mem::replace(&mut attempt, BatchAttempt::Retry);
             self.settle_batch_once(batch, this)

@@ -38,6 +38,23 @@ where
     Err(StorageError::Contention(what).into())
 }
 
+/// What a growth of `amount` needs free: `amount × headroom` (at least once).
+fn needed(amount: i64, headroom: u32) -> i64 {
+    amount.saturating_mul(i64::from(Ord::max(headroom, 1)))
+}
+
+/// The lease's row while it is held.
+async fn held_row(
+    conn: &impl sea_orm::ConnectionTrait,
+    lease: &LeaseId,
+) -> Result<Option<hold::Model>, DbErr> {
+    hold::Entity::find()
+        .filter(hold::Column::RequestId.eq(lease.as_str()))
+        .filter(hold::Column::State.eq(HELD))
+        .one(conn)
+        .await
+}
+
 /// Moves `amount` between the user's free balance and their holds (`amount` may be negative).
 async fn hold_more(txn: &DatabaseTransaction, user_id: i64, amount: i64) -> Result<(), DbErr> {
     user::Entity::update_many()
@@ -94,7 +111,7 @@ impl SeaStore {
                 return Ok(LeaseGrowth::Lost);
             }
         }
-        let need = amount.saturating_mul(i64::from(Ord::max(headroom, 1)));
+        let need = needed(amount, headroom);
         let taken = user::Entity::update_many()
             .col_expr(
                 user::Column::HeldQuota,
@@ -120,8 +137,8 @@ impl SeaStore {
     /// user's holds change in one multi-table UPDATE under the same headroom condition, so a
     /// top-up is one round trip instead of four (BEGIN, two UPDATEs, COMMIT). With 1,000 busy
     /// users top-ups were about half of the database's transactions (docs/benchmarks.md).
-    /// Both rows change or neither; `STRAIGHT_JOIN` keeps the lock order of every billing statement,
-    /// hold row first, then user. Only when nothing changed is the lease row read again, to
+    /// Both rows change or neither; `STRAIGHT_JOIN` keeps the lock order of every billing
+    /// statement, hold row first, then user. Only when nothing changed is the lease row read again, to
     /// tell a lease that is gone from a balance that refused.
     async fn grow_in_one_statement(
         &self,
@@ -129,7 +146,7 @@ impl SeaStore {
         amount: i64,
         headroom: u32,
     ) -> Result<LeaseGrowth, DbErr> {
-        let need = amount.saturating_mul(i64::from(Ord::max(headroom, 1)));
+        let need = needed(amount, headroom);
         let grown = self
             .db
             .execute_raw(Statement::from_sql_and_values(
@@ -150,13 +167,7 @@ impl SeaStore {
         if grown.rows_affected() == 2 {
             return Ok(LeaseGrowth::Grown);
         }
-        let exists = hold::Entity::find()
-            .filter(hold::Column::RequestId.eq(lease.id.as_str()))
-            .filter(hold::Column::State.eq(HELD))
-            .one(&self.db)
-            .await?
-            .is_some();
-        Ok(if exists {
+        Ok(if held_row(&self.db, &lease.id).await?.is_some() {
             LeaseGrowth::Refused
         } else {
             LeaseGrowth::Lost
@@ -165,12 +176,7 @@ impl SeaStore {
 
     async fn shrink_once(&self, lease: &LeaseId, amount: i64) -> Result<bool, DbErr> {
         let txn = self.db.begin().await?;
-        let Some(row) = hold::Entity::find()
-            .filter(hold::Column::RequestId.eq(lease.as_str()))
-            .filter(hold::Column::State.eq(HELD))
-            .one(&txn)
-            .await?
-        else {
+        let Some(row) = held_row(&txn, lease).await? else {
             txn.rollback().await?;
             return Ok(false);
         };

@@ -44,6 +44,16 @@ async fn reload(store: &SeaStore, id: &str) -> User {
         .expect("user")
 }
 
+/// A user's balance, holds, spent quota and settled calls.
+fn book(user: &User) -> (i64, i64, i64, i64) {
+    (
+        user.quota.get(),
+        user.held_quota.get(),
+        user.used_quota.get(),
+        user.total_requests,
+    )
+}
+
 /// Consume rows logged for `user`.
 async fn consumed(store: &SeaStore, user: UserId) -> u64 {
     store
@@ -373,15 +383,7 @@ async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
                 .all(|o| *o == SettleOutcome::AlreadyFinished)
         );
         let one = reload(&store, "b1").await;
-        assert_eq!(
-            (
-                one.quota.get(),
-                one.held_quota.get(),
-                one.used_quota.get(),
-                one.total_requests
-            ),
-            (500_000 - 700, 0, 700, 3)
-        );
+        assert_eq!(book(&one), (500_000 - 700, 0, 700, 3));
         let two = reload(&store, "b2").await;
         assert_eq!((two.quota.get(), two.held_quota.get()), (500_000 - 300, 0));
         let logged = |user| consumed(&store, user);
@@ -439,12 +441,7 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
                 0
             };
             assert_eq!(
-                (
-                    user.quota.get(),
-                    user.held_quota.get(),
-                    user.used_quota.get(),
-                    user.total_requests
-                ),
+                book(&user),
                 (500_000 - (100 + i), held, 100 + i, 1),
                 "{name}"
             );
@@ -492,15 +489,7 @@ async fn a_lease_call_is_charged_once_in_its_batch_and_a_retry_finds_it_written(
             .expect("again");
         assert_eq!(again, [SettleOutcome::AlreadyFinished; 2]);
         let user = reload(&store, "lease-once").await;
-        assert_eq!(
-            (
-                user.quota.get(),
-                user.held_quota.get(),
-                user.used_quota.get(),
-                user.total_requests
-            ),
-            (500_000 - 100, 9_900, 100, 1)
-        );
+        assert_eq!(book(&user), (500_000 - 100, 9_900, 100, 1));
         assert_eq!(consumed(&store, u).await, 1);
         assert_eq!(
             store.end_lease(&lease.id).await.expect("end"),
