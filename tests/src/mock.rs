@@ -666,7 +666,8 @@ pub fn embedding_tokens(input: &Value) -> Option<u64> {
 }
 
 /// The vector of input `i`: small multiples of 1/8, exact in `f32` and in JSON.
-fn embedding_vector(i: usize, dims: usize) -> Vec<f32> {
+#[must_use]
+pub fn embedding_vector(i: usize, dims: usize) -> Vec<f32> {
     (0..dims)
         .map(|j| ((i * 3 + j) % 7) as f32 / 8.0 - 0.375)
         .collect()

@@ -11,7 +11,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_tests::TestApp;
-use tollgate_tests::mock::{CACHED_TOKENS, MockProvider, REPLY, embedding_tokens};
+use tollgate_tests::mock::{
+    CACHED_TOKENS, MockProvider, REPLY, embedding_tokens, embedding_vector,
+};
 
 /// 14 + 18 tokens at $2 / $6 per 1M: ceil((28 + 108) / 2) = 68 quota.
 const CALL_QUOTA: i64 = 68;
@@ -274,6 +276,29 @@ async fn embeddings_bill_input_tokens_only_and_completions_bill_like_chat() {
             .collect();
         assert_eq!(text, REPLY);
         assert_eq!(last_charge(&app, "e1", 3).await["quota"], CALL_QUOTA);
+
+        // An answer far larger than what the upstream client reads at a time (two vectors of
+        // 1,536 floats, about 30 KB) arrives whole and is billed once.
+        let large = json!({"model": "text-embedding-3-small", "input": input, "dimensions": 1536});
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/embeddings",
+                Some(&key),
+                Some(serde_json::to_vec(&large).expect("json")),
+                Some("application/json"),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for i in 0..2 {
+            assert_eq!(
+                r.body["data"][i]["embedding"],
+                json!(embedding_vector(i, 1536)),
+                "{}: vector {i}",
+                app.backend
+            );
+        }
+        assert_eq!(last_charge(&app, "e1", 4).await["quota"], tokens);
 
         // An embedding model served only by an Anthropic channel is not served for embeddings.
         serve(&app, &mock, "anthropic", "text-embedding-3-large", "x").await;
