@@ -117,18 +117,74 @@ pub(crate) fn count_of(body: &Map<String, Value>, field: &str) -> Result<u64, St
 
 /// The body with `model` set to the upstream's name and, for streams, usage asked for
 /// (`stream_options.include_usage`), so the call is billed from the provider's own count.
+/// Written straight from the client's parsed body with those fields replaced, never a copy
+/// of it: the prompt is most of a body and was cloned, then encoded through `Display`, on every
+/// call (the same bytes as inserting into a copy: keys in the map's order).
 pub(crate) fn for_upstream(body: &Map<String, Value>, upstream_model: &str, stream: bool) -> Bytes {
-    let mut body = body.clone();
-    body.insert("model".into(), Value::String(upstream_model.to_owned()));
+    let mut fields = vec![("model", Field::Text(upstream_model))];
     if stream {
-        let mut opts = match body.remove("stream_options") {
-            Some(Value::Object(o)) => o,
-            _ => Map::new(),
+        let client_options = match body.get("stream_options") {
+            Some(Value::Object(o)) => Some(o),
+            _ => None,
         };
-        opts.insert("include_usage".into(), Value::Bool(true));
-        body.insert("stream_options".into(), Value::Object(opts));
+        fields.push(("stream_options", Field::UsageAsked(client_options)));
     }
-    Bytes::from(Value::Object(body).to_string())
+    let out = Replaced {
+        body: Some(body),
+        fields: &fields,
+    };
+    // Serializing values already parsed (string keys, finite numbers) cannot fail.
+    Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+/// A field [`Replaced`] writes instead of the body's own.
+enum Field<'a> {
+    Text(&'a str),
+    /// `stream_options`: the client's (when an object) with `include_usage: true`.
+    UsageAsked(Option<&'a Map<String, Value>>),
+    True,
+}
+
+impl serde::Serialize for Field<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Text(t) => s.serialize_str(t),
+            Field::True => s.serialize_bool(true),
+            Field::UsageAsked(options) => Replaced {
+                body: *options,
+                fields: &[("include_usage", Field::True)],
+            }
+            .serialize(s),
+        }
+    }
+}
+
+/// `body` (none: `{}`) with `fields` set, as an object: every key in the map's order (sorted),
+/// a field the body lacks written where the map would have put it. `fields` are sorted.
+struct Replaced<'a, 'f> {
+    body: Option<&'a Map<String, Value>>,
+    fields: &'f [(&'static str, Field<'a>)],
+}
+
+impl serde::Serialize for Replaced<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = s.serialize_map(None)?;
+        let mut fields = self.fields.iter().peekable();
+        for (key, value) in self.body.into_iter().flatten() {
+            while let Some((k, v)) = fields.next_if(|(k, _)| *k < key.as_str()) {
+                out.serialize_entry(k, v)?;
+            }
+            match fields.next_if(|(k, _)| *k == key.as_str()) {
+                Some((_, v)) => out.serialize_entry(key, v)?,
+                None => out.serialize_entry(key, value)?,
+            }
+        }
+        for (k, v) in fields {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
 }
 
 impl ChatRequest {
@@ -440,6 +496,58 @@ pub fn event_data(event: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`for_upstream`] wrote before it stopped copying the body: the same bytes.
+    fn copied_for_upstream(body: &Map<String, Value>, upstream_model: &str, stream: bool) -> Bytes {
+        let mut body = body.clone();
+        body.insert("model".into(), Value::String(upstream_model.to_owned()));
+        if stream {
+            let mut opts = match body.remove("stream_options") {
+                Some(Value::Object(o)) => o,
+                _ => Map::new(),
+            };
+            opts.insert("include_usage".into(), Value::Bool(true));
+            body.insert("stream_options".into(), Value::Object(opts));
+        }
+        Bytes::from(Value::Object(body).to_string())
+    }
+
+    #[test]
+    fn the_upstream_body_is_the_clients_with_model_and_usage_replaced() {
+        let bodies = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"messages":[{"role":"user","content":"你好 \"q\" \u0000"}],"model":"m","temperature":0.7}"#,
+            r#"{"a":1,"model":"m","n":2,"stream":true,"stream_options":{"include_usage":false,"x":[1,2]},"zz":null}"#,
+            r#"{"model":"m","stream_options":{"a":true,"z":{"k":"v"}}}"#,
+            r#"{"model":"m","stream_options":null,"stream_optionsx":1,"stream_option":2}"#,
+            r#"{"model":"m","stream_options":"yes","big":123456789012345678901234567890,"tiny":1e-400,"neg":-0.0}"#,
+            r#"{"model":"m","stream_options":{},"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}"#,
+            r#"{"Model":"x","model":"m","modem":1,"mode":0,"stream_options":{"include_usage":true}}"#,
+            r#"{"model":"m","prompt":["a","b"],"input":[[1,2],[3]]}"#,
+        ];
+        for raw in bodies {
+            let body = object_of(raw.as_bytes()).expect(raw);
+            for stream in [false, true] {
+                for upstream in ["up-model", "m", "模型 \"x\""] {
+                    assert_eq!(
+                        for_upstream(&body, upstream, stream),
+                        copied_for_upstream(&body, upstream, stream),
+                        "{raw}, stream {stream}, upstream {upstream}"
+                    );
+                }
+            }
+        }
+        // A body without `model` (never passed today) gets one where the map would put it.
+        let body = object_of(br#"{"a":1,"z":2}"#).expect("json");
+        assert_eq!(
+            for_upstream(&body, "m", true),
+            copied_for_upstream(&body, "m", true)
+        );
+        assert_eq!(
+            &for_upstream(&body, "m", true)[..],
+            br#"{"a":1,"model":"m","stream_options":{"include_usage":true},"z":2}"#
+        );
+    }
 
     #[test]
     fn parses_what_billing_needs_and_keeps_the_rest() {
