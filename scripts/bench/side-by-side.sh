@@ -19,7 +19,8 @@
 # rows, restored after), BENCH_OPEN_STREAMS (1: hold 1,000 streams open on the 1,000-user
 # instances and report the peak RSS), BENCH_KEEP (set: keep the work folder with every log),
 # BENCH_WRAP (a command Tollgate runs under: `env LD_PRELOAD=…`, which execs, or `heaptrack -o
-# /tmp/tg`, whose RSS and CPU figures are then the wrapper's). Needs wrk, nginx (Debian
+# /tmp/tg`, whose RSS and CPU figures are then the wrapper's; heaptrack sees Rust's allocations
+# only in a build without jemalloc). Needs wrk, nginx (Debian
 # `nginx-light`), taskset, python3, the mysql client for MariaDB rows; `oha` for the fixed-rate
 # rows. Besides the table it prints, per Tollgate row, the CPU time Tollgate used per answered
 # call (steadier than calls/s on a machine shared with noisy neighbours).
@@ -138,9 +139,18 @@ start_tollgate() {
 }
 
 stop_tollgate() {
-  # A BENCH_WRAP that does not exec (heaptrack) runs Tollgate as its child.
-  pkill -TERM -P "$tg_pid" 2>/dev/null || true
-  kill "$tg_pid" 2>/dev/null || true
+  # A BENCH_WRAP that does not exec (heaptrack) runs Tollgate as its child: only Tollgate is
+  # stopped, and the wrapper is waited for (heaptrack's own children are still writing its
+  # file when Tollgate ends).
+  local bin p
+  bin=$(readlink -f "$tg_bin")
+  if [ "$(readlink -f "/proc/$tg_pid/exe" 2>/dev/null)" = "$bin" ]; then
+    kill "$tg_pid" 2>/dev/null || true
+  else
+    for p in $(pgrep -P "$tg_pid"); do
+      [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" != "$bin" ] || kill -TERM "$p" 2>/dev/null || true
+    done
+  fi
   wait "$tg_pid" 2>/dev/null || true
   if [ -n "$tg_mysql_db" ]; then
     mysql -h127.0.0.1 -uroot -e "DROP DATABASE $tg_mysql_db"
