@@ -10,10 +10,10 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tollgate_tests::TestApp;
 use tollgate_tests::mock::{
     CACHED_TOKENS, MockProvider, REPLY, embedding_tokens, embedding_vector,
 };
+use tollgate_tests::{Reply, TestApp};
 
 /// 14 + 18 tokens at $2 / $6 per 1M: ceil((28 + 108) / 2) = 68 quota.
 const CALL_QUOTA: i64 = 68;
@@ -48,6 +48,18 @@ async fn messages(app: &TestApp, key: &str, body: &Value) -> (u16, String) {
         .expect("sent");
     let status = res.status().as_u16();
     (status, res.text().await.expect("body"))
+}
+
+/// POSTs `body` as JSON to `path` with the bearer `key`.
+async fn post_json(app: &TestApp, path: &str, key: &str, body: &Value) -> Reply {
+    app.send(
+        Method::POST,
+        path,
+        Some(key),
+        Some(serde_json::to_vec(body).expect("json")),
+        Some("application/json"),
+    )
+    .await
 }
 
 /// The data of every SSE event of `raw`, parsed.
@@ -214,18 +226,13 @@ async fn embeddings_bill_input_tokens_only_and_completions_bill_like_chat() {
         .await;
         let key = app.funded_key("e1", "10").await;
         let input = json!(["hello world", "你好"]);
-        let r = app
-            .send(
-                Method::POST,
-                "/v1/embeddings",
-                Some(&key),
-                Some(
-                    serde_json::to_vec(&json!({"model": "text-embedding-3-small", "input": input}))
-                        .expect("json"),
-                ),
-                Some("application/json"),
-            )
-            .await;
+        let r = post_json(
+            &app,
+            "/v1/embeddings",
+            &key,
+            &json!({"model": "text-embedding-3-small", "input": input}),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body["data"].as_array().map(Vec::len), Some(2));
         let tokens = i64::try_from(embedding_tokens(&input).expect("tokens")).expect("n");
@@ -246,15 +253,7 @@ async fn embeddings_bill_input_tokens_only_and_completions_bill_like_chat() {
 
         let prompt =
             json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi", "max_tokens": 50});
-        let r = app
-            .send(
-                Method::POST,
-                "/v1/completions",
-                Some(&key),
-                Some(serde_json::to_vec(&prompt).expect("json")),
-                Some("application/json"),
-            )
-            .await;
+        let r = post_json(&app, "/v1/completions", &key, &prompt).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body["object"], "text_completion");
         assert_eq!(last_charge(&app, "e1", 2).await["quota"], CALL_QUOTA);
@@ -280,15 +279,7 @@ async fn embeddings_bill_input_tokens_only_and_completions_bill_like_chat() {
         // An answer far larger than what the upstream client reads at a time (two vectors of
         // 1,536 floats, about 30 KB) arrives whole and is billed once.
         let large = json!({"model": "text-embedding-3-small", "input": input, "dimensions": 1536});
-        let r = app
-            .send(
-                Method::POST,
-                "/v1/embeddings",
-                Some(&key),
-                Some(serde_json::to_vec(&large).expect("json")),
-                Some("application/json"),
-            )
-            .await;
+        let r = post_json(&app, "/v1/embeddings", &key, &large).await;
         assert_eq!(r.status, 200, "{}", r.body);
         for i in 0..2 {
             assert_eq!(

@@ -45,7 +45,7 @@ fn needed(amount: i64, headroom: u32) -> i64 {
 
 /// The lease's row while it is held.
 async fn held_row(
-    conn: &impl sea_orm::ConnectionTrait,
+    conn: &impl ConnectionTrait,
     lease: &LeaseId,
 ) -> Result<Option<hold::Model>, DbErr> {
     hold::Entity::find()

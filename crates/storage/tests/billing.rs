@@ -71,6 +71,22 @@ async fn consumed(store: &SeaStore, user: UserId) -> u64 {
         .total
 }
 
+/// A new lease of `user`'s, not yet in the database.
+fn lease_of(user: UserId) -> Lease {
+    Lease::new(InstanceId::parse("test-instance").expect("id"), user, 1)
+}
+
+/// A lease of `user`'s holding `amount`, its row created.
+async fn leased(store: &SeaStore, user: UserId, amount: i64) -> Lease {
+    let lease = lease_of(user);
+    let grown = store
+        .grow_lease(&lease, Quota::new(amount), 1, true, NOW)
+        .await
+        .expect("grow");
+    assert_eq!(grown, LeaseGrowth::Grown);
+    lease
+}
+
 fn hold(request: &str, user: UserId, token: TokenId, amount: i64) -> Hold {
     Hold {
         request_id: request.into(),
@@ -413,13 +429,7 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
                     .expect("fits");
                 None
             } else {
-                let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
-                let grown = store
-                    .grow_lease(&lease, Quota::new(20_000 + i), 1, true, NOW)
-                    .await
-                    .expect("grow");
-                assert_eq!(grown, LeaseGrowth::Grown);
-                Some(lease)
+                Some(leased(&store, u, 20_000 + i).await)
             };
             batch.push(Settlement {
                 lease: lease.as_ref().map(|l| l.id.clone()),
@@ -462,12 +472,7 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
 async fn a_lease_call_is_charged_once_in_its_batch_and_a_retry_finds_it_written() {
     for store in stores().await {
         let (u, t) = funded(&store, "lease-once", "1", None).await;
-        let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
-        let grown = store
-            .grow_lease(&lease, Quota::new(10_000), 1, true, NOW)
-            .await
-            .expect("grow");
-        assert_eq!(grown, LeaseGrowth::Grown);
+        let lease = leased(&store, u, 10_000).await;
         let s = Settlement {
             lease: Some(lease.id.clone()),
             ..settlement("lease-once-1", u, t, 100)
@@ -510,12 +515,7 @@ async fn a_retry_waits_for_an_earlier_attempt_still_committing_and_charges_nothi
     let store = Arc::new(SeaStore::connect(&url).await.expect("connect"));
     store.migrate().await.expect("migrate");
     let (u, t) = funded(&store, "committing", "1", None).await;
-    let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
-    let grown = store
-        .grow_lease(&lease, Quota::new(10_000), 1, true, NOW)
-        .await
-        .expect("grow");
-    assert_eq!(grown, LeaseGrowth::Grown);
+    let lease = leased(&store, u, 10_000).await;
     // Its instance was reaped, say: a late call of the lease has no row to prove anything.
     assert_eq!(
         store.end_lease(&lease.id).await.expect("end"),
@@ -560,7 +560,7 @@ async fn a_retry_waits_for_an_earlier_attempt_still_committing_and_charges_nothi
 async fn a_lease_grows_only_within_the_headroom_and_never_once_it_is_gone() {
     for store in stores().await {
         let (u, _) = funded(&store, "grow", "1", None).await;
-        let lease = Lease::new(InstanceId::parse("test-instance").expect("id"), u, 1);
+        let lease = lease_of(u);
         // Each step: (amount, headroom, create) → the outcome and the user's holds after it.
         let steps = [
             ((100_000, 1, true), LeaseGrowth::Grown, 100_000),
