@@ -13,10 +13,10 @@ use crate::logs::{insert_log, insert_logs};
 use crate::retry::{ATTEMPTS, backoff, is_transient};
 use crate::tokens::ENABLED;
 use async_trait::async_trait;
-use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use std::collections::{BTreeMap, HashSet};
 use tollgate_domain::RepoError;
@@ -126,8 +126,8 @@ pub(crate) async fn shrink(
     Ok(taken.get(lease).copied().flatten())
 }
 
-/// [`shrink`] for many leases in two statements: their rows read, then one UPDATE conditional
-/// on each amount read (a concurrent change fails it and the transaction is retried).
+/// [`shrink`] for many leases in two statements: their rows read, then one [`RowsUpdate`]
+/// conditional on each amount read (a concurrent change fails it and the transaction is retried).
 async fn shrink_many<'a>(
     txn: &DatabaseTransaction,
     charges: &BTreeMap<&'a str, i64>,
@@ -155,8 +155,8 @@ async fn shrink_many<'a>(
         );
     }
     let mut taken = BTreeMap::new();
-    // (row id, amount read, taken) of the rows that change.
-    let mut changes: Vec<(i64, i64, i64)> = Vec::new();
+    // [row id, amount read, taken] of the rows that change.
+    let mut changes: Vec<[i64; 3]> = Vec::new();
     for (&lease, &charge) in charges {
         let Some(&(id, amount)) = rows.get(lease) else {
             taken.insert(lease, None);
@@ -165,25 +165,16 @@ async fn shrink_many<'a>(
         let t = charge.clamp(0, amount);
         taken.insert(lease, Some(t));
         if t > 0 {
-            changes.push((id, amount, t));
+            changes.push([id, amount, t]);
         }
     }
-    for chunk in changes.chunks(ROWS_PER_STATEMENT) {
-        let read = per_row(hold::Column::Id, chunk.iter().map(|(id, a, _)| (*id, *a)));
-        let take = per_row(hold::Column::Id, chunk.iter().map(|(id, _, t)| (*id, *t)));
-        let done = hold::Entity::update_many()
-            .col_expr(
-                hold::Column::Amount,
-                Expr::col(hold::Column::Amount).sub(take),
-            )
-            .filter(hold::Column::Id.is_in(chunk.iter().map(|(id, _, _)| *id)))
-            .filter(hold::Column::State.eq(HELD))
-            .filter(Expr::col(hold::Column::Amount).eq(read))
-            .exec(txn)
-            .await?;
-        if done.rows_affected != chunk.len() as u64 {
-            return Err(DbErr::Custom(RACED.into()));
-        }
+    // The amounts read are the condition: a concurrent change to a lease fails the batch,
+    // which is then retried whole.
+    // Row id order: the lock order of every billing statement.
+    changes.sort_unstable();
+    let matched = SHRINK_LEASES.exec(txn, &changes, &[HELD.into()]).await?;
+    if matched != changes.len() as u64 {
+        return Err(DbErr::Custom(RACED.into()));
     }
     Ok(taken)
 }
@@ -192,30 +183,165 @@ async fn shrink_many<'a>(
 /// nothing in these statements grows with the square of the list).
 const IDS_PER_READ: usize = 500;
 
-/// Rows changed by one batch statement at most. Each row of a statement walks the `CASE`
-/// of [`per_row`] until its own id, so a statement's work grows with the square of its rows:
-/// with 100, SQLite's bytecode interpreter was a fifth of its thread's time in 1,000 users'
-/// batches (docs/benchmarks.md); with 25 a batch of ~230 users takes ten statements a table
-/// instead of three, a round trip each, and less time all told on SQLite and MariaDB.
-const ROWS_PER_STATEMENT: usize = 25;
+/// Rows changed by one [`RowsUpdate`] statement at most: a bound on its parameter's size only
+/// (a batch never exceeds the settlement worker's batch size).
+const ROWS_PER_STATEMENT: usize = 1_000;
 
-/// `CASE <key> WHEN k THEN v … ELSE 0 END`: one statement gives each row its own amount.
-fn per_row<C, K>(key: C, values: impl Iterator<Item = (K, i64)>) -> Expr
-where
-    C: ColumnTrait,
-    K: Into<sea_orm::Value>,
-{
-    let mut case = CaseStatement::new();
-    for (k, v) in values {
-        case = case.case(key.eq(k), v);
+/// An UPDATE that changes many rows of `table`, each by its own amounts, in one statement.
+///
+/// The amounts travel as one parameter, a JSON array of rows (`[[id, a, b, …], …]`), which
+/// the statement reads as a table (`json_each` on SQLite, `JSON_TABLE` on MySQL/MariaDB) and
+/// joins to `table` by primary key. Its text is the same whatever the rows, so each connection
+/// prepares it once, and each row costs one primary-key lookup. It replaced one
+/// `CASE id WHEN … THEN …` UPDATE per 25 rows, whose every row walked the `CASE` list and
+/// whose statements — ten a table for a 1,000-user batch — each crossed to the database and
+/// back (docs/benchmarks.md, eighth session). On MySQL the rows are read first
+/// (`STRAIGHT_JOIN`), in the order given — id order, the lock order of every billing
+/// statement — and each found by primary key whatever the table's statistics say (a small
+/// table would otherwise be scanned, its every row locked).
+struct RowsUpdate {
+    table: &'static str,
+    /// The rows' fields, in order; the first is the row's `id`.
+    fields: &'static [&'static str],
+    /// `column = expression`: the expression names the table's columns `t.<column>` and the
+    /// row's fields `v.<field>`.
+    sets: &'static [(&'static str, &'static str)],
+    /// A further condition, with the same names; its `?` parameters come after the rows'.
+    filter: Option<&'static str>,
+}
+
+impl RowsUpdate {
+    fn sql(&self, backend: DbBackend) -> String {
+        let join = |parts: Vec<String>| parts.join(", ");
+        let filter = self.filter.map(|f| format!(" AND {f}")).unwrap_or_default();
+        if backend == DbBackend::MySql {
+            let columns = join(
+                self.fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("{f} BIGINT PATH '$[{i}]'"))
+                    .collect(),
+            );
+            let sets = join(
+                self.sets
+                    .iter()
+                    .map(|(c, e)| format!("t.{c} = {e}"))
+                    .collect(),
+            );
+            format!(
+                "UPDATE JSON_TABLE(?, '$[*]' COLUMNS ({columns})) AS v \
+                 STRAIGHT_JOIN {table} AS t FORCE INDEX (PRIMARY) ON t.id = v.id SET {sets} \
+                 WHERE TRUE{filter}",
+                table = self.table
+            )
+        } else {
+            let columns = join(
+                self.fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("value ->> {i} AS {f}"))
+                    .collect(),
+            );
+            let sets = join(
+                self.sets
+                    .iter()
+                    .map(|(c, e)| format!("{c} = {e}"))
+                    .collect(),
+            );
+            format!(
+                "UPDATE {table} AS t SET {sets} FROM (SELECT {columns} FROM json_each(?)) AS v \
+                 WHERE t.id = v.id{filter}",
+                table = self.table
+            )
+        }
     }
-    case.finally(0).into()
+
+    /// Runs the update on `rows` (each `fields.len()` numbers, the id first), in statements of
+    /// at most [`ROWS_PER_STATEMENT`] rows; `after` binds the filter's parameters. The rows
+    /// each statement matched, all told.
+    async fn exec<const N: usize>(
+        &self,
+        txn: &DatabaseTransaction,
+        rows: &[[i64; N]],
+        after: &[sea_orm::Value],
+    ) -> Result<u64, DbErr> {
+        debug_assert_eq!(N, self.fields.len());
+        let backend = txn.get_database_backend();
+        let sql = self.sql(backend);
+        let mut matched = 0;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut values = vec![sea_orm::Value::from(json_rows(chunk))];
+            values.extend_from_slice(after);
+            matched += txn
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    sql.as_str(),
+                    values,
+                ))
+                .await?
+                .rows_affected();
+        }
+        Ok(matched)
+    }
 }
 
-/// [`per_row`] of one field of what a batch does to each row of `rows`, keyed by id.
-fn per_id<C: ColumnTrait, T>(id: C, rows: &[(i64, T)], field: fn(&T) -> i64) -> Expr {
-    per_row(id, rows.iter().map(|(i, t)| (*i, field(t))))
+/// `[[a, b, …], …]`: integers only, so nothing needs escaping.
+fn json_rows<const N: usize>(rows: &[[i64; N]]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2 + rows.len() * (N * 8 + 3));
+    out.push('[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        for (j, v) in row.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{v}");
+        }
+        out.push(']');
+    }
+    out.push(']');
+    out
 }
+
+/// A lease row's `amount` less what its calls took, only where it is still the amount read.
+const SHRINK_LEASES: RowsUpdate = RowsUpdate {
+    table: "holds",
+    fields: &["id", "was", "taken"],
+    sets: &[("amount", "t.amount - v.taken")],
+    // `+t.state`: an expression no index answers. Given `t.state = ?`, SQLite's planner walked
+    // the holds through their `(state, expires_at)` index and read all the rows for each —
+    // a batch's cost grew with leases × rows until the settlement backlog filled.
+    filter: Some("+t.state = ? AND t.amount = v.was"),
+};
+
+/// What a batch does to each user.
+const CHARGE_USERS: RowsUpdate = RowsUpdate {
+    table: "users",
+    fields: &["id", "charge", "unheld", "calls"],
+    sets: &[
+        ("quota", "t.quota - v.charge"),
+        ("held_quota", "t.held_quota - v.unheld"),
+        ("used_quota", "t.used_quota + v.charge"),
+        ("total_requests", "t.total_requests + v.calls"),
+    ],
+    filter: None,
+};
+
+/// What a batch does to each key.
+const CHARGE_KEYS: RowsUpdate = RowsUpdate {
+    table: "tokens",
+    fields: &["id", "charge", "unheld"],
+    sets: &[
+        ("used_quota", "t.used_quota + v.charge"),
+        ("held_quota", "t.held_quota - v.unheld"),
+    ],
+    filter: None,
+};
 
 /// Gives a hold's reservation back to its user and key.
 pub(crate) async fn unreserve(txn: &DatabaseTransaction, h: &hold::Model) -> Result<(), DbErr> {
@@ -254,36 +380,16 @@ struct KeyCharge {
     unheld: i64,
 }
 
-/// Charges users, one UPDATE per [`ROWS_PER_STATEMENT`] of them (each its own amounts), in id
-/// order — the lock order of every billing transaction.
+/// Charges users in id order — the lock order of every billing transaction.
 async fn charge_users(
     txn: &DatabaseTransaction,
     users: &BTreeMap<i64, UserCharge>,
 ) -> Result<(), DbErr> {
-    let users: Vec<(i64, UserCharge)> = users.iter().map(|(id, c)| (*id, *c)).collect();
-    for chunk in users.chunks(ROWS_PER_STATEMENT) {
-        let by = |field| per_id(user::Column::Id, chunk, field);
-        user::Entity::update_many()
-            .col_expr(
-                user::Column::Quota,
-                Expr::col(user::Column::Quota).sub(by(|c| c.charge)),
-            )
-            .col_expr(
-                user::Column::HeldQuota,
-                Expr::col(user::Column::HeldQuota).sub(by(|c| c.unheld)),
-            )
-            .col_expr(
-                user::Column::UsedQuota,
-                Expr::col(user::Column::UsedQuota).add(by(|c| c.charge)),
-            )
-            .col_expr(
-                user::Column::TotalRequests,
-                Expr::col(user::Column::TotalRequests).add(by(|c| c.calls)),
-            )
-            .filter(user::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
-            .exec(txn)
-            .await?;
-    }
+    let rows: Vec<[i64; 4]> = users
+        .iter()
+        .map(|(id, c)| [*id, c.charge, c.unheld, c.calls])
+        .collect();
+    CHARGE_USERS.exec(txn, &rows, &[]).await?;
     Ok(())
 }
 
@@ -293,26 +399,12 @@ async fn charge_keys(
     txn: &DatabaseTransaction,
     keys: &BTreeMap<i64, KeyCharge>,
 ) -> Result<(), DbErr> {
-    let keys: Vec<(i64, KeyCharge)> = keys
+    let rows: Vec<[i64; 3]> = keys
         .iter()
         .filter(|(_, c)| c.charge != 0 || c.unheld != 0)
-        .map(|(id, c)| (*id, *c))
+        .map(|(id, c)| [*id, c.charge, c.unheld])
         .collect();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let by = |field| per_id(token::Column::Id, chunk, field);
-        token::Entity::update_many()
-            .col_expr(
-                token::Column::UsedQuota,
-                Expr::col(token::Column::UsedQuota).add(by(|c| c.charge)),
-            )
-            .col_expr(
-                token::Column::HeldQuota,
-                Expr::col(token::Column::HeldQuota).sub(by(|c| c.unheld)),
-            )
-            .filter(token::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
-            .exec(txn)
-            .await?;
-    }
+    CHARGE_KEYS.exec(txn, &rows, &[]).await?;
     Ok(())
 }
 
@@ -662,5 +754,92 @@ impl BillingRepository for SeaStore {
             }
         }
         Ok(expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each update reads the rows first, then finds each by primary key, on every backend
+    /// the tests have.
+    #[tokio::test]
+    async fn each_update_looks_its_rows_up_by_primary_key() {
+        for store in crate::testing::stores().await.expect("stores") {
+            let backend = store.db.get_database_backend();
+            for update in [&SHRINK_LEASES, &CHARGE_USERS, &CHARGE_KEYS] {
+                let sql = update.sql(backend);
+                let mut values = vec![sea_orm::Value::from("[[1,2,3,4]]")];
+                if update.filter.is_some() {
+                    values.push(HELD.into());
+                }
+                let prefix = if backend == DbBackend::MySql {
+                    "EXPLAIN"
+                } else {
+                    "EXPLAIN QUERY PLAN"
+                };
+                let rows = store
+                    .db
+                    .query_all_raw(Statement::from_sql_and_values(
+                        backend,
+                        format!("{prefix} {sql}"),
+                        values,
+                    ))
+                    .await
+                    .expect("explain");
+                let plan: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        if backend == DbBackend::MySql {
+                            let get = |c: &str| {
+                                r.try_get::<Option<String>>("", c)
+                                    .expect("column")
+                                    .unwrap_or_default()
+                            };
+                            format!("{} {} {}", get("table"), get("type"), get("key"))
+                        } else {
+                            r.try_get::<String>("", "detail").expect("detail")
+                        }
+                    })
+                    .collect();
+                let expected = if backend == DbBackend::MySql {
+                    vec!["v ALL ".to_owned(), "t eq_ref PRIMARY".to_owned()]
+                } else {
+                    vec![
+                        "SCAN json_each VIRTUAL TABLE INDEX 1:".to_owned(),
+                        "SEARCH t USING INTEGER PRIMARY KEY (rowid=?)".to_owned(),
+                    ]
+                };
+                assert_eq!(plan, expected, "{sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_travel_as_a_json_array_of_integer_arrays() {
+        assert_eq!(json_rows::<3>(&[]), "[]");
+        assert_eq!(
+            json_rows(&[[1, -2, 0], [i64::MAX, i64::MIN, 7]]),
+            "[[1,-2,0],[9223372036854775807,-9223372036854775808,7]]"
+        );
+    }
+
+    #[test]
+    fn each_backend_reads_the_rows_as_a_table_joined_by_primary_key() {
+        let sqlite = SHRINK_LEASES.sql(DbBackend::Sqlite);
+        assert_eq!(
+            sqlite,
+            "UPDATE holds AS t SET amount = t.amount - v.taken FROM (SELECT value ->> 0 AS id, \
+             value ->> 1 AS was, value ->> 2 AS taken FROM json_each(?)) AS v WHERE t.id = v.id \
+             AND +t.state = ? AND t.amount = v.was"
+        );
+        let mysql = CHARGE_KEYS.sql(DbBackend::MySql);
+        assert_eq!(
+            mysql,
+            "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$[0]', charge BIGINT PATH \
+             '$[1]', unheld BIGINT PATH '$[2]')) AS v STRAIGHT_JOIN tokens AS t FORCE INDEX \
+             (PRIMARY) ON t.id = v.id SET t.used_quota = t.used_quota + v.charge, t.held_quota = t.held_quota - v.unheld \
+             WHERE TRUE"
+        );
     }
 }

@@ -108,13 +108,29 @@ pub async fn stores() -> Result<Vec<SeaStore>, StorageError> {
 ///
 /// # Panics
 /// When a step fails: the calling test fails there.
-#[expect(clippy::expect_used, reason = "a test helper fails its test")]
 pub async fn funded(
     store: &SeaStore,
     external_id: &str,
     usd: &str,
     cap: Option<Quota>,
     key_fill: u8,
+    now: UnixTime,
+) -> (UserId, TokenId) {
+    let key = AccessKey::generate(|b| b.fill(key_fill));
+    funded_with_key(store, external_id, usd, cap, &key, now).await
+}
+
+/// [`funded`] with the key given (more users than 256 need keys of their own).
+///
+/// # Panics
+/// When a step fails: the calling test fails there.
+#[expect(clippy::expect_used, reason = "a test helper fails its test")]
+pub async fn funded_with_key(
+    store: &SeaStore,
+    external_id: &str,
+    usd: &str,
+    cap: Option<Quota>,
+    key: &AccessKey,
     now: UnixTime,
 ) -> (UserId, TokenId) {
     let p = PlatformId::from_secret("platform-a");
@@ -136,7 +152,6 @@ pub async fn funded(
         .expect("top-up");
         store.credit(&p, &top, now).await.expect("credit");
     }
-    let key = AccessKey::generate(|b| b.fill(key_fill));
     let token = store
         .insert_token(&TokenRecord {
             user_id: user.id,

@@ -410,9 +410,8 @@ async fn a_batch_settles_each_call_once_whatever_state_its_hold_is_in() {
 #[tokio::test]
 async fn a_batch_of_many_users_charges_each_its_own_amounts() {
     for store in stores().await {
-        // More users than one statement changes (25 rows: the users, keys and leases each take
-        // several statements), every one charged a different amount: half from a hold, half
-        // from a lease.
+        // Many users in one batch, every one charged a different amount (each row of the
+        // users', keys' and leases' statements its own): half from a hold, half from a lease.
         let n = 61;
         let mut people = Vec::new();
         let mut batch = Vec::new();
