@@ -16,6 +16,10 @@ pub enum LogKind {
 }
 
 impl LogKind {
+    /// Every kind: a read of all of a user's rows walks one index range per kind (there is no
+    /// user-led index without the kind; see storage's admin reads).
+    pub const ALL: [LogKind; 2] = [LogKind::TopUp, LogKind::Consume];
+
     /// Stored code (the Go fork's numbers: 1 top-up, 2 consume).
     #[must_use]
     pub const fn code(self) -> i16 {
@@ -307,6 +311,14 @@ mod tests {
         let mut i = LogQueryInput::default();
         f(&mut i);
         i.into_query().map_err(|e| e.fields()[0].tag.clone())
+    }
+
+    #[test]
+    fn all_kinds_are_every_stored_code() {
+        let stored: Vec<i16> = (i16::MIN..=i16::MAX)
+            .filter(|c| LogKind::from_code(*c).is_some())
+            .collect();
+        assert_eq!(stored, LogKind::ALL.map(LogKind::code).to_vec());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! | filter | index | checked on the entries it yields |
 //! |---|---|---|
-//! | `user_id` (+ `type`) | `ix_logs_user_time` / `ix_logs_user_kind_time` | `channel_id`, `model_name` |
+//! | `user_id` (+ `type`) | `ix_logs_user_kind_time`: one range per kind merged newest first without `type` | `channel_id`, `model_name` |
 //! | `channel_id` | `ix_logs_channel_time` | `model_name` |
 //! | `type` | `ix_logs_kind_time` | `model_name` |
 //! | dates only, or nothing | `ix_logs_time` | `model_name` |
@@ -88,6 +88,33 @@ struct Plan {
     indexed: Condition,
     /// What is checked on the rows the index yields.
     residual: Option<Condition>,
+    /// A user's rows of every kind: no index leads with the user alone (one index entry fewer
+    /// written by every call, docs/benchmarks.md), so `ix_logs_user_kind_time` is walked once
+    /// per kind ([`Plan::arms`]) and the walks merged newest first ([`newest`]).
+    per_kind: bool,
+}
+
+impl Plan {
+    /// One condition per range of the index the read walks.
+    fn arms(&self, cond: &Condition) -> Vec<Condition> {
+        if self.per_kind {
+            LogKind::ALL
+                .iter()
+                .map(|k| cond.clone().add(log::Column::Kind.eq(k.code())))
+                .collect()
+        } else {
+            vec![cond.clone()]
+        }
+    }
+
+    /// `cond` for a read that may take the entries in any order (a count): every range.
+    fn any_order(&self, cond: Condition) -> Condition {
+        if self.per_kind {
+            cond.add(log::Column::Kind.is_in(LogKind::ALL.map(LogKind::code)))
+        } else {
+            cond
+        }
+    }
 }
 
 /// The plan of `q`; `floor` is the boundary of a bounded search (see [`boundary_query`]), which
@@ -112,11 +139,7 @@ fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
                 ));
                 has_residual = true;
             }
-            if f.kind.is_some() {
-                "ix_logs_user_kind_time"
-            } else {
-                "ix_logs_user_time"
-            }
+            "ix_logs_user_kind_time"
         }
         // Only consume rows carry a channel, so `type=consume` is implied here (and
         // `type=topup` with a channel never reaches storage).
@@ -153,6 +176,7 @@ fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
         index,
         indexed,
         residual: has_residual.then_some(residual),
+        per_kind: q.user.is_some() && f.kind.is_none(),
     }
 }
 
@@ -172,17 +196,84 @@ fn newest_first(select: Select<log::Entity>) -> Select<log::Entity> {
         .order_by_desc(log::Column::Id)
 }
 
-/// The `created_at` of the last row a residual filter may look at.
-fn boundary_query(index: &'static str, indexed: Condition, limits: Limits) -> Select<log::Entity> {
-    newest_first(hinted(
-        log::Entity::find()
-            .select_only()
-            .column(log::Column::CreatedAt)
-            .filter(indexed),
-        index,
-    ))
-    .offset(limits.scan.saturating_sub(1))
-    .limit(1)
+/// The newest entries of `arms` (each a condition on one range of `index`), as `select` reads
+/// them, newest first, `offset` skipped, at most `limit`. With one arm, that range walked; with
+/// several, their walks merged newest first in one statement: SQLite merges them as it reads
+/// (`MERGE (UNION ALL)`: no more entries read than the page needs), MySQL takes at most
+/// `offset + limit` of each, newest first, and sorts those.
+pub(crate) fn newest(
+    backend: DbBackend,
+    index: &'static str,
+    arms: &[Condition],
+    select: impl Fn() -> Select<log::Entity>,
+    offset: u64,
+    limit: u64,
+) -> Statement {
+    if let [only] = arms {
+        return newest_first(hinted(select().filter(only.clone()), index))
+            .offset(offset)
+            .limit(limit)
+            .build(backend);
+    }
+    let mysql = backend == DbBackend::MySql;
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for (i, cond) in arms.iter().enumerate() {
+        let arm = hinted(select().filter(cond.clone()), index);
+        let arm = if mysql {
+            newest_first(arm).limit(offset.saturating_add(limit))
+        } else {
+            // A compound SELECT's arms take no ORDER BY on SQLite; it merges them in the
+            // compound's order, each walked down its index.
+            arm
+        };
+        let built = arm.build(backend);
+        if i > 0 {
+            sql.push_str(" UNION ALL ");
+        }
+        if mysql {
+            sql.push('(');
+        }
+        sql.push_str(&built.sql);
+        if mysql {
+            sql.push(')');
+        }
+        values.extend(built.values.map(|v| v.0).unwrap_or_default());
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}"
+    ));
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The ids and times of entries, for [`newest`].
+fn ids_and_times() -> Select<log::Entity> {
+    log::Entity::find()
+        .select_only()
+        .column(log::Column::Id)
+        .column(log::Column::CreatedAt)
+}
+
+/// The `created_at` of the last row a residual filter may look at (first column).
+fn boundary_query(
+    backend: DbBackend,
+    plan: &Plan,
+    indexed: &Condition,
+    limits: Limits,
+) -> Statement {
+    newest(
+        backend,
+        plan.index,
+        &plan.arms(indexed),
+        || {
+            log::Entity::find()
+                .select_only()
+                .column(log::Column::CreatedAt)
+                .column(log::Column::Id)
+        },
+        limits.scan.saturating_sub(1),
+        1,
+    )
 }
 
 /// `SELECT COUNT(*) FROM (<inner> LIMIT window + 1)`: stops one row past the window. The inner
@@ -210,12 +301,28 @@ fn within_window(page_size: u64, offset: u64, limits: Limits) -> u64 {
     std::cmp::min(page_size, limits.window.saturating_sub(offset))
 }
 
-/// The page's ids; never past the window, whatever the page.
-fn page_query(index: &'static str, cond: Condition, q: &AdminLogQuery) -> Select<log::Entity> {
+/// The page's ids (first column); never past the window, whatever the page.
+fn page_query(backend: DbBackend, plan: &Plan, cond: &Condition, q: &AdminLogQuery) -> Statement {
     let offset = q.filter.offset();
-    newest_first(log_ids(index, cond))
-        .offset(offset)
-        .limit(within_window(q.filter.page_size, offset, q.limits))
+    newest(
+        backend,
+        plan.index,
+        &plan.arms(cond),
+        ids_and_times,
+        offset,
+        within_window(q.filter.page_size, offset, q.limits),
+    )
+}
+
+/// What [`SeaStore::log_page`] counts: up to one past the window, of the entries the page
+/// walks (for a user's every kind, in any order: the count is the same).
+fn log_count_query(plan: &Plan, cond: &Condition, window: u64) -> SelectStatement {
+    let inner = if plan.per_kind {
+        log_ids(plan.index, plan.any_order(cond.clone())).into_query()
+    } else {
+        newest_first(log_ids(plan.index, cond.clone())).into_query()
+    };
+    count_query(inner, window)
 }
 
 fn rows_query(ids: Vec<i64>) -> Select<log::Entity> {
@@ -393,10 +500,6 @@ struct HoldsRow {
 }
 
 impl SeaStore {
-    async fn capped_count(&self, inner: SelectStatement, window: u64) -> Result<Counted> {
-        self.counted(&count_query(inner, window), window).await
-    }
-
     /// Runs a [`count_query`] built for `window`.
     async fn counted(&self, count: &SelectStatement, window: u64) -> Result<Counted> {
         let n = self
@@ -409,26 +512,24 @@ impl SeaStore {
         Ok(Counted::of(u64::try_from(n).unwrap_or(0), window))
     }
 
-    /// The index and conditions of the page and count queries, and how far back a residual
+    /// The plan and conditions of the page and count queries, and how far back a residual
     /// filter looked.
-    async fn bounded(
-        &self,
-        q: &AdminLogQuery,
-    ) -> Result<(&'static str, Condition, Option<UnixTime>)> {
-        let Plan {
-            index,
-            indexed,
-            residual,
-        } = plan(q, None);
-        let Some(residual) = residual else {
-            return Ok((index, indexed, None));
+    async fn bounded(&self, q: &AdminLogQuery) -> Result<(Plan, Condition, Option<UnixTime>)> {
+        let first = plan(q, None);
+        let Some(residual) = first.residual.clone() else {
+            let cond = first.indexed.clone();
+            return Ok((first, cond, None));
         };
-        let boundary: Option<i64> = boundary_query(index, indexed, q.limits)
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        let cond = plan(q, boundary).indexed.add(residual);
-        Ok((index, cond, boundary.map(UnixTime::from_secs)))
+        let backend = self.db.get_database_backend();
+        let boundary: Option<i64> = self
+            .db
+            .query_one_raw(boundary_query(backend, &first, &first.indexed, q.limits))
+            .await?
+            .map(|r| r.try_get_by_index::<i64>(0))
+            .transpose()?;
+        let bounded = plan(q, boundary);
+        let cond = bounded.indexed.clone().add(residual);
+        Ok((bounded, cond, boundary.map(UnixTime::from_secs)))
     }
 
     async fn owners(&self, ids: Vec<i64>) -> Result<HashMap<i64, LogOwner>> {
@@ -450,17 +551,21 @@ impl SeaStore {
     }
 
     async fn log_page(&self, q: &AdminLogQuery) -> Result<AdminLogPage> {
-        let (index, cond, searched_from) = self.bounded(q).await?;
+        let (plan, cond, searched_from) = self.bounded(q).await?;
         let counted = self
-            .capped_count(
-                newest_first(log_ids(index, cond.clone())).into_query(),
+            .counted(
+                &log_count_query(&plan, &cond, q.limits.window),
                 q.limits.window,
             )
             .await?;
-        let ids: Vec<i64> = page_query(index, cond, q)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
+        let backend = self.db.get_database_backend();
+        let ids: Vec<i64> = self
+            .db
+            .query_all_raw(page_query(backend, &plan, &cond, q))
+            .await?
+            .iter()
+            .map(|r| r.try_get_by_index::<i64>(0))
+            .collect::<std::result::Result<_, _>>()?;
         if ids.is_empty() {
             return Ok(AdminLogPage {
                 entries: Vec::new(),
@@ -555,29 +660,22 @@ impl SeaStore {
         until: UnixTime,
     ) -> std::result::Result<Vec<StatementPlan>, StorageError> {
         let backend = self.db.get_database_backend();
-        let Plan {
-            index,
-            indexed,
-            residual,
-        } = plan(query, None);
-        let (_, cond, _) = self.bounded(query).await?;
+        let first = plan(query, None);
+        let (bounded, cond, _) = self.bounded(query).await?;
         let mut statements = Vec::new();
         // The boundary is read only when a filter needs it, as in `log_page`.
-        if residual.is_some() {
+        if first.residual.is_some() {
             statements.push((
                 "boundary",
-                boundary_query(index, indexed, query.limits).build(backend),
+                boundary_query(backend, &first, &first.indexed, query.limits),
             ));
         }
         statements.extend([
             (
                 "count",
-                backend.build(&count_query(
-                    newest_first(log_ids(index, cond.clone())).into_query(),
-                    query.limits.window,
-                )),
+                backend.build(&log_count_query(&bounded, &cond, query.limits.window)),
             ),
-            ("page", page_query(index, cond, query).build(backend)),
+            ("page", page_query(backend, &bounded, &cond, query)),
             ("rows", rows_query(vec![1, 2]).build(backend)),
             ("owners", owners_query(vec![1, 2]).build(backend)),
             ("usage", usage_query(backend, from, until).build(backend)),

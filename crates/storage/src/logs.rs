@@ -2,6 +2,7 @@
 //! and per-model aggregates. Sums are cast to integers on MySQL, where `SUM(BIGINT)` is DECIMAL.
 
 use crate::SeaStore;
+use crate::admin_read::newest;
 use crate::entity::log;
 use crate::error::{Result, StorageError, corrupt};
 use async_trait::async_trait;
@@ -73,16 +74,14 @@ pub(crate) fn join(high: i64, low: i64) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
-fn filter(user: UserId, q: &LogQuery) -> Condition {
+/// `q`'s conditions on `user`'s rows but the kind (see [`filter`]).
+fn filter_but_kind(user: UserId, q: &LogQuery) -> Condition {
     let mut c = Condition::all().add(log::Column::UserId.eq(user.get()));
     if let Some(from) = q.from {
         c = c.add(log::Column::CreatedAt.gte(from.secs()));
     }
     if let Some(until) = q.until {
         c = c.add(log::Column::CreatedAt.lt(until.secs()));
-    }
-    if let Some(kind) = q.kind {
-        c = c.add(log::Column::Kind.eq(kind.code()));
     }
     if let Some(m) = &q.model_contains {
         // INSTR, not LIKE: `%` and `_` stay literal and matching stays byte-exact on both
@@ -97,6 +96,17 @@ fn filter(user: UserId, q: &LogQuery) -> Condition {
         );
     }
     c
+}
+
+/// `q`'s conditions on `user`'s rows. Without a kind, every kind is named: the user's rows
+/// are found through `ix_logs_user_kind_time`, one range per kind (no index leads with the
+/// user alone).
+fn filter(user: UserId, q: &LogQuery) -> Condition {
+    let kinds = match q.kind {
+        Some(kind) => log::Column::Kind.eq(kind.code()),
+        None => log::Column::Kind.is_in(LogKind::ALL.map(LogKind::code)),
+    };
+    filter_but_kind(user, q).add(kinds)
 }
 
 /// The row of a new log entry.
@@ -244,14 +254,28 @@ impl LogRepository for SeaStore {
             consumed: Quota::new(join(r.consumed_hi, r.consumed_lo)),
             topped_up: Quota::new(join(r.topped_up_hi, r.topped_up_lo)),
         });
-        let rows = log::Entity::find()
-            .filter(cond)
-            .order_by_desc(log::Column::CreatedAt)
-            .order_by_desc(log::Column::Id)
-            .offset(q.offset())
-            .limit(q.page_size)
-            .all(&self.db)
+        // Newest first: one kind's range, or every kind's merged.
+        let kinds = q.kind.map_or(LogKind::ALL.to_vec(), |k| vec![k]);
+        let arms: Vec<Condition> = kinds
+            .iter()
+            .map(|k| filter_but_kind(user, q).add(log::Column::Kind.eq(k.code())))
+            .collect();
+        let page = newest(
+            backend,
+            "ix_logs_user_kind_time",
+            &arms,
+            log::Entity::find,
+            q.offset(),
+            q.page_size,
+        );
+        let rows = self
+            .db
+            .query_all_raw(page)
             .await
+            .map_err(StorageError::from)?
+            .iter()
+            .map(|r| log::Model::from_query_result(r, ""))
+            .collect::<std::result::Result<Vec<_>, DbErr>>()
             .map_err(StorageError::from)?;
         let entries = rows.into_iter().map(to_entry).collect::<Result<Vec<_>>>()?;
         Ok(LogPage {

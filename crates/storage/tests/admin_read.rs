@@ -576,7 +576,7 @@ fn plan_cases(u: i64) -> Vec<(AdminLogQuery, &'static str)> {
         ),
         (
             query(|i| i.user_id = Some(u.to_string())),
-            "ix_logs_user_time",
+            "ix_logs_user_kind_time",
         ),
         (
             query(|i| {
@@ -595,7 +595,7 @@ fn plan_cases(u: i64) -> Vec<(AdminLogQuery, &'static str)> {
                 i.user_id = Some(u.to_string());
                 i.channel_id = Some("2".into());
             }),
-            "ix_logs_user_time",
+            "ix_logs_user_kind_time",
         ),
         (
             query(|i| {
