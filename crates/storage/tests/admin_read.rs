@@ -14,7 +14,7 @@ use tollgate_domain::admin_read::{
 };
 use tollgate_domain::ids::{ChannelId, PlatformId, UserId};
 use tollgate_domain::logs::{LogKind, LogQueryInput};
-use tollgate_domain::repository::UserRepository;
+use tollgate_domain::repository::{LogRepository, UserRepository};
 use tollgate_domain::time::UnixTime;
 use tollgate_domain::user::SyncUserInput;
 use tollgate_storage::{SeaStore, testing};
@@ -549,6 +549,86 @@ async fn holds_in_flight_count_only_held_rows() {
             .expect("seed holds");
         let held = db.store.holds_in_flight().await.expect("holds");
         assert_eq!((held.count, held.quota), (2, Quota::new(500)));
+    }
+}
+
+/// A user's rows of every kind are read as two ranges of `ix_logs_user_kind_time` merged:
+/// pages of both the admin log and the user's own log interleave the kinds newest first (ties
+/// within a second by id), page after page, and count every row.
+#[tokio::test]
+async fn a_users_pages_of_every_kind_interleave_them_newest_first() {
+    for db in dbs().await {
+        let backend = db.store.backend_name();
+        let u = db.user("platform-a", "mixed", "m").await.get();
+        let other = db.user("platform-a", "other", "o").await.get();
+        // Three rows a second, of both kinds: the merge breaks ties by id across the kinds.
+        let rows: Vec<Row> = (0..23)
+            .map(|i| {
+                let at = T0 + i / 3 * 60;
+                if i % 3 == 1 || i == 22 {
+                    top_up(u, at)
+                } else {
+                    call(u, at, "m", 1)
+                }
+            })
+            .chain([call(other, T0 + 30, "m", 1), top_up(other, T0 + 31)])
+            .collect();
+        db.seed(&rows).await;
+        // Ids ascend with the seed order: newest first is (at, index) descending.
+        let mut expected: Vec<(i64, usize)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.user == u)
+            .map(|(i, r)| (r.at, i))
+            .collect();
+        expected.sort_by(|a, b| b.cmp(a));
+        let kind_of = |i: usize| rows[i].kind;
+        for page in 1..=5_usize {
+            let want: Vec<(i64, usize)> = expected
+                .iter()
+                .copied()
+                .skip((page - 1) * 5)
+                .take(5)
+                .collect();
+            let admin = db
+                .logs(&query(|i| {
+                    i.user_id = Some(u.to_string());
+                    i.log.page = Some(page.to_string());
+                    i.log.page_size = Some("5".into());
+                }))
+                .await;
+            assert_eq!(
+                admin.0,
+                want.iter().map(|(at, _)| (u, *at)).collect::<Vec<_>>(),
+                "{backend}: admin page {page}"
+            );
+            assert_eq!(admin.1, 23, "{backend}: admin count");
+            let own = db
+                .store
+                .log_page(
+                    UserId::new(u),
+                    &LogQueryInput {
+                        page: Some(page.to_string()),
+                        page_size: Some("5".into()),
+                        ..Default::default()
+                    }
+                    .into_query()
+                    .expect("query"),
+                )
+                .await
+                .expect("own page");
+            assert_eq!(
+                own.entries
+                    .iter()
+                    .map(|e| (e.created_at.secs(), e.kind))
+                    .collect::<Vec<_>>(),
+                want.iter()
+                    .map(|(at, i)| (*at, kind_of(*i)))
+                    .collect::<Vec<_>>(),
+                "{backend}: own page {page}"
+            );
+            assert_eq!(own.total, 23, "{backend}: own count");
+        }
     }
 }
 
