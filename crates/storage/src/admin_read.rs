@@ -98,10 +98,7 @@ impl Plan {
     /// One condition per range of the index the read walks.
     fn arms(&self, cond: &Condition) -> Vec<Condition> {
         if self.per_kind {
-            LogKind::ALL
-                .iter()
-                .map(|k| cond.clone().add(log::Column::Kind.eq(k.code())))
-                .collect()
+            kind_arms(cond, None)
         } else {
             vec![cond.clone()]
         }
@@ -110,11 +107,30 @@ impl Plan {
     /// `cond` for a read that may take the entries in any order (a count): every range.
     fn any_order(&self, cond: Condition) -> Condition {
         if self.per_kind {
-            cond.add(log::Column::Kind.is_in(LogKind::ALL.map(LogKind::code)))
+            cond.add(of_kind(None))
         } else {
             cond
         }
     }
+}
+
+/// `kind = …`, or with no kind every kind named (`kind IN (…)`): on `ix_logs_user_kind_time`,
+/// one index range per kind, in any order.
+pub(crate) fn of_kind(kind: Option<LogKind>) -> Expr {
+    match kind {
+        Some(kind) => log::Column::Kind.eq(kind.code()),
+        None => log::Column::Kind.is_in(LogKind::ALL.map(LogKind::code)),
+    }
+}
+
+/// `cond` once per kind (`kind`, or with none every kind): the ranges of
+/// `ix_logs_user_kind_time` that [`newest`] merges newest first.
+pub(crate) fn kind_arms(cond: &Condition, kind: Option<LogKind>) -> Vec<Condition> {
+    let kinds = kind.map_or(LogKind::ALL.to_vec(), |k| vec![k]);
+    kinds
+        .into_iter()
+        .map(|k| cond.clone().add(log::Column::Kind.eq(k.code())))
+        .collect()
 }
 
 /// The plan of `q`; `floor` is the boundary of a bounded search (see [`boundary_query`]), which
@@ -216,33 +232,30 @@ pub(crate) fn newest(
             .build(backend);
     }
     let mysql = backend == DbBackend::MySql;
-    let mut sql = String::new();
+    let mut parts = Vec::with_capacity(arms.len());
     let mut values = Vec::new();
-    for (i, cond) in arms.iter().enumerate() {
+    for cond in arms {
         let arm = hinted(select().filter(cond.clone()), index);
-        let arm = if mysql {
-            newest_first(arm).limit(offset.saturating_add(limit))
+        let built = if mysql {
+            newest_first(arm)
+                .limit(offset.saturating_add(limit))
+                .build(backend)
         } else {
             // A compound SELECT's arms take no ORDER BY on SQLite; it merges them in the
             // compound's order, each walked down its index.
-            arm
+            arm.build(backend)
         };
-        let built = arm.build(backend);
-        if i > 0 {
-            sql.push_str(" UNION ALL ");
-        }
-        if mysql {
-            sql.push('(');
-        }
-        sql.push_str(&built.sql);
-        if mysql {
-            sql.push(')');
-        }
         values.extend(built.values.map(|v| v.0).unwrap_or_default());
+        parts.push(if mysql {
+            format!("({})", built.sql)
+        } else {
+            built.sql
+        });
     }
-    sql.push_str(&format!(
-        " ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}"
-    ));
+    let sql = format!(
+        "{} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+        parts.join(" UNION ALL ")
+    );
     Statement::from_sql_and_values(backend, sql, values)
 }
 
@@ -722,7 +735,9 @@ impl SeaStore {
         Ok(out)
     }
 
-    async fn explain(&self, s: Statement) -> Result<Vec<String>> {
+    /// The database's plan of `s`: one line per row of `EXPLAIN QUERY PLAN` (SQLite) or of
+    /// `EXPLAIN` (MySQL: `table=… type=… key=… Extra=…`).
+    pub(crate) async fn explain(&self, s: Statement) -> Result<Vec<String>> {
         let mysql = s.db_backend == DbBackend::MySql;
         let prefix = if mysql {
             // A text of its own each time: the driver keeps prepared statements per

@@ -2,7 +2,7 @@
 //! and per-model aggregates. Sums are cast to integers on MySQL, where `SUM(BIGINT)` is DECIMAL.
 
 use crate::SeaStore;
-use crate::admin_read::newest;
+use crate::admin_read::{kind_arms, newest, of_kind};
 use crate::entity::log;
 use crate::error::{Result, StorageError, corrupt};
 use async_trait::async_trait;
@@ -102,11 +102,7 @@ fn filter_but_kind(user: UserId, q: &LogQuery) -> Condition {
 /// are found through `ix_logs_user_kind_time`, one range per kind (no index leads with the
 /// user alone).
 fn filter(user: UserId, q: &LogQuery) -> Condition {
-    let kinds = match q.kind {
-        Some(kind) => log::Column::Kind.eq(kind.code()),
-        None => log::Column::Kind.is_in(LogKind::ALL.map(LogKind::code)),
-    };
-    filter_but_kind(user, q).add(kinds)
+    filter_but_kind(user, q).add(of_kind(q.kind))
 }
 
 /// The row of a new log entry.
@@ -255,15 +251,10 @@ impl LogRepository for SeaStore {
             topped_up: Quota::new(join(r.topped_up_hi, r.topped_up_lo)),
         });
         // Newest first: one kind's range, or every kind's merged.
-        let kinds = q.kind.map_or(LogKind::ALL.to_vec(), |k| vec![k]);
-        let arms: Vec<Condition> = kinds
-            .iter()
-            .map(|k| filter_but_kind(user, q).add(log::Column::Kind.eq(k.code())))
-            .collect();
         let page = newest(
             backend,
             "ix_logs_user_kind_time",
-            &arms,
+            &kind_arms(&filter_but_kind(user, q), q.kind),
             log::Entity::find,
             q.offset(),
             q.page_size,
