@@ -101,11 +101,11 @@ async fn expire(txn: &DatabaseTransaction, request_id: &str) -> Result<Option<ho
 /// conditional UPDATE would fail), so without it such a call could be charged twice.
 async fn logged_calls(txn: &DatabaseTransaction, ids: &[&str]) -> Result<HashSet<String>, DbErr> {
     let mut logged = HashSet::new();
-    for chunk in ids.chunks(IDS_PER_READ) {
+    for list in id_lists(ids) {
         let found: Vec<String> = log::Entity::find()
             .select_only()
             .column(log::Column::RequestId)
-            .filter(log::Column::RequestId.is_in(chunk.iter().copied()))
+            .filter(log::Column::RequestId.is_in(list))
             .lock_shared()
             .into_tuple()
             .all(txn)
@@ -137,13 +137,13 @@ async fn shrink_many<'a>(
     // time in SQLite) and changes each only if its amount is still the one read.
     let mut rows: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let ids: Vec<&str> = charges.keys().copied().collect();
-    for chunk in ids.chunks(IDS_PER_READ) {
+    for list in id_lists(&ids) {
         let found: Vec<(i64, String, i64)> = hold::Entity::find()
             .select_only()
             .column(hold::Column::Id)
             .column(hold::Column::RequestId)
             .column(hold::Column::Amount)
-            .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
+            .filter(hold::Column::RequestId.is_in(list))
             .filter(hold::Column::State.eq(HELD))
             .into_tuple()
             .all(txn)
@@ -180,8 +180,25 @@ async fn shrink_many<'a>(
 }
 
 /// Ids in one `IN` list of a batch's reads and deletes at most (each id one index lookup;
-/// nothing in these statements grows with the square of the list).
-const IDS_PER_READ: usize = 500;
+/// nothing in these statements grows with the square of the list). A power of two, as
+/// [`id_lists`] pads to one.
+const IDS_PER_READ: usize = 512;
+
+/// `ids` as the `IN` lists of a batch's statements: at most [`IDS_PER_READ`] each, and each
+/// padded to a power of two by repeating its last id (which changes nothing an `IN` list
+/// matches). A statement's text is cached, prepared, per connection by its length; a list as
+/// long as the batch's distinct calls made a new text for nearly every batch — on SQLite a
+/// program compiled again and kept in the connection's cache of 100 statements, pushing the
+/// others out (docs/benchmarks.md, ninth session) — where ten lengths now serve every batch.
+fn id_lists<'a>(ids: &[&'a str]) -> impl Iterator<Item = Vec<&'a str>> {
+    ids.chunks(IDS_PER_READ).map(|chunk| {
+        let mut list = chunk.to_vec();
+        if let Some(&last) = chunk.last() {
+            list.resize(chunk.len().next_power_of_two(), last);
+        }
+        list
+    })
+}
 
 /// Rows changed by one [`RowsUpdate`] statement at most: a bound on its parameter's size only
 /// (a batch never exceeds the settlement worker's batch size).
@@ -190,8 +207,11 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 /// An UPDATE that changes many rows of `table`, each by its own amounts, in one statement.
 ///
 /// The amounts travel as one parameter, a JSON array of rows (`[[id, a, b, …], …]`), which
-/// the statement reads as a table (`json_each` on SQLite, `JSON_TABLE` on MySQL/MariaDB) and
-/// joins to `table` by primary key. Its text is the same whatever the rows, so each connection
+/// the statement reads as a table (`jsonb_each` on SQLite, `JSON_TABLE` on MySQL/MariaDB) and
+/// joins to `table` by primary key. On SQLite `jsonb_each` hands each row over in SQLite's
+/// binary JSON, which `->>` reads as it is; `json_each` handed it over as text, turned back
+/// into binary for each of the row's fields (about a tenth of a 1,000-user batch's
+/// instructions, docs/benchmarks.md, ninth session). Its text is the same whatever the rows, so each connection
 /// prepares it once, and each row costs one primary-key lookup. It replaced one
 /// `CASE id WHEN … THEN …` UPDATE per 25 rows, whose every row walked the `CASE` list and
 /// whose statements — ten a table for a 1,000-user batch — each crossed to the database and
@@ -243,7 +263,7 @@ impl RowsUpdate {
             )
         } else {
             format!(
-                "UPDATE {table} AS t SET {sets} FROM (SELECT {columns} FROM json_each(?)) AS v \
+                "UPDATE {table} AS t SET {sets} FROM (SELECT {columns} FROM jsonb_each(?)) AS v \
                  WHERE t.id = v.id AND {filter}"
             )
         }
@@ -548,9 +568,9 @@ impl SeaStore {
         let txn = self.db.begin().await?;
         let mut rows: BTreeMap<String, hold::Model> = BTreeMap::new();
         // Bounded IN lists: a batch never exceeds the worker's batch size, but stay safe.
-        for chunk in ids.chunks(IDS_PER_READ) {
+        for list in id_lists(&ids) {
             for row in hold::Entity::find()
-                .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
+                .filter(hold::Column::RequestId.is_in(list))
                 .filter(hold::Column::State.is_in([HELD, EXPIRED]))
                 .all(&txn)
                 .await?
@@ -560,9 +580,9 @@ impl SeaStore {
         }
         let found: Vec<&str> = rows.keys().map(String::as_str).collect();
         let mut deleted = 0;
-        for chunk in found.chunks(IDS_PER_READ) {
+        for list in id_lists(&found) {
             deleted += hold::Entity::delete_many()
-                .filter(hold::Column::RequestId.is_in(chunk.iter().copied()))
+                .filter(hold::Column::RequestId.is_in(list))
                 .filter(hold::Column::State.is_in([HELD, EXPIRED]))
                 .exec(&txn)
                 .await?
@@ -789,13 +809,45 @@ mod tests {
                     ]
                 } else {
                     vec![
-                        "SCAN json_each VIRTUAL TABLE INDEX 1:".to_owned(),
+                        "SCAN jsonb_each VIRTUAL TABLE INDEX 1:".to_owned(),
                         "SEARCH t USING INTEGER PRIMARY KEY (rowid=?)".to_owned(),
                     ]
                 };
                 assert_eq!(plan, expected, "{sql}");
             }
         }
+    }
+
+    #[test]
+    fn id_lists_are_padded_to_a_power_of_two_with_the_last_id() {
+        let lists = |n: usize| {
+            let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            id_lists(&ids)
+                .map(|l| {
+                    (
+                        l.len(),
+                        l.first().map(|s| s.to_string()),
+                        l.last().map(|s| s.to_string()),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(lists(0).is_empty());
+        let one = |len: usize, first: &str, last: &str| {
+            (len, Some(first.to_owned()), Some(last.to_owned()))
+        };
+        assert_eq!(lists(1), vec![one(1, "r0", "r0")]);
+        assert_eq!(lists(3), vec![one(4, "r0", "r2")]);
+        assert_eq!(lists(256), vec![one(256, "r0", "r255")]);
+        assert_eq!(
+            lists(IDS_PER_READ + 5),
+            vec![one(IDS_PER_READ, "r0", "r511"), one(8, "r512", "r516")]
+        );
+        // The padding repeats the last id only: every id is listed, none added.
+        let ids = ["a", "b", "c", "d", "e"];
+        let list = id_lists(&ids).next().expect("a list");
+        assert_eq!(list, ["a", "b", "c", "d", "e", "e", "e", "e"]);
     }
 
     #[test]
@@ -813,7 +865,7 @@ mod tests {
         assert_eq!(
             sqlite,
             "UPDATE holds AS t SET amount = t.amount - v.taken FROM (SELECT value ->> 0 AS id, \
-             value ->> 1 AS was, value ->> 2 AS taken FROM json_each(?)) AS v WHERE t.id = v.id \
+             value ->> 1 AS was, value ->> 2 AS taken FROM jsonb_each(?)) AS v WHERE t.id = v.id \
              AND +t.state = ? AND t.amount = v.was"
         );
         let mysql = CHARGE_KEYS.sql(DbBackend::MySql);

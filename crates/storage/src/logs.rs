@@ -125,18 +125,57 @@ fn log_row(e: &NewLogEntry) -> log::ActiveModel {
     }
 }
 
-/// Inserts several log rows with one multi-row INSERT on `db` (a transaction, in practice).
+/// Rows in one of SQLite's multi-row log INSERTs at most.
+const SQLITE_ROWS_PER_INSERT: usize = 256;
+
+/// Inserts several log rows on `db` (a transaction, in practice), in the order given: one
+/// multi-row INSERT on MySQL; on SQLite, one a power of two of rows (200 rows: 128, 64, 8).
+///
+/// SQLite compiles each statement text into a program kept in the connection's statement
+/// cache (100 statements), and a `VALUES` list of thirteen placeholders a row is a new text
+/// for every batch size: a busy instance kept dozens of those programs, each hundreds of KB
+/// for a 256-row batch, long after its load (docs/benchmarks.md, ninth session). With sizes
+/// drawn from nine, the cache keeps at most nine such programs, all reused. MySQL keeps the
+/// one statement: its prepared statements live in the server, and each statement more would
+/// be a round trip more per batch.
 pub(crate) async fn insert_logs(
     db: &impl ConnectionTrait,
     entries: &[NewLogEntry],
 ) -> std::result::Result<(), DbErr> {
-    if entries.is_empty() {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        if !entries.is_empty() {
+            log::Entity::insert_many(entries.iter().map(log_row))
+                .exec_without_returning(db)
+                .await?;
+        }
         return Ok(());
     }
-    log::Entity::insert_many(entries.iter().map(log_row))
-        .exec_without_returning(db)
-        .await?;
+    for chunk in power_of_two_chunks(entries, SQLITE_ROWS_PER_INSERT) {
+        log::Entity::insert_many(chunk.iter().map(log_row))
+            .exec_without_returning(db)
+            .await?;
+    }
     Ok(())
+}
+
+/// `items` in order, cut into runs whose lengths are powers of two no larger than `max` (a
+/// power of two), longest first: 200 with a `max` of 256 gives 128, 64, 8.
+fn power_of_two_chunks<T>(mut items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(max.is_power_of_two());
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let len = if items.len() >= max {
+            max
+        } else {
+            // The largest power of two not above the length.
+            1 << items.len().ilog2()
+        };
+        let (chunk, rest) = items.split_at(len);
+        items = rest;
+        Some(chunk)
+    })
 }
 
 /// Inserts a log row on `db` (a connection or an open transaction); returns its id.
@@ -318,7 +357,7 @@ impl LogRepository for SeaStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{SPLIT, join};
+    use super::{SPLIT, join, power_of_two_chunks};
 
     #[test]
     fn split_sums_join_exactly_and_saturate() {
@@ -339,5 +378,22 @@ mod tests {
         let (hi, lo) = (i64::MAX / SPLIT, i64::MAX % SPLIT);
         assert_eq!(join(2 * hi, 2 * lo), i64::MAX);
         assert_eq!(join(-2 * hi, -2 * lo), i64::MIN);
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_longest_first_in_order() {
+        let lens = |n: usize, max: usize| {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = power_of_two_chunks(&items, max).collect();
+            // In order, nothing lost or repeated.
+            assert_eq!(chunks.concat(), items);
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        };
+        assert!(lens(0, 256).is_empty());
+        assert_eq!(lens(1, 256), [1]);
+        assert_eq!(lens(200, 256), [128, 64, 8]);
+        assert_eq!(lens(255, 256), [128, 64, 32, 16, 8, 4, 2, 1]);
+        assert_eq!(lens(256, 256), [256]);
+        assert_eq!(lens(600, 256), [256, 256, 64, 16, 8]);
     }
 }

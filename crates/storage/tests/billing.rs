@@ -655,3 +655,62 @@ async fn batches_racing_releases_and_each_other_move_each_hold_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_of_any_size_logs_each_call_once_in_the_batch_order() {
+    for store in stores().await {
+        // Sizes around the statements' own (SQLite inserts a power of two of rows at a time,
+        // at most 256; `IN` lists are padded to a power of two).
+        for (size, fill) in [(1_i64, 201_u8), (3, 202), (200, 203), (300, 204)] {
+            let name = format!("order-{size}");
+            let (u, t) = testing::funded(&store, &name, "1", None, fill, NOW).await;
+            let lease = leased(&store, u, 100_000).await;
+            let batch: Vec<Settlement> = (0..size)
+                .map(|i| Settlement {
+                    lease: Some(lease.id.clone()),
+                    ..settlement(&format!("order-{size}-{i}"), u, t, i + 1)
+                })
+                .collect();
+            let outcomes = store
+                .settle_batch(&batch, BatchAttempt::First)
+                .await
+                .expect("batch");
+            assert_eq!(outcomes, vec![SettleOutcome::Settled; batch.len()]);
+            // Newest first, ties by id: the batch's rows, read back to front, in its order.
+            let mut logged = Vec::new();
+            for page in 1.. {
+                let rows = store
+                    .log_page(
+                        u,
+                        &LogQueryInput {
+                            kind: Some("consume".into()),
+                            page: Some(page.to_string()),
+                            page_size: Some("100".into()),
+                            ..Default::default()
+                        }
+                        .into_query()
+                        .expect("query"),
+                    )
+                    .await
+                    .expect("logs");
+                if rows.entries.is_empty() {
+                    break;
+                }
+                logged.extend(
+                    rows.entries
+                        .into_iter()
+                        .map(|r| (r.request_id, r.quota.get())),
+                );
+            }
+            logged.reverse();
+            let expected: Vec<(String, i64)> = batch
+                .iter()
+                .map(|s| (s.request_id.clone(), s.quota.get()))
+                .collect();
+            assert_eq!(logged, expected, "a batch of {size}");
+            let user = reload(&store, &name).await;
+            let spent = size * (size + 1) / 2;
+            assert_eq!(book(&user), (500_000 - spent, 100_000 - spent, spent, size));
+        }
+    }
+}
