@@ -188,6 +188,10 @@ fn random_below(n: u64) -> u64 {
 /// blocking pool, so a few huge prompts cannot stall every other request.
 const INLINE_PARSE_BYTES: usize = 16 * 1024;
 
+/// How long a call waits at most for the settlement backlog to shrink
+/// ([`Ledger::wait_for_room`]) before it goes on regardless.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+
 /// Parses the request and estimates its prompt tokens (the tokenizer's work is bounded per
 /// request; see [`tokenizer::TOKENIZE_BUDGET_BYTES`]).
 async fn parse_and_estimate(api: Api, raw: Bytes) -> Result<Call, RelayError> {
@@ -331,6 +335,9 @@ impl Gateway {
         last_channel: &mut Option<ChannelId>,
     ) -> Result<ChatReply, RelayError> {
         let started = Instant::now();
+        // While the settlements fall behind, a call waits (a bounded time) rather than make
+        // their backlog longer; past that it goes on, and the capacity below still holds.
+        self.ledger.wait_for_room(ROOM_WAIT).await;
         let backlog = self.ledger.backlog();
         if backlog.full {
             tracing::warn!(

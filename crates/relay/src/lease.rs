@@ -639,6 +639,10 @@ impl Ledger for LeaseLedger {
         self.exact.backlog()
     }
 
+    async fn wait_for_room(&self, within: Duration) -> bool {
+        self.exact.wait_for_room(within).await
+    }
+
     async fn sweep(&self) -> Result<u64, RepoError> {
         self.exact.sweep().await
     }

@@ -139,6 +139,10 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     /// Settlements not written yet.
     fn backlog(&self) -> Backlog;
 
+    /// Waits, at most `within`, while the settlements are falling behind the calls (see
+    /// [`Settler::wait_for_room`]); whether there is room.
+    async fn wait_for_room(&self, within: Duration) -> bool;
+
     /// Releases holds past their expiry (left by a process that died mid-call); how many.
     async fn sweep(&self) -> Result<u64, RepoError>;
 
@@ -279,6 +283,10 @@ impl Ledger for ExactLedger {
         rx.await.map_err(|_| RepoError::Failure {
             detail: "the hold task stopped".into(),
         })?
+    }
+
+    async fn wait_for_room(&self, within: Duration) -> bool {
+        self.settler.wait_for_room(within).await
     }
 
     fn backlog(&self) -> Backlog {
