@@ -127,6 +127,9 @@ pub struct Backlog {
     pub failing: usize,
     /// Whether new calls should be refused until the backlog shrinks.
     pub full: bool,
+    /// Whether the settlements have fallen behind the calls: a new call waits for room
+    /// ([`Ledger::wait_for_room`]) before it goes on.
+    pub behind: bool,
 }
 
 /// The port through which every call's money moves (see the module documentation).
@@ -140,7 +143,8 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     fn backlog(&self) -> Backlog;
 
     /// Waits, at most `within`, while the settlements are falling behind the calls (see
-    /// [`Settler::wait_for_room`]); whether there is room.
+    /// [`Settler::wait_for_room`]); whether there is room. Ask [`Backlog::behind`] first: it
+    /// says so without waiting.
     async fn wait_for_room(&self, within: Duration) -> bool;
 
     /// Releases holds past their expiry (left by a process that died mid-call); how many.
@@ -294,6 +298,7 @@ impl Ledger for ExactLedger {
             pending: self.settler.pending(),
             failing: self.settler.failing(),
             full: self.settler.is_full(),
+            behind: !self.settler.has_room(),
         }
     }
 

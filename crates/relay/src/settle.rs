@@ -400,21 +400,22 @@ impl Settler {
     /// no call waits: they are answered and their settlements kept until the capacity, as
     /// before.
     pub async fn wait_for_room(&self, within: Duration) -> bool {
-        let room = || self.pending() < self.pending.slack || self.failing() > 0;
-        // Every call asks: the usual answer costs two loads, no timer.
-        if room() {
-            return true;
-        }
         let wait = async {
             loop {
                 let woken = self.pending.room.notified();
-                if room() {
+                if self.has_room() {
                     return;
                 }
                 woken.await;
             }
         };
         tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    /// Whether a new call may go on without waiting ([`Settler::wait_for_room`]).
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        self.pending() < self.pending.slack || self.failing() > 0
     }
 
     /// Waits until every submitted job is done, or `timeout` passes.
@@ -482,8 +483,8 @@ impl Drop for Unfinished<'_> {
 /// windows given the real tokens.
 async fn price(f: Finished) -> Option<Settlement> {
     let limit = f.ticket.limit.clone();
-    let request_id = f.ticket.request_id.clone();
     let s = if f.counts_much() {
+        let request_id = f.ticket.request_id.clone();
         match tokio::task::spawn_blocking(move || f.into_settlement()).await {
             Ok(s) => s,
             Err(e) => {
@@ -667,11 +668,13 @@ async fn run(billing: &dyn BillingRepository, job: Job, pending: &Pending) {
 /// the settlement kept it; otherwise (`Span::none()`) the line names the call itself.
 fn log_settled(span: &tracing::Span, s: &Settlement, outcome: SettleOutcome, batch: usize) {
     let quota = s.quota.get();
-    let settled = outcome == SettleOutcome::Settled;
-    if span.is_none() {
-        let (request_id, model) = (s.request_id.as_str(), s.model.as_str());
-        let channel_id = s.channel_id.map(ChannelId::get);
-        if settled {
+    // Fields left `None` are not written: in the span, the span names the call.
+    let named = span.is_none();
+    let request_id = named.then_some(s.request_id.as_str());
+    let model = named.then_some(s.model.as_str());
+    let channel_id = s.channel_id.filter(|_| named).map(ChannelId::get);
+    span.in_scope(|| {
+        if outcome == SettleOutcome::Settled {
             tracing::debug!(
                 request_id,
                 model,
@@ -692,15 +695,7 @@ fn log_settled(span: &tracing::Span, s: &Settlement, outcome: SettleOutcome, bat
                 "settled"
             );
         }
-    } else {
-        span.in_scope(|| {
-            if settled {
-                tracing::debug!(quota, ?outcome, batch, "settled");
-            } else {
-                tracing::info!(quota, ?outcome, batch, "settled");
-            }
-        });
-    }
+    });
 }
 
 #[cfg(test)]
@@ -723,9 +718,16 @@ mod tests {
         batches: Mutex<Vec<usize>>,
         /// Each batch write tried, written or not: its first call and the attempt it was told.
         attempts: Mutex<Vec<(String, BatchAttempt)>>,
+        /// When set, each settlement write first waits for one of its permits.
+        gate: Option<tokio::sync::Semaphore>,
     }
 
     impl Flaky {
+        async fn pass_gate(&self) {
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("open").forget();
+            }
+        }
         fn up(&self) -> Result<(), RepoError> {
             if self.calls.fetch_add(1, Ordering::AcqRel) < self.down_for {
                 Err(RepoError::Unavailable {
@@ -743,6 +745,7 @@ mod tests {
             self.up().map(Ok)
         }
         async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
+            self.pass_gate().await;
             self.up()?;
             self.settled.lock().expect("lock").push(s.clone());
             Ok(SettleOutcome::Settled)
@@ -752,6 +755,7 @@ mod tests {
             batch: &[Settlement],
             attempt: BatchAttempt,
         ) -> Result<Vec<SettleOutcome>, RepoError> {
+            self.pass_gate().await;
             let first = batch
                 .first()
                 .map(|s| s.request_id.clone())
@@ -931,51 +935,11 @@ mod tests {
         }
     }
 
-    /// A store whose every write waits for a permit of `gate`.
-    #[derive(Debug)]
-    struct Gated {
-        gate: tokio::sync::Semaphore,
-        written: AtomicUsize,
-    }
-
-    impl Gated {
-        async fn pass(&self) {
-            self.gate.acquire().await.expect("open").forget();
-        }
-    }
-
-    #[async_trait]
-    impl BillingRepository for Gated {
-        async fn hold(&self, _: &Hold, _: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError> {
-            Ok(Ok(()))
-        }
-        async fn settle(&self, _: &Settlement) -> Result<SettleOutcome, RepoError> {
-            self.pass().await;
-            self.written.fetch_add(1, Ordering::AcqRel);
-            Ok(SettleOutcome::Settled)
-        }
-        async fn settle_batch(
-            &self,
-            batch: &[Settlement],
-            _: BatchAttempt,
-        ) -> Result<Vec<SettleOutcome>, RepoError> {
-            self.pass().await;
-            self.written.fetch_add(batch.len(), Ordering::AcqRel);
-            Ok(vec![SettleOutcome::Settled; batch.len()])
-        }
-        async fn release(&self, _: &str) -> Result<bool, RepoError> {
-            Ok(true)
-        }
-        async fn expire_holds(&self, _: UnixTime, _: u64) -> Result<u64, RepoError> {
-            Ok(0)
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn calls_wait_for_room_while_the_settlements_fall_behind_not_while_they_fail() {
-        let store = Arc::new(Gated {
-            gate: tokio::sync::Semaphore::new(0),
-            written: AtomicUsize::new(0),
+        let store = Arc::new(Flaky {
+            gate: Some(tokio::sync::Semaphore::new(0)),
+            ..Flaky::default()
         });
         // Batches of two: room below 8 × 2 waiting settlements.
         let settler = Settler::start(
@@ -1000,13 +964,14 @@ mod tests {
             "20 waiting"
         );
         // Five batches written: 10 left, below 16.
-        store.gate.add_permits(5);
+        let gate = store.gate.as_ref().expect("gated");
+        gate.add_permits(5);
         assert!(settler.wait_for_room(Duration::from_secs(1)).await);
         assert!(settler.pending() < 16, "{}", settler.pending());
         assert!(settler.pending() >= 10, "{}", settler.pending());
-        store.gate.add_permits(1_000);
+        gate.add_permits(1_000);
         assert!(settler.drain(Duration::from_secs(60)).await);
-        assert_eq!(store.written.load(Ordering::Acquire), 20);
+        assert_eq!(store.settled.lock().expect("lock").len(), 20);
 
         // A failing database makes no call wait: the backlog is kept up to its capacity.
         let failing = Arc::new(Flaky {

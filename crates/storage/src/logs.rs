@@ -142,15 +142,15 @@ pub(crate) async fn insert_logs(
     db: &impl ConnectionTrait,
     entries: &[NewLogEntry],
 ) -> std::result::Result<(), DbErr> {
-    if db.get_database_backend() != DbBackend::Sqlite {
-        if !entries.is_empty() {
-            log::Entity::insert_many(entries.iter().map(log_row))
-                .exec_without_returning(db)
-                .await?;
-        }
+    if entries.is_empty() {
         return Ok(());
     }
-    for chunk in power_of_two_chunks(entries, SQLITE_ROWS_PER_INSERT) {
+    let chunks: Vec<&[NewLogEntry]> = if db.get_database_backend() == DbBackend::Sqlite {
+        power_of_two_chunks(entries, SQLITE_ROWS_PER_INSERT).collect()
+    } else {
+        vec![entries]
+    };
+    for chunk in chunks {
         log::Entity::insert_many(chunk.iter().map(log_row))
             .exec_without_returning(db)
             .await?;

@@ -13,7 +13,7 @@ use tollgate_domain::billing::{
 };
 use tollgate_domain::cluster::InstanceId;
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
-use tollgate_domain::logs::{LogKind, LogQueryInput};
+use tollgate_domain::logs::{LogKind, LogPage, LogQueryInput};
 use tollgate_domain::pricing::Usage;
 use tollgate_domain::repository::{
     BillingRepository, LeaseRepository, LogRepository, TokenRepository, UserRepository,
@@ -54,13 +54,15 @@ fn book(user: &User) -> (i64, i64, i64, i64) {
     )
 }
 
-/// Consume rows logged for `user`.
-async fn consumed(store: &SeaStore, user: UserId) -> u64 {
+/// Page `page` (from 1) of `size` of the consume rows logged for `user`, newest first.
+async fn consume_page(store: &SeaStore, user: UserId, page: u64, size: u64) -> LogPage {
     store
         .log_page(
             user,
             &LogQueryInput {
                 kind: Some("consume".into()),
+                page: Some(page.to_string()),
+                page_size: Some(size.to_string()),
                 ..Default::default()
             }
             .into_query()
@@ -68,7 +70,11 @@ async fn consumed(store: &SeaStore, user: UserId) -> u64 {
         )
         .await
         .expect("logs")
-        .total
+}
+
+/// Consume rows logged for `user`.
+async fn consumed(store: &SeaStore, user: UserId) -> u64 {
+    consume_page(store, user, 1, 10).await.total
 }
 
 /// A new lease of `user`'s, not yet in the database.
@@ -679,20 +685,7 @@ async fn a_batch_of_any_size_logs_each_call_once_in_the_batch_order() {
             // Newest first, ties by id: the batch's rows, read back to front, in its order.
             let mut logged = Vec::new();
             for page in 1.. {
-                let rows = store
-                    .log_page(
-                        u,
-                        &LogQueryInput {
-                            kind: Some("consume".into()),
-                            page: Some(page.to_string()),
-                            page_size: Some("100".into()),
-                            ..Default::default()
-                        }
-                        .into_query()
-                        .expect("query"),
-                    )
-                    .await
-                    .expect("logs");
+                let rows = consume_page(&store, u, page, 100).await;
                 if rows.entries.is_empty() {
                     break;
                 }
