@@ -142,14 +142,17 @@ stop_tollgate() {
   # A BENCH_WRAP that does not exec (heaptrack) runs Tollgate as its child: only Tollgate is
   # stopped, and the wrapper is waited for (heaptrack's own children are still writing its
   # file when Tollgate ends).
-  local bin p
+  # A wrapper that runs Tollgate in its own process (valgrind) has no such child: it is sent
+  # the TERM itself, which it passes on.
+  local bin p child=
   bin=$(readlink -f "$tg_bin")
   if [ "$(readlink -f "/proc/$tg_pid/exe" 2>/dev/null)" = "$bin" ]; then
     kill "$tg_pid" 2>/dev/null || true
   else
     for p in $(pgrep -P "$tg_pid"); do
-      [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" != "$bin" ] || kill -TERM "$p" 2>/dev/null || true
+      [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" != "$bin" ] || { kill -TERM "$p" 2>/dev/null || true; child=1; }
     done
+    [ -n "$child" ] || kill -TERM "$tg_pid" 2>/dev/null || true
   fi
   wait "$tg_pid" 2>/dev/null || true
   if [ -n "$tg_mysql_db" ]; then
