@@ -13,7 +13,8 @@
 //! [`FailureLog`], with the channel of its last attempt; see [`failure_of`].
 //!
 //! Everything of one call runs in the span current when [`Gateway::call`] is entered (the
-//! server's per-call span), including the stream body and the settlement, which run elsewhere.
+//! request's span, which the server opens with empty `model` and `channel_id` fields),
+//! including the stream body and the settlement, which run elsewhere.
 
 use crate::RelayError;
 use crate::cache::Catalog;
@@ -352,7 +353,7 @@ impl Gateway {
         let req = parse_and_estimate(api, raw).await?;
         let prompt_estimate = req.prompt_estimate;
         let model = req.model.as_str().to_owned();
-        // The server's per-call span leaves the model to whoever parses the body.
+        // The request's span leaves the model to whoever parses the body.
         tracing::Span::current().record("model", model.as_str());
         // Every one of the choices may use the whole completion limit.
         let limit = req.hold_completion(self.config.default_max_tokens);

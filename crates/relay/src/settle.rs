@@ -912,7 +912,7 @@ mod tests {
                 },
             );
             let mut t = ticket("r1");
-            t.span = tracing::info_span!("call", request_id = "r1");
+            t.span = tracing::info_span!("request", request_id = "r1");
             assert_eq!(spans.live(), 1);
             let _ = settler.settle(
                 t.finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),

@@ -1,6 +1,7 @@
 //! Every request's id and the middleware that gives it: the id is made here, once, before any
 //! handler runs, and is the request's `X-Request-Id`, the `request_id` of its log lines and
-//! the unique key of its hold. The same middleware records the HTTP series of `/metrics`.
+//! the unique key of its hold. Its `request` span is the only span of a relayed call: the relay
+//! records the call's route, key id, model and channel into it. The same middleware records the HTTP series of `/metrics`.
 //!
 //! Handlers read the id through the [`RequestId`] extractor, which fails with a 500 when the
 //! middleware did not run rather than inventing one: a made-up id (an empty string, say) would
@@ -19,6 +20,7 @@ use std::time::Instant;
 use tollgate_domain::ids::hex;
 use tollgate_domain::time::unix_millis;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 /// The `X-Request-Id` header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -91,7 +93,18 @@ pub async fn request_context(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = RequestId::generate();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    // The relay fills the rest in once known (its route and key id; the gateway the model and
+    // channel): one span a call (`routes::relay`).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+        route = Empty,
+        token_id = Empty,
+        model = Empty,
+        channel_id = Empty,
+    );
     let started = Instant::now();
     let header = HeaderValue::from_str(id.as_str()).ok();
     req.extensions_mut().insert(id);

@@ -3,11 +3,12 @@
 //! object a line for log shippers. The filter comes from `RUST_LOG` (default `info`). Prompts,
 //! completions and secrets are never logged.
 //!
-//! Both formats carry the fields of the spans a line was logged in: the middleware's
-//! `request` span and a relayed call's `call` span both hold `request_id`, so
-//! `grep <request id>` finds every line of a call. A JSON line looks like
+//! Both formats carry the fields of the span a line was logged in: the middleware's `request`
+//! span holds `request_id`, `method` and `path`, and for a relayed call `route`, `token_id`,
+//! `model` and `channel_id` once known, so `grep <request id>` finds every line of a call
+//! (its stream's and settlement's included). A JSON line looks like
 //! `{"timestamp":…,"level":"WARN","fields":{"message":"upstream failed",…},
-//! "span":{"request_id":…,"route":"chat","token_id":…,"name":"call"},"spans":[{…"name":"request"},{…"name":"call"}]}`:
+//! "span":{"request_id":…,"method":"POST",…,"route":"chat","token_id":…,"name":"request"},"spans":[{…"name":"request"}]}`:
 //! `span` is the innermost span, `spans` all of them from the outermost.
 //!
 //! A line is formatted once and goes to both outputs (stdout is coloured, and so formatted
@@ -26,6 +27,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tollgate_domain::time::UnixTime;
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -302,6 +304,43 @@ impl Drop for LogGuard {
     }
 }
 
+/// The lines' timestamps: RFC 3339 in UTC with microseconds, as tracing-subscriber's default
+/// timer writes them (`2026-12-05T11:48:59.306164Z`), but with the date and time of day
+/// formatted once a second per thread, not for every line (a calendar conversion and a dozen
+/// formatted numbers, about 1% of a relayed call's instructions; docs/benchmarks.md, tenth
+/// session).
+#[derive(Debug, Clone, Copy, Default)]
+struct LineTime;
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the seconds.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+impl tracing_subscriber::fmt::time::FormatTime for LineTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since.as_secs();
+        SECOND.with_borrow_mut(|(second, text)| {
+            if *second != secs {
+                *second = secs;
+                text.clear();
+                let at = UnixTime::from_secs(i64::try_from(secs).unwrap_or(i64::MAX));
+                write!(text, "{at}")?;
+                // `YYYY-MM-DD HH:MM:SS`: the date and the time joined by a `T`.
+                if text.len() > 10 {
+                    text.replace_range(10..11, "T");
+                }
+            }
+            write!(w, "{text}.{:06}Z", since.subsec_micros())
+        })
+    }
+}
+
 /// The file layer's field formatter. Span fields are formatted once per formatter *type* and
 /// cached on the span; with the same type as the (coloured) stdout layer, the file would get
 /// stdout's ANSI codes. A type of its own keeps the file plain.
@@ -334,14 +373,20 @@ where
         LogFormat::Text if !colour => vec![
             fmt::layer()
                 .with_target(false)
+                .with_timer(LineTime)
                 .with_ansi(false)
                 .with_writer(stdout.and(file))
                 .boxed(),
         ],
         LogFormat::Text => vec![
-            fmt::layer().with_target(false).with_writer(stdout).boxed(),
             fmt::layer()
                 .with_target(false)
+                .with_timer(LineTime)
+                .with_writer(stdout)
+                .boxed(),
+            fmt::layer()
+                .with_target(false)
+                .with_timer(LineTime)
                 .with_ansi(false)
                 .fmt_fields(PlainFields(fmt::format::DefaultFields::new()))
                 .with_writer(file)
@@ -351,6 +396,7 @@ where
             fmt::layer()
                 .json()
                 .with_target(false)
+                .with_timer(LineTime)
                 .with_ansi(false)
                 .with_writer(stdout.and(file))
                 .boxed(),
@@ -416,8 +462,8 @@ mod tests {
         }
     }
 
-    /// Logs what a relayed call logs, spans as the middleware and the handler open them, in
-    /// `format`; returns the stdout and file lines.
+    /// Logs what a relayed call logs, its span as the middleware opens it and the relay fills
+    /// it in, in `format`; returns the stdout and file lines.
     fn log_a_call(format: LogFormat, colour: bool) -> (Vec<String>, Vec<String>) {
         let (stdout, file) = (Buffer::default(), Buffer::default());
         let subscriber = tracing_subscriber::registry().with(layers(
@@ -428,22 +474,23 @@ mod tests {
         ));
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("listening");
-            let request = tracing::info_span!("request", request_id = "abc123", method = "POST");
-            let _request = request.enter();
-            let call = tracing::info_span!(
-                "call",
+            // The one span of a call, as the middleware opens it and the relay fills it in.
+            let request = tracing::info_span!(
+                "request",
                 request_id = "abc123",
-                route = "chat",
+                method = "POST",
+                route = Empty,
                 token_id = Empty,
                 model = Empty,
                 channel_id = Empty
             );
-            let _call = call.enter();
-            call.record("token_id", 7);
+            let _request = request.enter();
+            request.record("route", "chat");
+            request.record("token_id", 7);
             tracing::warn!(status = 500, "upstream failed");
             // Recorded later, as the gateway does once it has picked a channel.
-            call.record("model", "qwen-turbo");
-            call.record("channel_id", 3);
+            request.record("model", "qwen-turbo");
+            request.record("channel_id", 3);
             tracing::info!("settled");
         });
         (stdout.lines(), file.lines())
@@ -463,12 +510,16 @@ mod tests {
         let failed = &lines[1];
         assert_eq!(failed["level"], "WARN");
         assert_eq!(failed["fields"]["status"], 500);
-        assert_eq!(failed["span"]["name"], "call");
+        assert_eq!(failed["span"]["name"], "request");
         assert_eq!(failed["span"]["request_id"], "abc123");
+        assert_eq!(failed["span"]["route"], "chat");
         assert_eq!(failed["span"]["token_id"], 7);
         assert!(failed["span"].get("channel_id").is_none());
-        assert_eq!(failed["spans"][0]["name"], "request");
-        assert_eq!(failed["spans"][0]["request_id"], "abc123");
+        assert_eq!(
+            failed["spans"].as_array().map(Vec::len),
+            Some(1),
+            "one span a call"
+        );
         let settled = &lines[2];
         assert_eq!(settled["span"]["channel_id"], 3);
         assert_eq!(settled["span"]["model"], "qwen-turbo");
@@ -491,12 +542,46 @@ mod tests {
         );
         assert_eq!(file.len(), 3, "{file:?}");
         assert!(
-            file[1].contains("call{request_id=\"abc123\" route=\"chat\" token_id=7}"),
+            file[1].contains(
+                "request{request_id=\"abc123\" method=\"POST\" route=\"chat\" token_id=7}"
+            ),
             "{}",
             file[1]
         );
         assert!(file[2].contains("channel_id=3"), "{}", file[2]);
         assert!(!file.iter().any(|l| l.contains('\u{1b}')));
+    }
+
+    #[test]
+    fn timestamps_are_written_as_tracing_subscriber_writes_them() {
+        use tracing_subscriber::fmt::format::Writer;
+        use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+        let stamp = |timer: &dyn Fn(&mut Writer<'_>) -> std::fmt::Result| {
+            let mut s = String::new();
+            timer(&mut Writer::new(&mut s)).expect("formatted");
+            s
+        };
+        // Twice on the same second (the second time from the thread's cache), unless a second
+        // boundary falls between the two stamps: then again.
+        for _ in 0..3 {
+            let ours = [
+                stamp(&|w| LineTime.format_time(w)),
+                stamp(&|w| LineTime.format_time(w)),
+            ];
+            let theirs = stamp(&|w| SystemTime.format_time(w));
+            if ours.iter().any(|s| s[..19] != theirs[..19]) {
+                continue;
+            }
+            for s in &ours {
+                assert_eq!(s.len(), theirs.len(), "{s} / {theirs}");
+                assert_eq!(s[..19], theirs[..19], "{s} / {theirs}");
+                assert_eq!(&s[19..20], ".");
+                assert!(s[20..26].bytes().all(|b| b.is_ascii_digit()), "{s}");
+                assert!(s.ends_with('Z'), "{s}");
+            }
+            return;
+        }
+        panic!("three second boundaries in a row");
     }
 
     #[test]

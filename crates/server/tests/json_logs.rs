@@ -223,13 +223,19 @@ async fn json_lines_of_a_call_carry_its_request_id_and_never_its_key_or_prompt()
             assert!(!text.contains(secret), "{source} holds {secret:?}: {text}");
         }
         let call = lines_of(&lines, &request_id);
-        // The gateway's warning about the failed attempt, inside the call span …
+        // The gateway's warning about the failed attempt, inside the request's span (the one
+        // span of a call) …
         let failed = call
             .iter()
             .find(|l| l["fields"]["message"] == "upstream failed")
             .unwrap_or_else(|| panic!("{source}: no upstream failure line of the call: {text}"));
         assert_eq!(failed["level"], "WARN");
-        assert_eq!(failed["span"]["name"], "call");
+        assert_eq!(failed["span"]["name"], "request");
+        assert_eq!(
+            failed["spans"].as_array().map(Vec::len),
+            Some(1),
+            "{failed}"
+        );
         assert_eq!(failed["span"]["request_id"], request_id.as_str());
         assert_eq!(failed["span"]["route"], "chat");
         assert_eq!(failed["span"]["token_id"], token_id, "{failed}");
@@ -240,13 +246,18 @@ async fn json_lines_of_a_call_carry_its_request_id_and_never_its_key_or_prompt()
             .unwrap_or_else(|| panic!("{source}: no response line of the call: {text}"));
         assert_eq!(response["fields"]["status"], 200);
         assert_eq!(response["span"]["request_id"], request_id.as_str());
-        // … and the settlement, written later by the ledger's worker, still in the call span,
-        // which by then knows the model and the channel that answered.
+        // It names the call: route, key, model and the channel that answered.
+        assert_eq!(response["span"]["route"], "chat", "{response}");
+        assert_eq!(response["span"]["token_id"], token_id, "{response}");
+        assert_eq!(response["span"]["model"], "qwen-turbo", "{response}");
+        assert!(response["span"]["channel_id"].is_u64(), "{response}");
+        // … and the settlement, written later by the ledger's worker, still in the request's
+        // span, which by then knows the model and the channel that answered.
         let settled = call
             .iter()
             .find(|l| l["fields"]["message"] == "settled")
             .unwrap_or_else(|| panic!("{source}: no settlement line of the call: {text}"));
-        assert_eq!(settled["span"]["name"], "call", "{settled}");
+        assert_eq!(settled["span"]["name"], "request", "{settled}");
         assert_eq!(settled["span"]["request_id"], request_id.as_str());
         assert_eq!(settled["span"]["model"], "qwen-turbo", "{settled}");
         assert!(settled["span"]["channel_id"].is_u64(), "{settled}");

@@ -7,8 +7,10 @@
 //! The key comes before the body so that a stranger cannot make Tollgate buffer megabytes: an
 //! unknown key is answered (and the connection closed) without reading a byte of the body.
 //!
-//! Each relayed call runs inside one tracing span, `call` (see [`call_span`]), so every line
-//! logged for it, here or in the gateway, carries its request id and key id.
+//! Each relayed call runs inside its request's tracing span (opened by the `request_context`
+//! middleware, [`crate::request_id`]); the handler records the call's route and key id into it
+//! (see [`relay`]), the gateway its model and channel, so every line logged for the call, here,
+//! in the gateway, in its stream or its settlement, carries them with the request id.
 
 use crate::auth::bearer;
 use crate::error::{AnthropicError, OpenAiError};
@@ -24,8 +26,6 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tollgate_domain::channel::Api;
 use tollgate_relay::{ChatReply, Gateway, RateHeaders};
-use tracing::Instrument;
-use tracing::field::Empty;
 use utoipa::ToSchema;
 
 /// How relay request bodies are read: `TOLLGATE_RELAY_BODY_LIMIT` and
@@ -119,7 +119,7 @@ fn anthropic_key(req: &HttpRequest) -> Option<&str> {
         .or_else(|| bearer(req))
 }
 
-/// The API's name in logs (the `route` field of a call's span).
+/// The API's name in logs (the `route` field of a call's request span).
 fn route_name(api: Api) -> &'static str {
     match api {
         Api::Chat => "chat",
@@ -129,25 +129,12 @@ fn route_name(api: Api) -> &'static str {
     }
 }
 
-/// The span of one relayed call, a child of the middleware's `request` span. Fields:
-/// `request_id`, `route` (the API), and, empty until known, `token_id` (the key's id, recorded
-/// here once the key is checked; never the key), `model` and `channel_id` (recorded by the
-/// gateway, which parses the body and picks the channel, into `Span::current()`). Nothing
-/// in it comes from the prompt.
-fn call_span(api: Api, request_id: &RequestId) -> tracing::Span {
-    tracing::info_span!(
-        "call",
-        request_id = %request_id,
-        route = route_name(api),
-        token_id = Empty,
-        model = Empty,
-        channel_id = Empty,
-    )
-}
-
-/// Key, body, the gateway's answer as a response, inside the call's span: the gateway runs in
-/// it, so it can record the model and channel and carry the span into the stream and the
-/// settlement.
+/// Key, body, the gateway's answer as a response, inside the request's span: the route and,
+/// once the key is checked, its id (never the key) are recorded into it here; the gateway
+/// records the model and channel and carries the span into the stream and the settlement.
+/// One span a call, not a `call` span inside the request's: a span costs its fields'
+/// formatting and a slot in the registry, and every poll enters and leaves it — about 5% of a
+/// call's instructions for the second span (docs/benchmarks.md, tenth session).
 async fn relay(
     api: Api,
     key: Option<&str>,
@@ -157,39 +144,36 @@ async fn relay(
     limit: BodyLimit,
 ) -> Result<HttpResponse, OpenAiError> {
     let request_id = RequestId::of(req)?;
-    let span = call_span(api, &request_id);
-    async {
-        let token = gateway.authenticate(key).await?;
-        tracing::Span::current().record("token_id", token.id.get());
-        let body = read_body(req, payload, limit).await?;
-        let with_rate = |res: &mut actix_web::HttpResponseBuilder, rate: Option<RateHeaders>| {
-            for (name, value) in rate.iter().flat_map(rate_limit_headers) {
-                res.insert_header((name, value));
-            }
-        };
-        match gateway.call(api, token, body, request_id.as_str()).await? {
-            ChatReply::Json { status, body, rate } => {
-                let mut res = HttpResponse::build(
-                    actix_web::http::StatusCode::from_u16(status)
-                        .unwrap_or(actix_web::http::StatusCode::OK),
-                );
-                with_rate(&mut res, rate);
-                Ok(res.insert_header(ContentType::json()).body(body))
-            }
-            ChatReply::Stream { events, rate } => {
-                let mut res = HttpResponse::Ok();
-                with_rate(&mut res, rate);
-                Ok(res
-                    .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-                    .insert_header((header::CACHE_CONTROL, "no-cache"))
-                    // Proxies such as nginx must not buffer the stream.
-                    .insert_header(("X-Accel-Buffering", "no"))
-                    .streaming(events))
-            }
+    let span = tracing::Span::current();
+    span.record("route", route_name(api));
+    let token = gateway.authenticate(key).await?;
+    span.record("token_id", token.id.get());
+    let body = read_body(req, payload, limit).await?;
+    let with_rate = |res: &mut actix_web::HttpResponseBuilder, rate: Option<RateHeaders>| {
+        for (name, value) in rate.iter().flat_map(rate_limit_headers) {
+            res.insert_header((name, value));
+        }
+    };
+    match gateway.call(api, token, body, request_id.as_str()).await? {
+        ChatReply::Json { status, body, rate } => {
+            let mut res = HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(status)
+                    .unwrap_or(actix_web::http::StatusCode::OK),
+            );
+            with_rate(&mut res, rate);
+            Ok(res.insert_header(ContentType::json()).body(body))
+        }
+        ChatReply::Stream { events, rate } => {
+            let mut res = HttpResponse::Ok();
+            with_rate(&mut res, rate);
+            Ok(res
+                .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                // Proxies such as nginx must not buffer the stream.
+                .insert_header(("X-Accel-Buffering", "no"))
+                .streaming(events))
         }
     }
-    .instrument(span)
-    .await
 }
 
 /// Chat completions (OpenAI's API), streamed or not, routed to any channel serving the model
