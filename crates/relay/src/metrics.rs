@@ -1,7 +1,18 @@
 //! The relay's Prometheus series (SPEC §6), recorded through the `metrics` facade: the server
 //! installs the exporter; without one every call here is a no-op. Labels carry channel ids,
 //! model names and outcomes — never a key, a user or a prompt.
+//!
+//! A series' handle is looked up in the recorder by its name and labels (label values copied
+//! into a key, hashed, a shared map searched) — several times a call, about 2–3% of a call's
+//! instructions (docs/benchmarks.md, tenth session). Once the server has installed its
+//! recorder ([`keep_handles`]) the handles are kept instead, per thread, in [`Kept`]. Not
+//! before: a handle taken without a recorder belongs to the no-op one for good.
 
+use metrics::{Counter, Gauge, Histogram};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tollgate_domain::call_errors::CallFailure;
 use tollgate_domain::ids::ChannelId;
@@ -62,6 +73,91 @@ impl Outcome {
     }
 }
 
+/// Set once the process's recorder is installed; it never goes away.
+static RECORDER_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Tells this module that the process's recorder is installed (the server, right after
+/// installing it): handles taken from now on are kept. The recorder must not drop idle series
+/// (the exporter's `idle_timeout`, which the server leaves off): a kept handle would go on
+/// counting into a series no scrape shows.
+pub fn keep_handles() {
+    RECORDER_INSTALLED.store(true, Ordering::Release);
+}
+
+/// Series handles of one kind kept on one thread, found by name and up to two label values
+/// without copying them. Bounded: past [`Kept::MOST`] series a thread looks the rest up each
+/// time (label values come from configuration — channels, models, routes — but stay safe).
+struct Kept<H> {
+    /// By name and number label, the handles of each text label.
+    by_name: HashMap<(&'static str, u64), TextLabels<H>>,
+    len: usize,
+}
+
+impl<H: Clone> Kept<H> {
+    const MOST: usize = 4_096;
+
+    fn new() -> Self {
+        Kept {
+            by_name: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    /// The handle of series `name` with labels `text` and `number` (their meaning is the
+    /// caller's), from `make` the first time.
+    fn get(&mut self, name: &'static str, text: &str, number: u64, make: impl FnOnce() -> H) -> H {
+        if !RECORDER_INSTALLED.load(Ordering::Acquire) {
+            return make();
+        }
+        let kept = self.by_name.entry((name, number)).or_default();
+        if let Some((_, h)) = kept.iter().find(|(t, _)| &**t == text) {
+            return h.clone();
+        }
+        let h = make();
+        if self.len < Self::MOST {
+            kept.push((text.into(), h.clone()));
+            self.len += 1;
+        }
+        h
+    }
+}
+
+/// Handles by their text label.
+type TextLabels<H> = Vec<(Box<str>, H)>;
+
+thread_local! {
+    static COUNTERS: RefCell<Kept<Counter>> = RefCell::new(Kept::new());
+    static HISTOGRAMS: RefCell<Kept<Histogram>> = RefCell::new(Kept::new());
+}
+
+/// The counter `name` labelled by `text` and `number` as the caller's `make` names them.
+pub fn counter(
+    name: &'static str,
+    text: &str,
+    number: u64,
+    make: impl FnOnce() -> Counter,
+) -> Counter {
+    COUNTERS.with_borrow_mut(|k| k.get(name, text, number, make))
+}
+
+/// [`counter`] for a histogram.
+pub fn histogram(
+    name: &'static str,
+    text: &str,
+    number: u64,
+    make: impl FnOnce() -> Histogram,
+) -> Histogram {
+    HISTOGRAMS.with_borrow_mut(|k| k.get(name, text, number, make))
+}
+
+/// An unlabelled series' handle, kept process-wide once the recorder is installed.
+fn kept<H: Clone>(cell: &OnceLock<H>, make: impl FnOnce() -> H) -> H {
+    if !RECORDER_INSTALLED.load(Ordering::Acquire) {
+        return make();
+    }
+    cell.get_or_init(make).clone()
+}
+
 /// Describes every series, so a scrape shows them (with their help text) before any traffic.
 pub fn describe() {
     metrics::describe_counter!(
@@ -112,25 +208,37 @@ pub fn describe() {
 
 /// One upstream attempt.
 pub(crate) fn upstream(channel: ChannelId, outcome: Outcome) {
-    metrics::counter!(UPSTREAM_REQUESTS, "channel" => channel.get().to_string(), "outcome" => outcome.as_str())
-        .increment(1);
+    // Channel ids are positive: the label is the id's decimal digits.
+    let id = u64::try_from(channel.get()).unwrap_or_default();
+    counter(UPSTREAM_REQUESTS, outcome.as_str(), id, || {
+        metrics::counter!(UPSTREAM_REQUESTS, "channel" => channel.get().to_string(), "outcome" => outcome.as_str())
+    })
+    .increment(1);
 }
 
 /// A settlement written.
 pub(crate) fn charged(model: &str, quota: i64) {
-    metrics::counter!(QUOTA_CHARGED, "model" => model.to_owned())
-        .increment(u64::try_from(quota).unwrap_or(0));
+    counter(
+        QUOTA_CHARGED,
+        model,
+        0,
+        || metrics::counter!(QUOTA_CHARGED, "model" => model.to_owned()),
+    )
+    .increment(u64::try_from(quota).unwrap_or(0));
 }
 
 /// A hold taken (+1) or finished (−1).
 pub(crate) fn holds(delta: f64) {
-    metrics::gauge!(HOLDS_IN_FLIGHT).increment(delta);
+    static KEPT: OnceLock<Gauge> = OnceLock::new();
+    kept(&KEPT, || metrics::gauge!(HOLDS_IN_FLIGHT)).increment(delta);
 }
 
 /// The settlement backlog.
 pub(crate) fn settlements(pending: usize, failing: usize) {
-    metrics::gauge!(SETTLEMENTS_PENDING).set(pending as f64);
-    metrics::gauge!(SETTLEMENTS_FAILING).set(failing as f64);
+    static PENDING: OnceLock<Gauge> = OnceLock::new();
+    static FAILING: OnceLock<Gauge> = OnceLock::new();
+    kept(&PENDING, || metrics::gauge!(SETTLEMENTS_PENDING)).set(pending as f64);
+    kept(&FAILING, || metrics::gauge!(SETTLEMENTS_FAILING)).set(failing as f64);
 }
 
 /// A call refused by a key's limits (`scope` `key`) or because every channel was at its own
@@ -146,7 +254,8 @@ pub(crate) fn rate_limit_fallback() {
 
 /// Tollgate's own time in one call.
 pub(crate) fn overhead(d: Duration) {
-    metrics::histogram!(GATEWAY_OVERHEAD).record(d.as_secs_f64());
+    static KEPT: OnceLock<Histogram> = OnceLock::new();
+    kept(&KEPT, || metrics::histogram!(GATEWAY_OVERHEAD)).record(d.as_secs_f64());
 }
 
 /// A failed call reported.
@@ -157,4 +266,48 @@ pub(crate) fn failed_call(kind: CallFailure) {
 /// A failed call left out of the usage report.
 pub(crate) fn failed_call_dropped() {
     metrics::counter!(FAILED_CALLS_DROPPED).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn handles_are_kept_by_name_and_labels_once_the_recorder_is_installed() {
+        let made = Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Counter::noop()
+        };
+        let mut kept = Kept::new();
+        // This test's thread only: other tests may set the flag, never clear it.
+        if !RECORDER_INSTALLED.load(Ordering::Acquire) {
+            let _ = kept.get("a", "x", 1, make);
+            let _ = kept.get("a", "x", 1, make);
+            assert_eq!(made.get(), 2, "no recorder yet: looked up every time");
+            made.set(0);
+        }
+        keep_handles();
+        for _ in 0..3 {
+            let _ = kept.get("a", "x", 1, make);
+        }
+        assert_eq!(made.get(), 1, "then kept");
+        let _ = kept.get("a", "y", 1, make);
+        let _ = kept.get("a", "x", 2, make);
+        let _ = kept.get("b", "x", 1, make);
+        assert_eq!(made.get(), 4, "each name and label values its own handle");
+        for i in 0..Kept::<Counter>::MOST as u64 {
+            let _ = kept.get("c", "", i, make);
+        }
+        assert_eq!(kept.len, Kept::<Counter>::MOST, "bounded");
+        let before = made.get();
+        let _ = kept.get("d", "", 0, make);
+        let _ = kept.get("d", "", 0, make);
+        assert_eq!(
+            made.get(),
+            before + 2,
+            "past the bound: looked up every time"
+        );
+    }
 }

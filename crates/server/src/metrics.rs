@@ -41,6 +41,7 @@ pub fn recorder() -> Option<PrometheusHandle> {
             match installed {
                 Ok(handle) => {
                     describe();
+                    tollgate_relay::metrics::keep_handles();
                     // Histograms buffer samples until upkeep; keep that bounded between scrapes.
                     let upkeep = handle.clone();
                     tokio::spawn(async move {
@@ -75,9 +76,18 @@ fn describe() {
 
 /// One answered request.
 pub fn http(route: &str, status: u16, elapsed: Duration) {
-    metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route.to_owned()).record(elapsed.as_secs_f64());
+    use tollgate_relay::metrics::{counter, histogram};
+    counter(HTTP_REQUESTS, route, u64::from(status), || {
+        metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(), "status" => status.to_string())
+    })
+    .increment(1);
+    histogram(
+        HTTP_DURATION,
+        route,
+        0,
+        || metrics::histogram!(HTTP_DURATION, "route" => route.to_owned()),
+    )
+    .record(elapsed.as_secs_f64());
 }
 
 /// `GET /metrics`.
