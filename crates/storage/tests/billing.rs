@@ -663,6 +663,63 @@ async fn batches_racing_releases_and_each_other_move_each_hold_once() {
 }
 
 #[tokio::test]
+async fn a_settled_calls_log_row_holds_what_its_settlement_says() {
+    for store in stores().await {
+        let (u, t) = testing::funded(&store, "fields", "1", None, 205, NOW).await;
+        let lease = leased(&store, u, 100_000).await;
+        // Every field different between the two calls, and from the helper's defaults.
+        let calls = [
+            Settlement {
+                token_name: "first key".into(),
+                model: "model-a".into(),
+                usage: Usage::new(11, 22),
+                is_stream: true,
+                latency_ms: 333,
+                at: UnixTime::from_secs(NOW.secs() + 7),
+                lease: Some(lease.id.clone()),
+                ..settlement("fields-1", u, t, 44)
+            },
+            Settlement {
+                token_name: "second key".into(),
+                model: "model-b".into(),
+                usage: Usage::new(55, 66),
+                is_stream: false,
+                latency_ms: 777,
+                at: UnixTime::from_secs(NOW.secs() + 8),
+                ..settlement("fields-2", u, t, 88)
+            },
+        ];
+        store
+            .hold(&hold("fields-2", u, t, 1_000), NOW)
+            .await
+            .expect("db")
+            .expect("held");
+        let outcomes = store
+            .settle_batch(&calls, BatchAttempt::First)
+            .await
+            .expect("batch");
+        assert_eq!(outcomes, vec![SettleOutcome::Settled; 2]);
+        let mut rows = consume_page(&store, u, 1, 10).await.entries;
+        rows.reverse();
+        assert_eq!(rows.len(), 2);
+        for (row, call) in rows.iter().zip(&calls) {
+            assert_eq!(row.user_id, u);
+            assert_eq!(row.kind, LogKind::Consume);
+            assert_eq!(row.created_at, call.at);
+            assert_eq!(row.model, call.model);
+            assert_eq!(row.token_id, Some(t));
+            assert_eq!(row.token_name, call.token_name);
+            assert_eq!(row.prompt_tokens, call.usage.prompt_tokens as i64);
+            assert_eq!(row.completion_tokens, call.usage.completion_tokens as i64);
+            assert_eq!(row.quota, call.quota);
+            assert_eq!(row.request_id, call.request_id);
+            assert_eq!(row.is_stream, call.is_stream);
+            assert_eq!(row.latency_ms, call.latency_ms);
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_batch_of_any_size_logs_each_call_once_in_the_batch_order() {
     for store in stores().await {
         // Sizes around the statements' own (SQLite inserts a power of two of rows at a time,
