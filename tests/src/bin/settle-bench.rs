@@ -75,7 +75,8 @@ async fn main() {
     if let Ok(sql) = std::env::var("BENCH_SQL") {
         use sea_orm::ConnectionTrait;
         let db = sea_orm::Database::connect(&url).await.expect("connect");
-        for s in sql.split(';') {
+        // Empty statements (a trailing `;`, an empty BENCH_SQL) are skipped, not sent.
+        for s in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             db.execute_unprepared(s).await.expect("BENCH_SQL");
         }
     }
