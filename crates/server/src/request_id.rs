@@ -33,13 +33,51 @@ const ID_BYTES: usize = 16;
 /// call — on SQLite that was a 4 KiB page read and written to the WAL for every call.
 const TIME_BYTES: usize = 6;
 
+/// Random bytes from the operating system, fetched [`RandomBytes::FETCH`] at a time: a request
+/// id takes ten, and a `getrandom` system call for each was one of a relayed call's five
+/// (docs/benchmarks.md, tenth session). The bytes are the kernel's, used once each, by this
+/// thread only.
+struct RandomBytes {
+    bytes: [u8; RandomBytes::FETCH],
+    /// The bytes before this have been used (`FETCH`: all of them).
+    used: usize,
+}
+
+impl RandomBytes {
+    const FETCH: usize = 4096;
+
+    /// Fills `out` with bytes not used before.
+    ///
+    /// # Panics
+    /// When the operating system's random source fails: ids that might repeat would merge two
+    /// calls' holds, so the request must not go on.
+    fn take(&mut self, out: &mut [u8]) {
+        debug_assert!(out.len() <= Self::FETCH);
+        if Self::FETCH - self.used < out.len() {
+            if let Err(e) = getrandom::fill(&mut self.bytes) {
+                panic!("operating system random source failed: {e}");
+            }
+            self.used = 0;
+        }
+        out.copy_from_slice(&self.bytes[self.used..self.used + out.len()]);
+        self.used += out.len();
+    }
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomBytes> = const {
+        std::cell::RefCell::new(RandomBytes { bytes: [0; RandomBytes::FETCH], used: RandomBytes::FETCH })
+    };
+}
+
 /// The id of one request: 32 lower-case hex characters, never empty. 80 random bits after
 /// the millisecond, so ids of concurrent calls on every instance never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(String);
 
 impl RequestId {
-    /// A new id: the current millisecond, then random bytes.
+    /// A new id: the current millisecond, then random bytes (the operating system's, fetched a
+    /// few KB at a time per thread).
     ///
     /// # Panics
     /// When the operating system's random source fails: ids that might repeat would merge two
@@ -49,9 +87,7 @@ impl RequestId {
         let millis = unix_millis(std::time::SystemTime::now());
         let mut bytes = [0u8; ID_BYTES];
         bytes[..TIME_BYTES].copy_from_slice(&millis.to_be_bytes()[8 - TIME_BYTES..]);
-        if let Err(e) = getrandom::fill(&mut bytes[TIME_BYTES..]) {
-            panic!("operating system random source failed: {e}");
-        }
+        RANDOM.with_borrow_mut(|r| r.take(&mut bytes[TIME_BYTES..]));
         RequestId(hex(&bytes))
     }
 
@@ -139,6 +175,24 @@ mod tests {
 
     async fn echo(id: RequestId) -> HttpResponse {
         HttpResponse::Ok().body(id.to_string())
+    }
+
+    #[test]
+    fn ids_made_across_several_fetches_of_random_bytes_all_differ() {
+        // Ten random bytes an id: 2,000 ids use five fetches of 4,096 bytes.
+        let ids: std::collections::HashSet<String> =
+            (0..2_000).map(|_| RequestId::generate().0).collect();
+        assert_eq!(ids.len(), 2_000);
+        let mut r = RandomBytes {
+            bytes: [0; RandomBytes::FETCH],
+            used: RandomBytes::FETCH,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1_000 {
+            let mut out = [0u8; 10];
+            r.take(&mut out);
+            assert!(seen.insert(out), "a repeated run of random bytes");
+        }
     }
 
     #[test]
