@@ -208,8 +208,8 @@ pub fn describe() {
 
 /// One upstream attempt.
 pub(crate) fn upstream(channel: ChannelId, outcome: Outcome) {
-    // Channel ids are positive: the label is the id's decimal digits.
-    let id = u64::try_from(channel.get()).unwrap_or_default();
+    // The id's bits as the number label: one handle per channel, whatever its id.
+    let id = u64::from_ne_bytes(channel.get().to_ne_bytes());
     counter(UPSTREAM_REQUESTS, outcome.as_str(), id, || {
         metrics::counter!(UPSTREAM_REQUESTS, "channel" => channel.get().to_string(), "outcome" => outcome.as_str())
     })

@@ -1,7 +1,8 @@
 //! Every request's id and the middleware that gives it: the id is made here, once, before any
 //! handler runs, and is the request's `X-Request-Id`, the `request_id` of its log lines and
 //! the unique key of its hold. Its `request` span is the only span of a relayed call: the relay
-//! records the call's route, key id, model and channel into it. The same middleware records the HTTP series of `/metrics`.
+//! records the call's route, key id, model and channel into it. The same middleware records
+//! the HTTP series of `/metrics`.
 //!
 //! Handlers read the id through the [`RequestId`] extractor, which fails with a 500 when the
 //! middleware did not run rather than inventing one: a made-up id (an empty string, say) would
