@@ -8,8 +8,8 @@ use crate::error::{Result, StorageError, corrupt};
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
 };
 use tollgate_domain::ids::{ChannelId, LogId, TokenId, UserId};
 use tollgate_domain::logs::{
@@ -103,26 +103,6 @@ fn filter_but_kind(user: UserId, q: &LogQuery) -> Condition {
 /// user alone).
 fn filter(user: UserId, q: &LogQuery) -> Condition {
     filter_but_kind(user, q).add(of_kind(q.kind))
-}
-
-/// The row of a new log entry.
-fn log_row(e: &NewLogEntry) -> log::ActiveModel {
-    log::ActiveModel {
-        user_id: Set(e.user_id.get()),
-        kind: Set(e.kind.code()),
-        created_at: Set(e.created_at.secs()),
-        model: Set(e.model.clone()),
-        token_id: Set(e.token_id.map(TokenId::get)),
-        token_name: Set(e.token_name.clone()),
-        prompt_tokens: Set(e.prompt_tokens),
-        completion_tokens: Set(e.completion_tokens),
-        quota: Set(e.quota.get()),
-        request_id: Set(e.request_id.clone()),
-        is_stream: Set(e.is_stream),
-        latency_ms: Set(e.latency_ms),
-        channel_id: Set(e.channel_id.map(ChannelId::get)),
-        ..Default::default()
-    }
 }
 
 /// Rows in one of SQLite's multi-row log INSERTs at most.
@@ -249,13 +229,24 @@ fn power_of_two_chunks<T>(mut items: &[T], max: usize) -> impl Iterator<Item = &
     })
 }
 
-/// Inserts a log row on `db` (a connection or an open transaction); returns its id.
+/// Inserts a log row on `db` (a connection or an open transaction); returns its id. The same
+/// statement as [`insert_logs`]' for one row: one place maps an entry to its columns.
 pub(crate) async fn insert_log(
     db: &impl ConnectionTrait,
     e: &NewLogEntry,
 ) -> std::result::Result<i64, DbErr> {
-    let row = log_row(e);
-    Ok(log::Entity::insert(row).exec(db).await?.last_insert_id)
+    let mut values = Vec::with_capacity(LOG_COLUMNS.len());
+    push_log_values(&mut values, e);
+    let backend = db.get_database_backend();
+    let done = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            insert_logs_sql(1),
+            values,
+        ))
+        .await?;
+    i64::try_from(done.last_insert_id())
+        .map_err(|_| DbErr::Custom(format!("log id {} out of range", done.last_insert_id())))
 }
 
 #[derive(Debug, FromQueryResult)]
