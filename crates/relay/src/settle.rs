@@ -776,6 +776,21 @@ mod tests {
         }
     }
 
+    /// A settler over `store`: a backlog of `capacity`, batches of at most `max` gathered for
+    /// `window`.
+    fn start_settler(store: &Arc<Flaky>, capacity: usize, window: Duration, max: usize) -> Settler {
+        Settler::start(store.clone(), capacity, Batching { window, max })
+    }
+
+    /// Settles `t` for 10 prompt and 20 completion tokens, not waiting for the write.
+    fn settle_usual(settler: &Settler, t: Ticket) {
+        let _ = settler.settle(
+            t.finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
+            None,
+            false,
+        );
+    }
+
     fn ticket(id: &str) -> Ticket {
         Ticket {
             request_id: id.into(),
@@ -802,19 +817,8 @@ mod tests {
             down_for: 60,
             ..Flaky::default()
         });
-        let settler = Settler::start(
-            store.clone(),
-            10,
-            Batching {
-                window: Duration::ZERO,
-                max: 1,
-            },
-        );
-        let _ = settler.settle(
-            ticket("r1").finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
-            None,
-            false,
-        );
+        let settler = start_settler(&store, 10, Duration::ZERO, 1);
+        settle_usual(&settler, ticket("r1"));
         assert!(!settler.drain(Duration::from_secs(60)).await, "still down");
         assert_eq!(settler.failing(), 1);
         assert_eq!(settler.pending(), 1);
@@ -903,22 +907,11 @@ mod tests {
                 down_for: 5,
                 ..Flaky::default()
             });
-            let settler = Settler::start(
-                store.clone(),
-                10,
-                Batching {
-                    window: Duration::from_millis(10),
-                    max: 16,
-                },
-            );
+            let settler = start_settler(&store, 10, Duration::from_millis(10), 16);
             let mut t = ticket("r1");
             t.span = tracing::info_span!("request", request_id = "r1");
             assert_eq!(spans.live(), 1);
-            let _ = settler.settle(
-                t.finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
-                None,
-                false,
-            );
+            settle_usual(&settler, t);
             assert!(
                 !settler.drain(Duration::from_millis(50)).await,
                 "still down"
@@ -942,22 +935,10 @@ mod tests {
             ..Flaky::default()
         });
         // Batches of two: room below 8 × 2 waiting settlements.
-        let settler = Settler::start(
-            store.clone(),
-            1_000,
-            Batching {
-                window: Duration::from_millis(1),
-                max: 2,
-            },
-        );
+        let settler = start_settler(&store, 1_000, Duration::from_millis(1), 2);
         assert!(settler.wait_for_room(Duration::ZERO).await, "empty");
         for i in 0..20 {
-            let _ = settler.settle(
-                ticket(&format!("r{i}"))
-                    .finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
-                None,
-                false,
-            );
+            settle_usual(&settler, ticket(&format!("r{i}")));
         }
         assert!(
             !settler.wait_for_room(Duration::from_secs(1)).await,
@@ -978,21 +959,9 @@ mod tests {
             down_for: 1_000,
             ..Flaky::default()
         });
-        let settler = Settler::start(
-            failing.clone(),
-            1_000,
-            Batching {
-                window: Duration::from_millis(1),
-                max: 2,
-            },
-        );
+        let settler = start_settler(&failing, 1_000, Duration::from_millis(1), 2);
         for i in 0..20 {
-            let _ = settler.settle(
-                ticket(&format!("f{i}"))
-                    .finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
-                None,
-                false,
-            );
+            settle_usual(&settler, ticket(&format!("f{i}")));
         }
         assert!(settler.wait_for_room(Duration::from_secs(1)).await);
         assert!(settler.failing() > 0);
@@ -1004,14 +973,7 @@ mod tests {
             down_for: 30,
             ..Flaky::default()
         });
-        let settler = Settler::start(
-            store.clone(),
-            2,
-            Batching {
-                window: Duration::ZERO,
-                max: 1,
-            },
-        );
+        let settler = start_settler(&store, 2, Duration::ZERO, 1);
         assert!(!settler.is_full());
         settler.release("a".into(), tracing::Span::none());
         settler.release("b".into(), tracing::Span::none());
@@ -1029,18 +991,9 @@ mod tests {
             down_for: 3,
             ..Flaky::default()
         });
-        let batching = Batching {
-            window: Duration::from_millis(5),
-            max: 4,
-        };
-        let settler = Settler::start(store.clone(), 100, batching);
+        let settler = start_settler(&store, 100, Duration::from_millis(5), 4);
         for n in 0..6 {
-            let _ = settler.settle(
-                ticket(&format!("b{n}"))
-                    .finish(Some(ReportedUsage::counts(10, 20, 0)), Delivered::default()),
-                None,
-                false,
-            );
+            settle_usual(&settler, ticket(&format!("b{n}")));
         }
         settler.release("gone".into(), tracing::Span::none());
         assert!(settler.drain(Duration::from_secs(60)).await);
