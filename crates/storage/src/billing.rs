@@ -206,19 +206,21 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// An UPDATE that changes many rows of `table`, each by its own amounts, in one statement.
 ///
-/// The amounts travel as one parameter, a JSON array of rows (`[[id, a, b, …], …]`), which
-/// the statement reads as a table (`jsonb_each` on SQLite, `JSON_TABLE` on MySQL/MariaDB) and
-/// joins to `table` by primary key. On SQLite `jsonb_each` hands each row over in SQLite's
-/// binary JSON, which `->>` reads as it is; `json_each` handed it over as text, turned back
-/// into binary for each of the row's fields (about a tenth of a 1,000-user batch's
-/// instructions, docs/benchmarks.md, ninth session). Its text is the same whatever the rows, so each connection
-/// prepares it once, and each row costs one primary-key lookup. It replaced one
-/// `CASE id WHEN … THEN …` UPDATE per 25 rows, whose every row walked the `CASE` list and
-/// whose statements — ten a table for a 1,000-user batch — each crossed to the database and
-/// back (docs/benchmarks.md, eighth session). On MySQL the rows are read first
-/// (`STRAIGHT_JOIN`), in the order given — id order, the lock order of every billing
-/// statement — and each found by primary key whatever the table's statistics say (a small
-/// table would otherwise be scanned, its every row locked).
+/// The statement reads the rows as a table and joins it to `table` by primary key, so each row
+/// costs one primary-key lookup. On SQLite (`UPDATE OR FAIL`, see [`crate::SQLITE_OR_FAIL`]) the
+/// rows are bound as parameters of a `VALUES` list,
+/// padded to a power of two by repeating the last row (a row of `table` matched twice is
+/// changed once), so eleven texts serve every batch; it replaced a JSON array read through
+/// `jsonb_each` whose every field was extracted by `->>` (about 1,000 instructions a field:
+/// 12,000 of a 1,000-user batch's 106,000 a call, docs/benchmarks.md, eleventh session). On
+/// MySQL the rows travel as one parameter, a JSON array of rows (`[[id, a, b, …], …]`), read
+/// by `JSON_TABLE` — the same text whatever the rows, prepared once per connection in the
+/// server. Both replaced one `CASE id WHEN … THEN …` UPDATE per 25 rows, whose every row
+/// walked the `CASE` list and whose statements — ten a table for a 1,000-user batch — each
+/// crossed to the database and back (docs/benchmarks.md, eighth session). On MySQL the rows
+/// are read first (`STRAIGHT_JOIN`), in the order given — id order, the lock order of every
+/// billing statement — and each found by primary key whatever the table's statistics say (a
+/// small table would otherwise be scanned, its every row locked).
 struct RowsUpdate {
     table: &'static str,
     /// The rows' fields, in order; the first is the row's `id`.
@@ -231,7 +233,9 @@ struct RowsUpdate {
 }
 
 impl RowsUpdate {
-    fn sql(&self, backend: DbBackend) -> String {
+    /// The statement for `rows` rows (on SQLite, which lists them; MySQL's one JSON parameter
+    /// holds any number).
+    fn sql(&self, backend: DbBackend, rows: usize) -> String {
         let mysql = backend == DbBackend::MySql;
         let columns = self
             .fields
@@ -241,7 +245,7 @@ impl RowsUpdate {
                 if mysql {
                     format!("{f} BIGINT PATH '$[{i}]'")
                 } else {
-                    format!("value ->> {i} AS {f}")
+                    format!("column{} AS {f}", i + 1)
                 }
             })
             .collect::<Vec<_>>()
@@ -262,9 +266,12 @@ impl RowsUpdate {
                  WHERE {filter}"
             )
         } else {
+            let row = format!("({})", vec!["?"; self.fields.len()].join(", "));
+            let values = vec![row.as_str(); rows].join(", ");
             format!(
-                "UPDATE {table} AS t SET {sets} FROM (SELECT {columns} FROM jsonb_each(?)) AS v \
-                 WHERE t.id = v.id AND {filter}"
+                "UPDATE {} {table} AS t SET {sets} FROM (SELECT {columns} FROM \
+                 (VALUES {values})) AS v WHERE t.id = v.id AND {filter}",
+                crate::SQLITE_OR_FAIL
             )
         }
     }
@@ -280,17 +287,30 @@ impl RowsUpdate {
     ) -> Result<u64, DbErr> {
         debug_assert_eq!(N, self.fields.len());
         let backend = txn.get_database_backend();
-        let sql = self.sql(backend);
+        let mysql = backend == DbBackend::MySql;
         let mut matched = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut values = vec![sea_orm::Value::from(json_rows(chunk))];
+            let (sql, mut values) = if mysql {
+                (
+                    self.sql(backend, 0),
+                    vec![sea_orm::Value::from(json_rows(chunk))],
+                )
+            } else {
+                // Padded to a power of two by repeating the last row, as `id_lists` pads: a row
+                // of `table` matched twice is changed once, and by identical amounts.
+                let len = chunk.len().next_power_of_two();
+                let last = chunk.last().copied().unwrap_or([0; N]);
+                let values = chunk
+                    .iter()
+                    .chain(std::iter::repeat_n(&last, len - chunk.len()))
+                    .flatten()
+                    .map(|&v| sea_orm::Value::from(v))
+                    .collect();
+                (self.sql(backend, len), values)
+            };
             values.extend_from_slice(after);
             matched += txn
-                .execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    sql.as_str(),
-                    values,
-                ))
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await?
                 .rows_affected();
         }
@@ -794,8 +814,15 @@ mod tests {
         for store in crate::testing::stores().await.expect("stores") {
             let backend = store.db.get_database_backend();
             for update in [&SHRINK_LEASES, &CHARGE_USERS, &CHARGE_KEYS] {
-                let sql = update.sql(backend);
-                let mut values = vec![sea_orm::Value::from("[[1,2,3,4]]")];
+                // Two rows: SQLite reads a single row's VALUES as constants.
+                let sql = update.sql(backend, 2);
+                let mut values = if backend == DbBackend::MySql {
+                    vec![sea_orm::Value::from("[[1,2,3,4],[2,3,4,5]]")]
+                } else {
+                    (1..=2 * update.fields.len() as i64)
+                        .map(sea_orm::Value::from)
+                        .collect()
+                };
                 if update.filter.is_some() {
                     values.push(HELD.into());
                 }
@@ -822,7 +849,7 @@ mod tests {
                     ]
                 } else {
                     vec![
-                        "SCAN jsonb_each VIRTUAL TABLE INDEX 1:".to_owned(),
+                        "SCAN 2-ROW VALUES CLAUSE".to_owned(),
                         "SEARCH t USING INTEGER PRIMARY KEY (rowid=?)".to_owned(),
                     ]
                 };
@@ -874,14 +901,14 @@ mod tests {
 
     #[test]
     fn each_backend_reads_the_rows_as_a_table_joined_by_primary_key() {
-        let sqlite = SHRINK_LEASES.sql(DbBackend::Sqlite);
+        let sqlite = SHRINK_LEASES.sql(DbBackend::Sqlite, 2);
         assert_eq!(
             sqlite,
-            "UPDATE holds AS t SET amount = t.amount - v.taken FROM (SELECT value ->> 0 AS id, \
-             value ->> 1 AS was, value ->> 2 AS taken FROM jsonb_each(?)) AS v WHERE t.id = v.id \
-             AND +t.state = ? AND t.amount = v.was"
+            "UPDATE OR FAIL holds AS t SET amount = t.amount - v.taken FROM (SELECT column1 AS id, \
+             column2 AS was, column3 AS taken FROM (VALUES (?, ?, ?), (?, ?, ?))) AS v WHERE \
+             t.id = v.id AND +t.state = ? AND t.amount = v.was"
         );
-        let mysql = CHARGE_KEYS.sql(DbBackend::MySql);
+        let mysql = CHARGE_KEYS.sql(DbBackend::MySql, 2);
         assert_eq!(
             mysql,
             "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$[0]', charge BIGINT PATH \

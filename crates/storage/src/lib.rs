@@ -37,6 +37,16 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The least SQLite waits for its single connection.
 const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The conflict clause of the settlement batch's multi-row statements on SQLite (`INSERT OR
+/// FAIL`, `UPDATE OR FAIL`). With the default (`ABORT`) a statement that writes many rows and
+/// could fail part-way keeps a statement journal — every page it changes copied first, so that
+/// the statement alone can be undone — about 5% of a settled call's instructions
+/// (docs/benchmarks.md, eleventh session). Every statement of those transactions is undone
+/// with its transaction when it fails (the error ends the transaction, which is rolled back,
+/// never committed), so undoing the statement alone is never needed; and SQLite checks a row's
+/// constraints before it writes any of it, so no row is ever half-written.
+pub(crate) const SQLITE_OR_FAIL: &str = "OR FAIL";
+
 /// The SeaORM-backed store; implements every repository trait of the domain.
 #[derive(Clone, Debug)]
 pub struct SeaStore {

@@ -126,17 +126,28 @@ const LOG_COLUMNS: [log::Column; 13] = [
     log::Column::ChannelId,
 ];
 
-/// `INSERT INTO logs (…) VALUES (?, …), …` for `rows` rows (both backends take `?`).
-fn insert_logs_sql(rows: usize) -> String {
+/// `INSERT INTO logs (…) VALUES (?, …), …` for `rows` rows (both backends take `?`); on
+/// SQLite `INSERT OR FAIL`, see [`crate::SQLITE_OR_FAIL`].
+fn insert_logs_sql(backend: DbBackend, rows: usize) -> String {
     use sea_orm::Iden as _;
-    static HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let columns: Vec<String> = LOG_COLUMNS.iter().map(|c| c.to_string()).collect();
-        format!("INSERT INTO logs ({}) VALUES ", columns.join(", "))
+        format!("INTO logs ({}) VALUES ", columns.join(", "))
     });
     static ROW: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("({})", ["?"; LOG_COLUMNS.len()].join(", ")));
-    let mut sql = String::with_capacity(HEAD.len() + rows * (ROW.len() + 2));
-    sql.push_str(&HEAD);
+    let or_fail = if backend == DbBackend::Sqlite {
+        crate::SQLITE_OR_FAIL
+    } else {
+        ""
+    };
+    let mut sql = String::with_capacity(16 + COLUMNS.len() + rows * (ROW.len() + 2));
+    sql.push_str("INSERT ");
+    if !or_fail.is_empty() {
+        sql.push_str(or_fail);
+        sql.push(' ');
+    }
+    sql.push_str(&COLUMNS);
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
@@ -201,7 +212,7 @@ pub(crate) async fn insert_logs(
         }
         db.execute_raw(Statement::from_sql_and_values(
             backend,
-            insert_logs_sql(chunk.len()),
+            insert_logs_sql(backend, chunk.len()),
             values,
         ))
         .await?;
@@ -241,7 +252,7 @@ pub(crate) async fn insert_log(
     let done = db
         .execute_raw(Statement::from_sql_and_values(
             backend,
-            insert_logs_sql(1),
+            insert_logs_sql(backend, 1),
             values,
         ))
         .await?;
