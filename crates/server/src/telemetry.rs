@@ -37,6 +37,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod text;
+use text::{TextFields, TextLine};
+
 /// How log lines are written (`TOLLGATE_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -341,21 +344,6 @@ impl tracing_subscriber::fmt::time::FormatTime for LineTime {
     }
 }
 
-/// The file layer's field formatter. Span fields are formatted once per formatter *type* and
-/// cached on the span; with the same type as the (coloured) stdout layer, the file would get
-/// stdout's ANSI codes. A type of its own keeps the file plain.
-struct PlainFields(tracing_subscriber::fmt::format::DefaultFields);
-
-impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(
-        &self,
-        writer: tracing_subscriber::fmt::format::Writer<'w>,
-        fields: R,
-    ) -> std::fmt::Result {
-        self.0.format_fields(writer, fields)
-    }
-}
-
 /// A layer of the subscriber, boxed so that both formats build the same type.
 type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync + 'static>;
 
@@ -372,9 +360,8 @@ where
     match format {
         LogFormat::Text if !colour => vec![
             fmt::layer()
-                .with_target(false)
-                .with_timer(LineTime)
-                .with_ansi(false)
+                .event_format(TextLine::new(LineTime))
+                .fmt_fields(TextFields)
                 .with_writer(stdout.and(file))
                 .boxed(),
         ],
@@ -384,11 +371,11 @@ where
                 .with_timer(LineTime)
                 .with_writer(stdout)
                 .boxed(),
+            // Span fields are formatted once per field formatter *type* and kept on the span:
+            // `TextFields`, not stdout's type, keeps stdout's colour codes out of the file.
             fmt::layer()
-                .with_target(false)
-                .with_timer(LineTime)
-                .with_ansi(false)
-                .fmt_fields(PlainFields(fmt::format::DefaultFields::new()))
+                .event_format(TextLine::new(LineTime))
+                .fmt_fields(TextFields)
                 .with_writer(file)
                 .boxed(),
         ],
