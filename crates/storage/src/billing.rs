@@ -206,21 +206,21 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// An UPDATE that changes many rows of `table`, each by its own amounts, in one statement.
 ///
-/// The statement reads the rows as a table and joins it to `table` by primary key, so each row
-/// costs one primary-key lookup. On SQLite (`UPDATE OR FAIL`, see [`crate::SQLITE_OR_FAIL`]) the
-/// rows are bound as parameters of a `VALUES` list,
-/// padded to a power of two by repeating the last row (a row of `table` matched twice is
-/// changed once), so eleven texts serve every batch; it replaced a JSON array read through
-/// `jsonb_each` whose every field was extracted by `->>` (about 1,000 instructions a field:
-/// 12,000 of a 1,000-user batch's 106,000 a call, docs/benchmarks.md, eleventh session). On
-/// MySQL the rows travel as one parameter, a JSON array of rows (`[[id, a, b, …], …]`), read
-/// by `JSON_TABLE` — the same text whatever the rows, prepared once per connection in the
-/// server. Both replaced one `CASE id WHEN … THEN …` UPDATE per 25 rows, whose every row
-/// walked the `CASE` list and whose statements — ten a table for a 1,000-user batch — each
-/// crossed to the database and back (docs/benchmarks.md, eighth session). On MySQL the rows
-/// are read first (`STRAIGHT_JOIN`), in the order given — id order, the lock order of every
-/// billing statement — and each found by primary key whatever the table's statistics say (a
-/// small table would otherwise be scanned, its every row locked).
+/// The rows are bound as parameters, four numbers or so a row, and read by the statement as a
+/// table joined to `table` by primary key, so each row costs one primary-key lookup: on SQLite
+/// a `VALUES` list (`UPDATE OR FAIL`, see [`crate::SQLITE_OR_FAIL`]), on MySQL a first row
+/// that names the fields (`SELECT ? AS id, …`) and the others after it by `UNION ALL VALUES`.
+/// Their number is padded to a power of two by repeating the last row (a row of `table`
+/// matched twice is changed once, on both databases), so a few texts, each prepared once per
+/// connection, serve every batch. They replaced one JSON array parameter read by `jsonb_each`
+/// (SQLite) or `JSON_TABLE` (MySQL), whose every field of every row was a JSON extraction: 11%
+/// of a 1,000-user batch's instructions a call on SQLite, 7% of MariaDB's
+/// (docs/benchmarks.md, eleventh session); and that replaced one `CASE id WHEN … THEN …`
+/// UPDATE per 25 rows, whose every row walked the `CASE` list and whose statements — ten a
+/// table for a 1,000-user batch — each crossed to the database and back (eighth session). On
+/// MySQL the rows are read first (`STRAIGHT_JOIN`), in the order given — id order, the lock
+/// order of every billing statement — and each found by primary key whatever the table's
+/// statistics say (a small table would otherwise be scanned, its every row locked).
 struct RowsUpdate {
     table: &'static str,
     /// The rows' fields, in order; the first is the row's `id`.
@@ -233,23 +233,9 @@ struct RowsUpdate {
 }
 
 impl RowsUpdate {
-    /// The statement for `rows` rows (on SQLite, which lists them; MySQL's one JSON parameter
-    /// holds any number).
+    /// The statement for `rows` rows (at least one), each `fields.len()` parameters.
     fn sql(&self, backend: DbBackend, rows: usize) -> String {
         let mysql = backend == DbBackend::MySql;
-        let columns = self
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if mysql {
-                    format!("{f} BIGINT PATH '$[{i}]'")
-                } else {
-                    format!("column{} AS {f}", i + 1)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
         // MySQL names the changed table's columns in SET; SQLite does not allow it.
         let target = if mysql { "t." } else { "" };
         let sets = self
@@ -259,14 +245,36 @@ impl RowsUpdate {
             .collect::<Vec<_>>()
             .join(", ");
         let (table, filter) = (self.table, self.filter.unwrap_or("TRUE"));
+        let row = format!("({})", vec!["?"; self.fields.len()].join(", "));
         if mysql {
+            // A `VALUES` list names its columns after its first row's values in MariaDB: the
+            // first row is a SELECT that names them, the others follow by UNION ALL.
+            let first = self
+                .fields
+                .iter()
+                .map(|f| format!("? AS {f}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rest = if rows > 1 {
+                format!(
+                    " UNION ALL VALUES {}",
+                    vec![row.as_str(); rows - 1].join(", ")
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "UPDATE JSON_TABLE(?, '$[*]' COLUMNS ({columns})) AS v \
-                 STRAIGHT_JOIN {table} AS t FORCE INDEX (PRIMARY) ON t.id = v.id SET {sets} \
-                 WHERE {filter}"
+                "UPDATE (SELECT {first}{rest}) AS v STRAIGHT_JOIN {table} AS t FORCE INDEX \
+                 (PRIMARY) ON t.id = v.id SET {sets} WHERE {filter}"
             )
         } else {
-            let row = format!("({})", vec!["?"; self.fields.len()].join(", "));
+            let columns = self
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| format!("column{} AS {f}", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ");
             let values = vec![row.as_str(); rows].join(", ");
             format!(
                 "UPDATE {} {table} AS t SET {sets} FROM (SELECT {columns} FROM \
@@ -287,27 +295,20 @@ impl RowsUpdate {
     ) -> Result<u64, DbErr> {
         debug_assert_eq!(N, self.fields.len());
         let backend = txn.get_database_backend();
-        let mysql = backend == DbBackend::MySql;
         let mut matched = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let (sql, mut values) = if mysql {
-                (
-                    self.sql(backend, 0),
-                    vec![sea_orm::Value::from(json_rows(chunk))],
-                )
-            } else {
-                // Padded to a power of two by repeating the last row, as `id_lists` pads: a row
-                // of `table` matched twice is changed once, and by identical amounts.
-                let len = chunk.len().next_power_of_two();
-                let last = chunk.last().copied().unwrap_or([0; N]);
-                let values = chunk
-                    .iter()
-                    .chain(std::iter::repeat_n(&last, len - chunk.len()))
-                    .flatten()
-                    .map(|&v| sea_orm::Value::from(v))
-                    .collect();
-                (self.sql(backend, len), values)
-            };
+            // Padded to a power of two by repeating the last row, as `id_lists` pads: a row of
+            // `table` matched twice is changed once (on both databases), and by identical
+            // amounts.
+            let len = chunk.len().next_power_of_two();
+            let last = chunk.last().copied().unwrap_or([0; N]);
+            let mut values: Vec<sea_orm::Value> = chunk
+                .iter()
+                .chain(std::iter::repeat_n(&last, len - chunk.len()))
+                .flatten()
+                .map(|&v| sea_orm::Value::from(v))
+                .collect();
+            let sql = self.sql(backend, len);
             values.extend_from_slice(after);
             matched += txn
                 .execute_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -316,29 +317,6 @@ impl RowsUpdate {
         }
         Ok(matched)
     }
-}
-
-/// `[[a, b, …], …]`: integers only, so nothing needs escaping.
-fn json_rows<const N: usize>(rows: &[[i64; N]]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(2 + rows.len() * (N * 8 + 3));
-    out.push('[');
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('[');
-        for (j, v) in row.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{v}");
-        }
-        out.push(']');
-    }
-    out.push(']');
-    out
 }
 
 /// A lease row's `amount` less what its calls took, only where it is still the amount read.
@@ -816,13 +794,9 @@ mod tests {
             for update in [&SHRINK_LEASES, &CHARGE_USERS, &CHARGE_KEYS] {
                 // Two rows: SQLite reads a single row's VALUES as constants.
                 let sql = update.sql(backend, 2);
-                let mut values = if backend == DbBackend::MySql {
-                    vec![sea_orm::Value::from("[[1,2,3,4],[2,3,4,5]]")]
-                } else {
-                    (1..=2 * update.fields.len() as i64)
-                        .map(sea_orm::Value::from)
-                        .collect()
-                };
+                let mut values: Vec<sea_orm::Value> = (1..=2 * update.fields.len() as i64)
+                    .map(sea_orm::Value::from)
+                    .collect();
                 if update.filter.is_some() {
                     values.push(HELD.into());
                 }
@@ -844,8 +818,11 @@ mod tests {
                 };
                 let expected = if backend == DbBackend::MySql {
                     vec![
-                        "table=v type=ALL key=".to_owned(),
+                        "table=<derived2> type=ALL key=".to_owned(),
                         "table=t type=eq_ref key=PRIMARY".to_owned(),
+                        // The rows: the first row's SELECT and the `VALUES` after it.
+                        "table= type= key=".to_owned(),
+                        "table= type= key=".to_owned(),
                     ]
                 } else {
                     vec![
@@ -891,15 +868,6 @@ mod tests {
     }
 
     #[test]
-    fn rows_travel_as_a_json_array_of_integer_arrays() {
-        assert_eq!(json_rows::<3>(&[]), "[]");
-        assert_eq!(
-            json_rows(&[[1, -2, 0], [i64::MAX, i64::MIN, 7]]),
-            "[[1,-2,0],[9223372036854775807,-9223372036854775808,7]]"
-        );
-    }
-
-    #[test]
     fn each_backend_reads_the_rows_as_a_table_joined_by_primary_key() {
         let sqlite = SHRINK_LEASES.sql(DbBackend::Sqlite, 2);
         assert_eq!(
@@ -911,10 +879,9 @@ mod tests {
         let mysql = CHARGE_KEYS.sql(DbBackend::MySql, 2);
         assert_eq!(
             mysql,
-            "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$[0]', charge BIGINT PATH \
-             '$[1]', unheld BIGINT PATH '$[2]')) AS v STRAIGHT_JOIN tokens AS t FORCE INDEX \
-             (PRIMARY) ON t.id = v.id SET t.used_quota = t.used_quota + v.charge, t.held_quota = t.held_quota - v.unheld \
-             WHERE TRUE"
+            "UPDATE (SELECT ? AS id, ? AS charge, ? AS unheld UNION ALL VALUES (?, ?, ?)) AS v \
+             STRAIGHT_JOIN tokens AS t FORCE INDEX (PRIMARY) ON t.id = v.id SET t.used_quota = \
+             t.used_quota + v.charge, t.held_quota = t.held_quota - v.unheld WHERE TRUE"
         );
     }
 }
