@@ -415,9 +415,9 @@ mod tests {
     use serde_json::Value;
     use tracing::field::Empty;
 
-    /// Lines written to memory.
+    /// Lines written to memory (the text formatter's tests write to it too).
     #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Buffer(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -439,13 +439,14 @@ mod tests {
     }
 
     impl Buffer {
-        fn lines(&self) -> Vec<String> {
+        /// Everything written so far.
+        pub(super) fn text(&self) -> String {
             let bytes = self.0.lock().expect("buffer").clone();
-            String::from_utf8(bytes)
-                .expect("utf-8")
-                .lines()
-                .map(str::to_owned)
-                .collect()
+            String::from_utf8(bytes).expect("utf-8")
+        }
+
+        fn lines(&self) -> Vec<String> {
+            self.text().lines().map(str::to_owned).collect()
         }
     }
 

@@ -191,13 +191,17 @@ const IDS_PER_READ: usize = 512;
 /// program compiled again and kept in the connection's cache of 100 statements, pushing the
 /// others out (docs/benchmarks.md, ninth session) — where ten lengths now serve every batch.
 fn id_lists<'a>(ids: &[&'a str]) -> impl Iterator<Item = Vec<&'a str>> {
-    ids.chunks(IDS_PER_READ).map(|chunk| {
-        let mut list = chunk.to_vec();
-        if let Some(&last) = chunk.last() {
-            list.resize(chunk.len().next_power_of_two(), last);
-        }
-        list
-    })
+    ids.chunks(IDS_PER_READ).map(padded)
+}
+
+/// `items` made a power of two long by repeating the last (none stay none): the batch's
+/// statements list their ids and rows padded so, so that a few texts serve every batch size.
+fn padded<T: Copy>(items: &[T]) -> Vec<T> {
+    let mut list = items.to_vec();
+    if let Some(&last) = items.last() {
+        list.resize(items.len().next_power_of_two(), last);
+    }
+    list
 }
 
 /// Rows changed by one [`RowsUpdate`] statement at most: a bound on its parameter's size only
@@ -297,18 +301,15 @@ impl RowsUpdate {
         let backend = txn.get_database_backend();
         let mut matched = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            // Padded to a power of two by repeating the last row, as `id_lists` pads: a row of
-            // `table` matched twice is changed once (on both databases), and by identical
-            // amounts.
-            let len = chunk.len().next_power_of_two();
-            let last = chunk.last().copied().unwrap_or([0; N]);
+            // A row of `table` matched twice by the padding is changed once (on both
+            // databases), and by identical amounts.
+            let chunk = padded(chunk);
             let mut values: Vec<sea_orm::Value> = chunk
                 .iter()
-                .chain(std::iter::repeat_n(&last, len - chunk.len()))
                 .flatten()
                 .map(|&v| sea_orm::Value::from(v))
                 .collect();
-            let sql = self.sql(backend, len);
+            let sql = self.sql(backend, chunk.len());
             values.extend_from_slice(after);
             matched += txn
                 .execute_raw(Statement::from_sql_and_values(backend, sql, values))

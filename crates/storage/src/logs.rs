@@ -136,15 +136,10 @@ fn insert_logs_sql(backend: DbBackend, rows: usize) -> String {
     });
     static ROW: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("({})", ["?"; LOG_COLUMNS.len()].join(", ")));
-    let or_fail = if backend == DbBackend::Sqlite {
-        crate::SQLITE_OR_FAIL
-    } else {
-        ""
-    };
-    let mut sql = String::with_capacity(16 + COLUMNS.len() + rows * (ROW.len() + 2));
+    let mut sql = String::with_capacity(32 + COLUMNS.len() + rows * (ROW.len() + 2));
     sql.push_str("INSERT ");
-    if !or_fail.is_empty() {
-        sql.push_str(or_fail);
+    if backend == DbBackend::Sqlite {
+        sql.push_str(crate::SQLITE_OR_FAIL);
         sql.push(' ');
     }
     sql.push_str(&COLUMNS);

@@ -223,33 +223,9 @@ impl<W: fmt::Write> fmt::Write for Escaping<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use crate::telemetry::tests::Buffer;
     use tracing::field::Empty;
-    use tracing_subscriber::fmt::MakeWriter;
     use tracing_subscriber::layer::SubscriberExt;
-
-    /// Lines written to memory.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("buffer").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buffer {
-        type Writer = Buffer;
-
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
 
     /// The same time on every line, so that two formats' lines can be compared.
     #[derive(Clone, Copy)]
@@ -328,29 +304,34 @@ mod tests {
         tracing::info!(?request, "a debug field");
     }
 
-    fn ours(timer: impl FormatTime + Send + Sync + 'static) -> String {
+    /// What [`log_everything`] writes through the fmt layer `layer` makes of a buffer.
+    fn written<L>(layer: impl FnOnce(Buffer) -> L) -> String
+    where
+        L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+    {
         let out = Buffer::default();
-        let layer = tracing_subscriber::fmt::layer()
-            .event_format(TextLine::new(timer))
-            .fmt_fields(TextFields)
-            .with_writer(out.clone());
-        let subscriber = tracing_subscriber::registry().with(layer);
+        let subscriber = tracing_subscriber::registry().with(layer(out.clone()));
         tracing::subscriber::with_default(subscriber, log_everything);
-        let bytes = out.0.lock().expect("buffer").clone();
-        String::from_utf8(bytes).expect("utf-8")
+        out.text()
+    }
+
+    fn ours(timer: impl FormatTime + Send + Sync + 'static) -> String {
+        written(|out| {
+            tracing_subscriber::fmt::layer()
+                .event_format(TextLine::new(timer))
+                .fmt_fields(TextFields)
+                .with_writer(out)
+        })
     }
 
     fn theirs(timer: impl FormatTime + Send + Sync + 'static) -> String {
-        let out = Buffer::default();
-        let layer = tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(false)
-            .with_timer(timer)
-            .with_writer(out.clone());
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, log_everything);
-        let bytes = out.0.lock().expect("buffer").clone();
-        String::from_utf8(bytes).expect("utf-8")
+        written(|out| {
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .with_timer(timer)
+                .with_writer(out)
+        })
     }
 
     #[test]
