@@ -10,6 +10,7 @@ use crate::logs::{LogKind, NewLogEntry};
 use crate::pricing::{Price, Usage};
 use crate::quota::Quota;
 use crate::time::UnixTime;
+use sha2::{Digest, Sha256};
 
 /// Completion tokens assumed for the hold when the request sets no `max_tokens`.
 pub const DEFAULT_HOLD_COMPLETION_TOKENS: u64 = 4096;
@@ -349,16 +350,66 @@ impl Settlement {
     }
 }
 
-/// Whether an earlier attempt to write a settlement batch may have committed.
+/// Whether an earlier attempt to write a settlement batch may have committed. Stores may use it
+/// to skip work on a first attempt; the store in `storage` does not need it (a batch's
+/// [`BatchReceipt`] tells every attempt whether the batch was written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchAttempt {
-    /// The batch's first attempt: none of its calls was written before, so a call taken from a
-    /// lease is charged without looking its log row up.
+    /// The batch's first attempt: none of its calls was written before.
     First,
     /// A later attempt: an earlier one may have committed (the database failed at or after
-    /// its COMMIT), so each lease call's log row is looked up first and a call found there is
-    /// not charged again.
+    /// its COMMIT), and nothing may be charged twice.
     Retry,
+}
+
+/// What proves a settlement batch with calls from balance leases was written: such a call has
+/// no hold row whose deletion shows it was settled once, so the batch writes this receipt first
+/// in its transaction, and an attempt that finds it written knows the batch committed and
+/// changes nothing. The same batch makes the same receipt on every attempt: its first call's
+/// end time and the first 8 bytes of a SHA-256 digest of its request id (request ids are
+/// unique per call, and a call is in one batch; two batches share a receipt only if their
+/// first calls ended in the same second with digests equal in 64 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReceipt {
+    at: UnixTime,
+    digest: i64,
+}
+
+impl BatchReceipt {
+    /// How long a store keeps a receipt, in seconds: longer than any attempt of its batch can
+    /// still be under way (the settlement worker retries while its process lives; a day of
+    /// failing attempts against a database whose sweeps succeed is an outage this does not
+    /// cover, docs/relay.md).
+    pub const KEPT_SECS: i64 = 86_400;
+
+    /// The receipt of `batch`; `None` when none of its calls was taken from a lease (each has
+    /// a hold row of its own, which proves it).
+    #[must_use]
+    pub fn of(batch: &[Settlement]) -> Option<Self> {
+        if !batch.iter().any(|s| s.lease.is_some()) {
+            return None;
+        }
+        let first = batch.first()?;
+        let digest = Sha256::digest(first.request_id.as_bytes());
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&digest[..8]);
+        Some(BatchReceipt {
+            at: first.at,
+            digest: i64::from_be_bytes(head),
+        })
+    }
+
+    /// When the batch's first call ended.
+    #[must_use]
+    pub fn at(&self) -> UnixTime {
+        self.at
+    }
+
+    /// The digest of the batch's first request id.
+    #[must_use]
+    pub fn digest(&self) -> i64 {
+        self.digest
+    }
 }
 
 /// What settling did.
@@ -376,6 +427,53 @@ pub enum SettleOutcome {
 mod tests {
     use super::*;
     use rust_decimal::Decimal;
+
+    /// A settlement of `id` ending at `at`, from a lease when `leased`.
+    fn call(id: &str, at: i64, leased: bool) -> Settlement {
+        let instance = InstanceId::from_random([7; 12]);
+        Settlement {
+            request_id: id.into(),
+            user_id: UserId::new(1),
+            token_id: TokenId::new(1),
+            token_name: "key".into(),
+            model: "m".into(),
+            usage: Usage::new(1, 1),
+            quota: Quota::new(1),
+            is_stream: false,
+            latency_ms: 1,
+            at: UnixTime::from_secs(at),
+            channel_id: None,
+            lease: leased.then(|| LeaseId::new(&instance, UserId::new(1), 1)),
+        }
+    }
+
+    #[test]
+    fn a_batch_with_lease_calls_has_one_receipt_made_from_its_first_call() {
+        let batch = [call("r-1", 100, false), call("r-2", 101, true)];
+        let receipt = BatchReceipt::of(&batch).expect("a lease call");
+        assert_eq!(
+            receipt.at(),
+            UnixTime::from_secs(100),
+            "the first call's end"
+        );
+        // Every attempt of the batch makes the same receipt.
+        assert_eq!(BatchReceipt::of(&batch.clone()), Some(receipt));
+        // The digest is the first 8 bytes of SHA-256 of the request id, big-endian.
+        let expected = Sha256::digest(b"r-1");
+        assert_eq!(
+            receipt.digest().to_be_bytes(),
+            expected[..8],
+            "the request id's digest"
+        );
+        // Another first call, or the same one at another second, is another receipt.
+        let other = [call("r-3", 100, true)];
+        assert_ne!(BatchReceipt::of(&other), Some(receipt));
+        let later = [call("r-1", 101, true)];
+        assert_ne!(BatchReceipt::of(&later), Some(receipt));
+        // Calls with hold rows of their own need none; nor does an empty batch.
+        assert_eq!(BatchReceipt::of(&[call("r-4", 100, false)]), None);
+        assert_eq!(BatchReceipt::of(&[]), None);
+    }
 
     #[test]
     fn lease_ids_name_their_instance_user_and_generation_and_fit_a_hold_row() {

@@ -82,16 +82,19 @@ pub trait BillingRepository: Send + Sync {
     async fn hold(&self, hold: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError>;
 
     /// Replaces the hold of `s.request_id` by the charge, adds the log row, `used_quota` and
-    /// `total_requests`, all in one transaction, at most once per request id.
+    /// `total_requests`, all in one transaction, at most once per request id (a call from a
+    /// lease is proved by its [`BatchReceipt`](crate::billing::BatchReceipt) as a batch of one).
     async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError>;
 
     /// Settles several calls at once, each at most once as [`BillingRepository::settle`] does;
     /// the outcome of each, in order. Stores write the batch as one transaction (one balance
     /// update per user and per key, one multi-row log insert); this default settles them one by
-    /// one. Either way a retry after an unclear failure, made with [`BatchAttempt::Retry`],
-    /// charges nothing twice; [`BatchAttempt::First`] promises that no lease call of the batch
-    /// was written before (they are then not looked up; a call with a hold row is proved by
-    /// that row either way).
+    /// one. Either way a retry after an unclear failure — the same calls in the same order,
+    /// made with [`BatchAttempt::Retry`] — charges nothing twice: a call with a hold row is
+    /// proved by that row, a batch with calls from leases by its [`BatchReceipt`](crate::billing::BatchReceipt) (kept
+    /// [`BatchReceipt::KEPT_SECS`](crate::billing::BatchReceipt::KEPT_SECS)). A call is settled in one batch: listed again in another
+    /// batch, a lease call would be charged again. [`BatchAttempt::First`] promises that no
+    /// call of the batch was written before.
     async fn settle_batch(
         &self,
         batch: &[Settlement],
@@ -108,7 +111,8 @@ pub trait BillingRepository: Send + Sync {
     /// in flight any more.
     async fn release(&self, request_id: &str) -> Result<bool, RepoError>;
 
-    /// Releases up to `limit` holds whose expiry is before `now`; returns how many.
+    /// Releases up to `limit` holds whose expiry is before `now`; returns how many. Also
+    /// forgets the [`BatchReceipt`](crate::billing::BatchReceipt)s older than [`BatchReceipt::KEPT_SECS`](crate::billing::BatchReceipt::KEPT_SECS) at `now`.
     async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError>;
 }
 
@@ -116,8 +120,8 @@ pub trait BillingRepository: Send + Sync {
 /// and gives it back. Settling a call taken from a lease goes through
 /// [`BillingRepository::settle_batch`] with [`Settlement::lease`] set: the charge leaves the
 /// balance and the lease at once (a lease never gives back more than it holds), and a retry of a
-/// batch that did commit ([`BatchAttempt::Retry`]) charges nothing again (the batch's log rows
-/// are looked up first).
+/// batch that did commit ([`BatchAttempt::Retry`]) charges nothing again (the batch's
+/// [`BatchReceipt`](crate::billing::BatchReceipt) is found written).
 #[async_trait]
 pub trait LeaseRepository: Send + Sync {
     /// Adds `amount` to the lease (`create`: a new lease, whose row is inserted) in one

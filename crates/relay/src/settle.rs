@@ -532,7 +532,7 @@ async fn run_batch(
     let mut attempt = 0u32;
     let outcomes = loop {
         // After a failed attempt the batch may have committed all the same (an answer lost at
-        // its COMMIT): the store then looks its lease calls up rather than charge them twice.
+        // its COMMIT): the store then finds its receipt rather than charge its calls twice.
         let this = if attempt == 0 {
             BatchAttempt::First
         } else {

@@ -7,7 +7,7 @@
 //! charges, once). Lock order everywhere: hold row, user, token.
 
 use crate::SeaStore;
-use crate::entity::{hold, log, token, user};
+use crate::entity::{hold, token, user};
 use crate::error::StorageError;
 use crate::logs::{insert_log, insert_logs};
 use crate::retry::{ATTEMPTS, backoff, is_transient};
@@ -18,9 +18,11 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
     DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use tollgate_domain::RepoError;
-use tollgate_domain::billing::{BatchAttempt, Hold, HoldRefusal, SettleOutcome, Settlement};
+use tollgate_domain::billing::{
+    BatchAttempt, BatchReceipt, Hold, HoldRefusal, SettleOutcome, Settlement,
+};
 use tollgate_domain::repository::BillingRepository;
 use tollgate_domain::time::UnixTime;
 
@@ -92,27 +94,43 @@ async fn expire(txn: &DatabaseTransaction, request_id: &str) -> Result<Option<ho
         .await
 }
 
-/// The request ids among `ids` that already have a log row (their settlement committed).
+/// Writes `receipt` as the first statement of a batch's transaction; `false` when it was
+/// written already, by an earlier attempt of the batch that committed.
 ///
-/// A locking read (`LOCK IN SHARE MODE` on MySQL; SQLite has one writer): a plain read sees the
-/// transaction's snapshot, which may predate an earlier attempt whose COMMIT was still under
-/// way when its connection failed; the locking read waits for that attempt's rows and sees
-/// them once committed. A call whose lease is gone has no other proof (no lease row whose
-/// conditional UPDATE would fail), so without it such a call could be charged twice.
-async fn logged_calls(txn: &DatabaseTransaction, ids: &[&str]) -> Result<HashSet<String>, DbErr> {
-    let mut logged = HashSet::new();
-    for list in id_lists(ids) {
-        let found: Vec<String> = log::Entity::find()
-            .select_only()
-            .column(log::Column::RequestId)
-            .filter(log::Column::RequestId.is_in(list))
-            .lock_shared()
-            .into_tuple()
-            .all(txn)
-            .await?;
-        logged.extend(found);
-    }
-    Ok(logged)
+/// On MySQL the insert of a key that an uncommitted transaction inserted waits for that
+/// transaction: an earlier attempt whose COMMIT was still under way when its connection failed
+/// is waited for, then found (committed) or gone (rolled back) — a plain read would see its
+/// snapshot instead. SQLite has one writer. `INSERT IGNORE` / `INSERT OR IGNORE`: a duplicate is
+/// the answer, not an error (the table has no other constraint to ignore).
+async fn write_receipt(txn: &DatabaseTransaction, receipt: BatchReceipt) -> Result<bool, DbErr> {
+    let backend = txn.get_database_backend();
+    let verb = match backend {
+        DbBackend::MySql => "INSERT IGNORE",
+        _ => "INSERT OR IGNORE",
+    };
+    let written = txn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!("{verb} INTO settle_receipts (at, digest) VALUES (?, ?)"),
+            [receipt.at().secs().into(), receipt.digest().into()],
+        ))
+        .await?
+        .rows_affected();
+    Ok(written == 1)
+}
+
+/// Deletes the receipts that ended [`BatchReceipt::KEPT_SECS`] before `now` (a range of the
+/// primary key, which leads with `at`).
+async fn prune_receipts(db: &impl ConnectionTrait, now: UnixTime) -> Result<u64, DbErr> {
+    let backend = db.get_database_backend();
+    Ok(db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            "DELETE FROM settle_receipts WHERE at < ?",
+            [now.secs().saturating_sub(BatchReceipt::KEPT_SECS).into()],
+        ))
+        .await?
+        .rows_affected())
 }
 
 /// Takes up to `amount` out of the lease `lease` (never more than it holds); what it took, or
@@ -537,19 +555,13 @@ impl SeaStore {
     /// DELETE keyed by request id and state; if that DELETE removed fewer rows than were read (a
     /// concurrent release, sweep or settle took one in between), the whole transaction is
     /// rolled back and retried, so each row's money moves exactly once. Calls taken from a
-    /// balance lease have no row of their own: on a [`BatchAttempt::Retry`] their log rows are
-    /// looked up instead (a retry of a batch that did commit finds them and charges nothing
-    /// again); a first attempt skips that lookup — an index probe per call, about a fifth of
-    /// MariaDB's CPU a call for one busy user (docs/benchmarks.md) — as none of its lease calls
-    /// can have been written. A lease call listed twice is charged once, as a hold's call is.
-    /// Each lease gives back what its calls cost, never more than it holds. Then one UPDATE
-    /// for the users and one for the keys (each row by its own amount), and one multi-row log
-    /// insert.
-    async fn settle_batch_once(
-        &self,
-        batch: &[Settlement],
-        attempt: BatchAttempt,
-    ) -> Result<Vec<SettleOutcome>, DbErr> {
+    /// balance lease have no row of their own: a batch with any writes its [`BatchReceipt`]
+    /// first ([`write_receipt`]), and an attempt that finds it written changes nothing — its
+    /// batch committed before (an answer lost at COMMIT). A lease call listed twice is charged
+    /// once, as a hold's call is. Each lease gives back what its calls cost, never more than it
+    /// holds. Then one UPDATE for the users and one for the keys (each row by its own amount),
+    /// and one multi-row log insert.
+    async fn settle_batch_once(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, DbErr> {
         // Repeated ids are found by sorting, not hashing: SipHash over each 32-character id
         // cost two hashes a call (docs/benchmarks.md, tenth session).
         let mut ids: Vec<&str> = batch
@@ -575,6 +587,12 @@ impl SeaStore {
             }
         }
         let txn = self.db.begin().await?;
+        if let Some(receipt) = BatchReceipt::of(batch)
+            && !write_receipt(&txn, receipt).await?
+        {
+            txn.rollback().await?;
+            return Ok(vec![SettleOutcome::AlreadyFinished; batch.len()]);
+        }
         let mut rows: BTreeMap<String, hold::Model> = BTreeMap::new();
         // Bounded IN lists: a batch never exceeds the worker's batch size, but stay safe.
         for list in id_lists(&ids) {
@@ -601,21 +619,11 @@ impl SeaStore {
             txn.rollback().await?;
             return Err(DbErr::Custom(RACED.into()));
         }
-        let logged = match attempt {
-            BatchAttempt::First => HashSet::new(),
-            BatchAttempt::Retry => {
-                let mut ids: Vec<&str> = leased.iter().map(|(id, _)| *id).collect();
-                ids.dedup();
-                logged_calls(&txn, &ids).await?
-            }
-        };
-        // Lease calls not charged: found written by a retry, or listed before in this batch.
+        // Lease calls not charged: listed before in this batch.
         let skipped: Vec<bool> = batch
             .iter()
             .zip(&repeated)
-            .map(|(s, &repeated)| {
-                s.lease.is_some() && (repeated || logged.contains(s.request_id.as_str()))
-            })
+            .map(|(s, &repeated)| s.lease.is_some() && repeated)
             .collect();
         // What each lease's calls cost, and which user it belongs to.
         let mut lease_charges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
@@ -724,11 +732,9 @@ impl BillingRepository for SeaStore {
     async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
         if s.lease.is_some() {
             // Only the batch knows how to settle against a lease. A caller of `settle` may be
-            // retrying after an unclear failure and cannot say so: the call is looked up.
-            let out = retrying!(
-                "settle",
-                self.settle_batch_once(std::slice::from_ref(s), BatchAttempt::Retry)
-            )?;
+            // retrying after an unclear failure and cannot say so: the call's receipt (a batch
+            // of one) tells.
+            let out = retrying!("settle", self.settle_batch_once(std::slice::from_ref(s)))?;
             return Ok(out
                 .first()
                 .copied()
@@ -740,14 +746,11 @@ impl BillingRepository for SeaStore {
     async fn settle_batch(
         &self,
         batch: &[Settlement],
-        mut attempt: BatchAttempt,
+        _attempt: BatchAttempt,
     ) -> Result<Vec<SettleOutcome>, RepoError> {
-        // An attempt that failed may have failed at its COMMIT, after writing: every later one
-        // looks the lease calls up.
-        retrying!("settle", {
-            let this = std::mem::replace(&mut attempt, BatchAttempt::Retry);
-            self.settle_batch_once(batch, this)
-        })
+        // Every attempt, first or not, writes the batch's receipt first: an attempt that
+        // failed at its COMMIT, after writing, is found by the next one.
+        retrying!("settle", self.settle_batch_once(batch))
     }
 
     async fn release(&self, request_id: &str) -> Result<bool, RepoError> {
@@ -778,6 +781,8 @@ impl BillingRepository for SeaStore {
                 expired += 1;
             }
         }
+        // The sweep also forgets settlement receipts no attempt can still need.
+        retrying!("prune receipts", prune_receipts(&self.db, now))?;
         Ok(expired)
     }
 }
@@ -833,6 +838,57 @@ mod tests {
                 };
                 assert_eq!(plan, expected, "{sql}");
             }
+        }
+    }
+
+    /// A receipt is written once; the sweep's prune forgets it only once it is older than
+    /// [`BatchReceipt::KEPT_SECS`], after which its batch could be written again.
+    #[tokio::test]
+    async fn a_receipt_is_written_once_and_pruned_only_after_it_is_kept() {
+        use tollgate_domain::ids::{TokenId, UserId};
+        use tollgate_domain::pricing::Usage;
+        use tollgate_domain::quota::Quota;
+        let at = UnixTime::from_secs(1_764_000_000);
+        let lease = tollgate_domain::billing::Lease::new(
+            tollgate_domain::cluster::InstanceId::from_random([3; 12]),
+            UserId::new(1),
+            1,
+        );
+        let call = |id: &str| Settlement {
+            request_id: id.into(),
+            user_id: UserId::new(1),
+            token_id: TokenId::new(1),
+            token_name: "key".into(),
+            model: "m".into(),
+            usage: Usage::new(1, 1),
+            quota: Quota::new(1),
+            is_stream: false,
+            latency_ms: 1,
+            at,
+            channel_id: None,
+            lease: Some(lease.id.clone()),
+        };
+        let receipt = BatchReceipt::of(&[call("kept-1")]).expect("a lease call");
+        let other = BatchReceipt::of(&[call("kept-2")]).expect("a lease call");
+        for store in crate::testing::stores().await.expect("stores") {
+            let txn = store.db.begin().await.expect("begin");
+            assert!(write_receipt(&txn, receipt).await.expect("write"));
+            assert!(
+                !write_receipt(&txn, receipt).await.expect("again"),
+                "written once"
+            );
+            assert!(write_receipt(&txn, other).await.expect("another batch"));
+            txn.commit().await.expect("commit");
+            let kept = UnixTime::from_secs(at.secs() + BatchReceipt::KEPT_SECS);
+            assert_eq!(prune_receipts(&store.db, kept).await.expect("prune"), 0);
+            let txn = store.db.begin().await.expect("begin");
+            assert!(!write_receipt(&txn, receipt).await.expect("still there"));
+            txn.rollback().await.expect("rollback");
+            let past = UnixTime::from_secs(kept.secs() + 1);
+            assert_eq!(prune_receipts(&store.db, past).await.expect("prune"), 2);
+            let txn = store.db.begin().await.expect("begin");
+            assert!(write_receipt(&txn, receipt).await.expect("forgotten"));
+            txn.rollback().await.expect("rollback");
         }
     }
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use tollgate_domain::Quota;
 use tollgate_domain::billing::{
-    BatchAttempt, Hold, HoldRefusal, Lease, LeaseGrowth, SettleOutcome, Settlement,
+    BatchAttempt, BatchReceipt, Hold, HoldRefusal, Lease, LeaseGrowth, SettleOutcome, Settlement,
 };
 use tollgate_domain::cluster::InstanceId;
 use tollgate_domain::ids::{ExternalUserId, PlatformId, TokenId, UserId};
@@ -492,7 +492,7 @@ async fn a_lease_call_is_charged_once_in_its_batch_and_a_retry_finds_it_written(
             first,
             [SettleOutcome::Settled, SettleOutcome::AlreadyFinished]
         );
-        // A retry (the first attempt's answer lost) looks the call up and finds it written.
+        // A retry (the first attempt's answer lost) finds the batch's receipt written.
         let again = store
             .settle_batch(&batch, BatchAttempt::Retry)
             .await
@@ -508,9 +508,10 @@ async fn a_lease_call_is_charged_once_in_its_batch_and_a_retry_finds_it_written(
     }
 }
 
-/// MariaDB only (SQLite has one writer): a retry's lookup waits for an earlier attempt whose
-/// COMMIT is still under way, and then finds its call written. A plain read would not wait (it
-/// sees its snapshot) and, the call's lease being gone, nothing else would stop a second charge.
+/// MariaDB only (SQLite has one writer): a retry's receipt insert waits for an earlier attempt
+/// whose COMMIT is still under way, and then finds the batch written. A plain read would not
+/// wait (it sees its snapshot) and, the call's lease being gone, nothing else would stop a
+/// second charge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_waits_for_an_earlier_attempt_still_committing_and_charges_nothing_again() {
     use sea_orm::{ConnectionTrait, Database, TransactionTrait};
@@ -526,9 +527,22 @@ async fn a_retry_waits_for_an_earlier_attempt_still_committing_and_charges_nothi
         store.end_lease(&lease.id).await.expect("end"),
         Some(Quota::new(10_000))
     );
-    // The first attempt has written the call's log row; its COMMIT is not through yet.
+    let s = Settlement {
+        lease: Some(lease.id.clone()),
+        ..settlement("committing-1", u, t, 100)
+    };
+    // The first attempt has written the batch's receipt and its call's log row; its COMMIT is
+    // not through yet.
+    let receipt = BatchReceipt::of(std::slice::from_ref(&s)).expect("a lease call");
     let first = Database::connect(&url).await.expect("connect");
     let txn = first.begin().await.expect("begin");
+    txn.execute_unprepared(&format!(
+        "INSERT INTO settle_receipts (at, digest) VALUES ({}, {})",
+        receipt.at().secs(),
+        receipt.digest()
+    ))
+    .await
+    .expect("receipt");
     txn.execute_unprepared(&format!(
         "INSERT INTO logs (user_id, kind, created_at, model, token_id, token_name, \
          prompt_tokens, completion_tokens, quota, request_id, is_stream, latency_ms, channel_id) \
@@ -540,10 +554,6 @@ async fn a_retry_waits_for_an_earlier_attempt_still_committing_and_charges_nothi
     ))
     .await
     .expect("insert");
-    let s = Settlement {
-        lease: Some(lease.id.clone()),
-        ..settlement("committing-1", u, t, 100)
-    };
     let retry = {
         let store = Arc::clone(&store);
         tokio::spawn(async move { store.settle_batch(&[s], BatchAttempt::Retry).await })

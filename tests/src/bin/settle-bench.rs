@@ -13,7 +13,7 @@
 //! relay's settlement worker does under load), one after another, and prints the wall time
 //! and CPU time a call: this process's (all its threads) and, when a `mariadbd` or `mysqld`
 //! runs on this machine, the server's. Request ids are made like the relay's (the millisecond
-//! first), so the log's request index grows at its end as in production.
+//! first), as the log rows carry them.
 #![expect(clippy::expect_used, reason = "a benchmark stops at the first failure")]
 
 use std::time::Instant;
