@@ -14,6 +14,7 @@ mod m20261203_000008_call_errors;
 mod m20261204_000009_log_request_index;
 mod m20261205_000010_drop_user_time_index;
 mod m20261205_000011_settle_receipts;
+mod m20261205_000012_drop_time_index;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000009_log_request_index::Migration),
             Box::new(m20261205_000010_drop_user_time_index::Migration),
             Box::new(m20261205_000011_settle_receipts::Migration),
+            Box::new(m20261205_000012_drop_time_index::Migration),
         ]
     }
 }

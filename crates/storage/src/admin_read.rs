@@ -11,7 +11,7 @@
 //! | `user_id` (+ `type`) | `ix_logs_user_kind_time`: one range per kind merged newest first without `type` | `channel_id`, `model_name` |
 //! | `channel_id` | `ix_logs_channel_time` | `model_name` |
 //! | `type` | `ix_logs_kind_time` | `model_name` |
-//! | dates only, or nothing | `ix_logs_time` | `model_name` |
+//! | dates only, or nothing | `ix_logs_kind_time`: one range per kind merged newest first | `model_name` |
 //!
 //! Dates are the index's range. Rows come newest first in index order, so a page reads at most
 //! `offset + page_size` matching entries of the index (the page is at most the window), and
@@ -88,8 +88,9 @@ struct Plan {
     indexed: Condition,
     /// What is checked on the rows the index yields.
     residual: Option<Condition>,
-    /// A user's rows of every kind: no index leads with the user alone (one index entry fewer
-    /// written by every call, docs/benchmarks.md), so `ix_logs_user_kind_time` is walked once
+    /// Rows of every kind, a user's or everyone's: no index leads with the user alone, nor
+    /// with the time alone (each an index entry fewer written by every call,
+    /// docs/benchmarks.md), so `ix_logs_user_kind_time` or `ix_logs_kind_time` is walked once
     /// per kind ([`Plan::arms`]) and the walks merged newest first ([`newest`]).
     per_kind: bool,
 }
@@ -114,8 +115,8 @@ impl Plan {
     }
 }
 
-/// `kind = …`, or with no kind every kind named (`kind IN (…)`): on `ix_logs_user_kind_time`,
-/// one index range per kind, in any order.
+/// `kind = …`, or with no kind every kind named (`kind IN (…)`): on `ix_logs_user_kind_time`
+/// or `ix_logs_kind_time`, one index range per kind, in any order.
 pub(crate) fn of_kind(kind: Option<LogKind>) -> Expr {
     match kind {
         Some(kind) => log::Column::Kind.eq(kind.code()),
@@ -124,7 +125,7 @@ pub(crate) fn of_kind(kind: Option<LogKind>) -> Expr {
 }
 
 /// `cond` once per kind (`kind`, or with none every kind): the ranges of
-/// `ix_logs_user_kind_time` that [`newest`] merges newest first.
+/// `ix_logs_user_kind_time` or `ix_logs_kind_time` that [`newest`] merges newest first.
 pub(crate) fn kind_arms(cond: &Condition, kind: Option<LogKind>) -> Vec<Condition> {
     let kinds = kind.map_or(LogKind::ALL.to_vec(), |k| vec![k]);
     kinds
@@ -163,13 +164,15 @@ fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
             indexed = indexed.add(Expr::col(CHANNEL).eq(channel.get()));
             "ix_logs_channel_time"
         }
-        (None, None) => match f.kind {
-            Some(kind) => {
+        // Without a type, one range per kind, merged newest first (`per_kind` below): the
+        // whole log's own time index cost every call's log row one B-tree more
+        // (`m20261205_000012`).
+        (None, None) => {
+            if let Some(kind) = f.kind {
                 indexed = indexed.add(log::Column::Kind.eq(kind.code()));
-                "ix_logs_kind_time"
             }
-            None => "ix_logs_time",
-        },
+            "ix_logs_kind_time"
+        }
     };
     // One lower bound, the later one: given two on the same column, SQLite's planner walks
     // from whichever it picks, which may be the start date, far below a bounded search's
@@ -192,7 +195,7 @@ fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
         index,
         indexed,
         residual: has_residual.then_some(residual),
-        per_kind: q.user.is_some() && f.kind.is_none(),
+        per_kind: f.kind.is_none() && (q.user.is_some() || q.channel.is_none()),
     }
 }
 
@@ -328,7 +331,7 @@ fn page_query(backend: DbBackend, plan: &Plan, cond: &Condition, q: &AdminLogQue
 }
 
 /// What [`SeaStore::log_page`] counts: up to one past the window, of the entries the page
-/// walks (for a user's every kind, in any order: the count is the same).
+/// walks (for every kind, in any order: the count is the same).
 fn log_count_query(plan: &Plan, cond: &Condition, window: u64) -> SelectStatement {
     let inner = if plan.per_kind {
         log_ids(plan.index, plan.any_order(cond.clone())).into_query()

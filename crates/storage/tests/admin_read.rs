@@ -433,15 +433,12 @@ async fn counts_stop_at_the_window_and_unindexed_filters_say_how_far_back_they_l
             .await
             .expect("plans");
         for p in plans.iter().filter(|p| matches!(p.name, "count" | "page")) {
+            // One lower bound in each walk (the page walks each kind's range), the boundary.
             let lower_bounds = p.sql.matches("created_at\" >= ").count()
                 + p.sql.matches("created_at` >= ").count();
-            assert_eq!(lower_bounds, 1, "{backend} {}: {}", p.name, p.sql);
-            assert!(
-                p.sql.contains(&format!(">= {}", T0 + 13 * 60)),
-                "{backend} {}: {}",
-                p.name,
-                p.sql
-            );
+            let at_boundary = p.sql.matches(&format!(">= {}", T0 + 13 * 60)).count();
+            assert!(lower_bounds >= 1, "{backend} {}: {}", p.name, p.sql);
+            assert_eq!(lower_bounds, at_boundary, "{backend} {}: {}", p.name, p.sql);
         }
         // A channel with a user is checked on the user's rows, bounded the same way.
         let on_one = query(|i| {
@@ -635,13 +632,13 @@ async fn a_users_pages_of_every_kind_interleave_them_newest_first() {
 /// The filters of the plan tests, each with the index its page must walk.
 fn plan_cases(u: i64) -> Vec<(AdminLogQuery, &'static str)> {
     vec![
-        (query(|_| {}), "ix_logs_time"),
+        (query(|_| {}), "ix_logs_kind_time"),
         (
             query(|i| {
                 i.log.start_date = Some(date(T0));
                 i.log.end_date = Some(date(T0));
             }),
-            "ix_logs_time",
+            "ix_logs_kind_time",
         ),
         (
             query(|i| i.log.kind = Some("topup".into())),
@@ -686,7 +683,7 @@ fn plan_cases(u: i64) -> Vec<(AdminLogQuery, &'static str)> {
                 window: 10_000,
                 scan: 50,
             }),
-            "ix_logs_time",
+            "ix_logs_kind_time",
         ),
     ]
 }
@@ -803,14 +800,14 @@ async fn on_a_large_log_every_read_uses_an_index() {
         let mut cases = plan_cases(first);
         cases.push((
             query(|i| i.log.model_name = Some("rare".into())),
-            "ix_logs_time",
+            "ix_logs_kind_time",
         ));
         cases.push((
             query(|i| {
                 i.log.page = Some("500".into());
                 i.log.page_size = Some("20".into());
             }),
-            "ix_logs_time",
+            "ix_logs_kind_time",
         ));
         for (q, _) in &cases {
             let started = std::time::Instant::now();
