@@ -2,6 +2,7 @@
 //! as one immutable snapshot swapped whole when anything changes. A request reads them without
 //! touching the database; the admin API and the external API invalidate them on every change.
 
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -38,7 +39,10 @@ struct Entry {
 /// created a moment ago is found on its first use.
 #[derive(Debug)]
 pub struct KeyCache {
-    by_hash: RwLock<HashMap<String, Entry>>,
+    /// Fx, not SipHash: the keys are SHA-256 digests of keys that exist (a lookup of an
+    /// unknown key inserts nothing), so no client can crowd a bucket; SipHash over the
+    /// 64-character digest was a measurable part of a call.
+    by_hash: RwLock<FxHashMap<String, Entry>>,
     epoch: Instant,
     /// Counts [`KeyCache::forget`]s: a refresh that read the database before a change was
     /// announced must not put the old token back.
@@ -154,7 +158,9 @@ impl KeyCache {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     channels: Vec<Channel>,
-    prices: HashMap<String, Price>,
+    /// Fx, not SipHash: only the catalog's own models are in it (a request's model name is
+    /// looked up, never inserted).
+    prices: FxHashMap<String, Price>,
     served: BTreeMap<String, Price>,
 }
 
@@ -165,7 +171,7 @@ impl Catalog {
         let served = served_models(&channels, &prices);
         Catalog {
             channels,
-            prices,
+            prices: prices.into_iter().collect(),
             served,
         }
     }

@@ -7,8 +7,8 @@
 use crate::client::{AttemptError, UpstreamClient};
 use crate::settle::now;
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tollgate_domain::RepoError;
@@ -47,8 +47,8 @@ pub(crate) struct ChannelHealth {
     feed: Arc<dyn ChangeFeed>,
     /// Consecutive failed client requests after which a channel is disabled (0: never).
     failure_threshold: u32,
-    failures: Mutex<HashMap<ChannelId, u32>>,
-    resting: Mutex<HashMap<ChannelId, Rest>>,
+    failures: Mutex<FxHashMap<ChannelId, u32>>,
+    resting: Mutex<FxHashMap<ChannelId, Rest>>,
 }
 
 impl ChannelHealth {
@@ -61,8 +61,8 @@ impl ChannelHealth {
             store,
             feed,
             failure_threshold,
-            failures: Mutex::new(HashMap::new()),
-            resting: Mutex::new(HashMap::new()),
+            failures: Mutex::new(FxHashMap::default()),
+            resting: Mutex::new(FxHashMap::default()),
         }
     }
 

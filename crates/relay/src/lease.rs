@@ -34,7 +34,7 @@ use crate::ledger::{Backlog, Book, ExactLedger, Ledger, Reservation};
 use crate::metrics;
 use crate::settle::{Finished, Funded, Settler, now};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -165,7 +165,7 @@ struct Core {
     instance: InstanceId,
     config: LeaseLedgerConfig,
     durable: bool,
-    users: Mutex<HashMap<UserId, Arc<UserLeases>>>,
+    users: Mutex<FxHashMap<UserId, Arc<UserLeases>>>,
     generation: AtomicU64,
     /// Leases taken out of use whose rows could not be ended yet (the database failed).
     unended: Mutex<Vec<Arc<Lease>>>,
@@ -553,7 +553,7 @@ impl LeaseLedger {
             instance,
             config,
             durable: exact.durable(),
-            users: Mutex::new(HashMap::new()),
+            users: Mutex::new(FxHashMap::default()),
             generation: AtomicU64::new(1),
             unended: Mutex::new(Vec::new()),
             unwritten: AtomicUsize::new(0),

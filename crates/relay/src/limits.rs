@@ -6,7 +6,7 @@
 
 use crate::metrics;
 use async_trait::async_trait;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -23,7 +23,7 @@ fn now_ms() -> i64 {
 /// Windows in this process's memory: exact for this instance alone.
 #[derive(Debug, Default)]
 pub struct LocalLimiter {
-    windows: RwLock<HashMap<Subject, Arc<Mutex<Window>>>>,
+    windows: RwLock<FxHashMap<Subject, Arc<Mutex<Window>>>>,
 }
 
 impl LocalLimiter {
@@ -103,7 +103,7 @@ pub struct Limiter {
     local: LocalLimiter,
     degraded: AtomicBool,
     /// Calls holding a concurrency slot, renewed until they end.
-    leases: Mutex<HashMap<u64, Subject>>,
+    leases: Mutex<FxHashMap<u64, Subject>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -122,7 +122,7 @@ impl Limiter {
             shared,
             local: LocalLimiter::default(),
             degraded: AtomicBool::new(false),
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(FxHashMap::default()),
         });
         let weak = Arc::downgrade(&limiter);
         tokio::spawn(async move {
