@@ -83,7 +83,12 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         manager
-            .drop_table(Table::drop().table(SettleReceipts::Table).to_owned())
+            .drop_table(
+                Table::drop()
+                    .table(SettleReceipts::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 }

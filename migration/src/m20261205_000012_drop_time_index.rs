@@ -33,6 +33,9 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // As `m20261203_000007` left it.
+        if manager.has_index("logs", NAME).await? {
+            return Ok(());
+        }
         manager
             .create_index(
                 Index::create()

@@ -456,8 +456,9 @@ mod tests {
             UnixTime::from_secs(100),
             "the first call's end"
         );
-        // Every attempt of the batch makes the same receipt.
-        assert_eq!(BatchReceipt::of(&batch.clone()), Some(receipt));
+        // The receipt is the first call's: a retry must list the calls in the same order.
+        let reordered = [batch[1].clone(), batch[0].clone()];
+        assert_ne!(BatchReceipt::of(&reordered), Some(receipt));
         // The digest is the first 8 bytes of SHA-256 of the request id, big-endian.
         let expected = Sha256::digest(b"r-1");
         assert_eq!(

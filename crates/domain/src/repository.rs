@@ -83,7 +83,9 @@ pub trait BillingRepository: Send + Sync {
 
     /// Replaces the hold of `s.request_id` by the charge, adds the log row, `used_quota` and
     /// `total_requests`, all in one transaction, at most once per request id (a call from a
-    /// lease is proved by its [`BatchReceipt`](crate::billing::BatchReceipt) as a batch of one).
+    /// lease is proved by its [`BatchReceipt`] as a batch of one).
+    ///
+    /// [`BatchReceipt`]: crate::billing::BatchReceipt
     async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError>;
 
     /// Settles several calls at once, each at most once as [`BillingRepository::settle`] does;
@@ -91,10 +93,13 @@ pub trait BillingRepository: Send + Sync {
     /// update per user and per key, one multi-row log insert); this default settles them one by
     /// one. Either way a retry after an unclear failure — the same calls in the same order,
     /// made with [`BatchAttempt::Retry`] — charges nothing twice: a call with a hold row is
-    /// proved by that row, a batch with calls from leases by its [`BatchReceipt`](crate::billing::BatchReceipt) (kept
-    /// [`BatchReceipt::KEPT_SECS`](crate::billing::BatchReceipt::KEPT_SECS)). A call is settled in one batch: listed again in another
-    /// batch, a lease call would be charged again. [`BatchAttempt::First`] promises that no
-    /// call of the batch was written before.
+    /// proved by that row, a batch with calls from leases by its [`BatchReceipt`] (kept
+    /// [`KEPT_SECS`] after its first call ended). A call is settled in one batch: listed again
+    /// in another batch, a lease call would be charged again. [`BatchAttempt::First`] promises
+    /// that no call of the batch was written before.
+    ///
+    /// [`BatchReceipt`]: crate::billing::BatchReceipt
+    /// [`KEPT_SECS`]: crate::billing::BatchReceipt::KEPT_SECS
     async fn settle_batch(
         &self,
         batch: &[Settlement],
@@ -112,7 +117,10 @@ pub trait BillingRepository: Send + Sync {
     async fn release(&self, request_id: &str) -> Result<bool, RepoError>;
 
     /// Releases up to `limit` holds whose expiry is before `now`; returns how many. Also
-    /// forgets the [`BatchReceipt`](crate::billing::BatchReceipt)s older than [`BatchReceipt::KEPT_SECS`](crate::billing::BatchReceipt::KEPT_SECS) at `now`.
+    /// forgets (some of) the [`BatchReceipt`]s older than [`KEPT_SECS`] at `now`.
+    ///
+    /// [`BatchReceipt`]: crate::billing::BatchReceipt
+    /// [`KEPT_SECS`]: crate::billing::BatchReceipt::KEPT_SECS
     async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError>;
 }
 
@@ -121,7 +129,9 @@ pub trait BillingRepository: Send + Sync {
 /// [`BillingRepository::settle_batch`] with [`Settlement::lease`] set: the charge leaves the
 /// balance and the lease at once (a lease never gives back more than it holds), and a retry of a
 /// batch that did commit ([`BatchAttempt::Retry`]) charges nothing again (the batch's
-/// [`BatchReceipt`](crate::billing::BatchReceipt) is found written).
+/// [`BatchReceipt`] is found written).
+///
+/// [`BatchReceipt`]: crate::billing::BatchReceipt
 #[async_trait]
 pub trait LeaseRepository: Send + Sync {
     /// Adds `amount` to the lease (`create`: a new lease, whose row is inserted) in one

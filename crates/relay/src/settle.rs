@@ -1014,8 +1014,8 @@ mod tests {
         assert_eq!(ids, ["b0", "b1", "b2", "b3", "b4", "b5"]);
         assert_eq!(*store.released.lock().expect("lock"), ["gone"]);
         assert_eq!((settler.pending(), settler.failing()), (0, 0));
-        // A batch's first write is told so (its lease calls need no lookup); every write after
-        // a failure is a retry, which may find the batch committed.
+        // A batch's first write is told so; every write after a failure is a retry, which may
+        // find the batch committed (the store finds its receipt).
         let attempts = store.attempts.lock().expect("lock").clone();
         let mut tried = std::collections::HashSet::new();
         for (first, attempt) in &attempts {

@@ -141,7 +141,8 @@ fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
     let mut indexed = Condition::all();
     let mut residual = Condition::all();
     let mut has_residual = false;
-    let index = match (q.user, q.channel) {
+    // The index, and whether it is walked once per kind (see `Plan::per_kind`).
+    let (index, per_kind) = match (q.user, q.channel) {
         (Some(user), channel) => {
             indexed = indexed.add(log::Column::UserId.eq(user.get()));
             if let Some(kind) = f.kind {
@@ -156,22 +157,21 @@ fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
                 ));
                 has_residual = true;
             }
-            "ix_logs_user_kind_time"
+            ("ix_logs_user_kind_time", f.kind.is_none())
         }
         // Only consume rows carry a channel, so `type=consume` is implied here (and
         // `type=topup` with a channel never reaches storage).
         (None, Some(channel)) => {
             indexed = indexed.add(Expr::col(CHANNEL).eq(channel.get()));
-            "ix_logs_channel_time"
+            ("ix_logs_channel_time", false)
         }
-        // Without a type, one range per kind, merged newest first (`per_kind` below): the
-        // whole log's own time index cost every call's log row one B-tree more
-        // (`m20261205_000012`).
+        // Without a type, one range per kind, merged newest first: the whole log's own time
+        // index cost every call's log row one B-tree more (`m20261205_000012`).
         (None, None) => {
             if let Some(kind) = f.kind {
                 indexed = indexed.add(log::Column::Kind.eq(kind.code()));
             }
-            "ix_logs_kind_time"
+            ("ix_logs_kind_time", f.kind.is_none())
         }
     };
     // One lower bound, the later one: given two on the same column, SQLite's planner walks
@@ -195,7 +195,7 @@ fn plan(q: &AdminLogQuery, floor: Option<i64>) -> Plan {
         index,
         indexed,
         residual: has_residual.then_some(residual),
-        per_kind: f.kind.is_none() && (q.user.is_some() || q.channel.is_none()),
+        per_kind,
     }
 }
 

@@ -119,14 +119,37 @@ async fn write_receipt(txn: &DatabaseTransaction, receipt: BatchReceipt) -> Resu
     Ok(written == 1)
 }
 
-/// Deletes the receipts that ended [`BatchReceipt::KEPT_SECS`] before `now` (a range of the
-/// primary key, which leads with `at`).
+/// Receipts deleted by one statement of [`prune_receipts`]: at settlement window 0 every lease
+/// call has one, and one DELETE of a sweep interval's worth would hold SQLite's single writer
+/// (and MySQL's locks) for as long as it takes.
+const RECEIPTS_PER_PRUNE: u64 = 4_096;
+
+/// Most [`prune_receipts`] statements a sweep runs: 16 × 4,096 receipts a sweep (every 30 s by
+/// default) keeps up with ~2,000 lease calls a second at settlement window 0, where each has
+/// its own receipt; a batched instance writes far fewer.
+const PRUNES_PER_SWEEP: usize = 16;
+
+/// Deletes up to [`RECEIPTS_PER_PRUNE`] of the receipts whose first call ended
+/// [`BatchReceipt::KEPT_SECS`] before `now` (a range of the primary key, which leads with `at`);
+/// how many.
 async fn prune_receipts(db: &impl ConnectionTrait, now: UnixTime) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::MySql => {
+            format!(
+                "DELETE FROM settle_receipts WHERE at < ? ORDER BY at LIMIT {RECEIPTS_PER_PRUNE}"
+            )
+        }
+        // SQLite's DELETE takes no LIMIT unless compiled to; its rowid does.
+        _ => format!(
+            "DELETE FROM settle_receipts WHERE rowid IN (SELECT rowid FROM settle_receipts \
+             WHERE at < ? ORDER BY at LIMIT {RECEIPTS_PER_PRUNE})"
+        ),
+    };
     Ok(db
         .execute_raw(Statement::from_sql_and_values(
             backend,
-            "DELETE FROM settle_receipts WHERE at < ?",
+            sql,
             [now.secs().saturating_sub(BatchReceipt::KEPT_SECS).into()],
         ))
         .await?
@@ -781,8 +804,20 @@ impl BillingRepository for SeaStore {
                 expired += 1;
             }
         }
-        // The sweep also forgets settlement receipts no attempt can still need.
-        retrying!("prune receipts", prune_receipts(&self.db, now))?;
+        // The sweep also forgets settlement receipts no attempt can still need, a bounded
+        // statement at a time (each its own transaction), at most a few a sweep. A failure
+        // here must not hide the holds already expired: it is logged, and the next sweep
+        // tries again.
+        for _ in 0..PRUNES_PER_SWEEP {
+            match retrying!("prune receipts", prune_receipts(&self.db, now)) {
+                Ok(n) if n == RECEIPTS_PER_PRUNE => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning settlement receipts failed; the next sweep retries");
+                    break;
+                }
+            }
+        }
         Ok(expired)
     }
 }
@@ -889,6 +924,25 @@ mod tests {
             let txn = store.db.begin().await.expect("begin");
             assert!(write_receipt(&txn, receipt).await.expect("forgotten"));
             txn.rollback().await.expect("rollback");
+            // One statement deletes a bounded number; the sweep runs it again while it is full.
+            let rows: Vec<String> = (0..=RECEIPTS_PER_PRUNE)
+                .map(|i| format!("(1, {i})"))
+                .collect();
+            store
+                .db
+                .execute_unprepared(&format!(
+                    "INSERT INTO settle_receipts (at, digest) VALUES {}",
+                    rows.join(", ")
+                ))
+                .await
+                .expect("old receipts");
+            let now = UnixTime::from_secs(BatchReceipt::KEPT_SECS + 2);
+            assert_eq!(
+                prune_receipts(&store.db, now).await.expect("prune"),
+                RECEIPTS_PER_PRUNE
+            );
+            assert_eq!(prune_receipts(&store.db, now).await.expect("prune"), 1);
+            assert_eq!(store.expire_holds(now, 10).await.expect("sweep"), 0);
         }
     }
 
