@@ -549,9 +549,10 @@ async fn holds_in_flight_count_only_held_rows() {
     }
 }
 
-/// A user's rows of every kind are read as two ranges of `ix_logs_user_kind_time` merged:
-/// pages of both the admin log and the user's own log interleave the kinds newest first (ties
-/// within a second by id), page after page, and count every row.
+/// A user's rows of every kind are read as two ranges of `ix_logs_user_kind_time` merged, the
+/// whole log's as two of `ix_logs_kind_time`: pages of the admin log (a user's and everyone's)
+/// and of the user's own log interleave the kinds newest first (ties within a second by id),
+/// page after page, and count every row.
 #[tokio::test]
 async fn a_users_pages_of_every_kind_interleave_them_newest_first() {
     for db in dbs().await {
@@ -625,6 +626,39 @@ async fn a_users_pages_of_every_kind_interleave_them_newest_first() {
                 "{backend}: own page {page}"
             );
             assert_eq!(own.total, 23, "{backend}: own count");
+        }
+        // The whole log, read the same way from `ix_logs_kind_time`: every user's rows of both
+        // kinds, newest first, ties by id, page after page.
+        let mut all: Vec<(i64, usize)> = rows.iter().enumerate().map(|(i, r)| (r.at, i)).collect();
+        all.sort_by(|a, b| b.cmp(a));
+        for page in 1..=5_usize {
+            let want: Vec<(i64, i64, LogKind)> = all
+                .iter()
+                .skip((page - 1) * 5)
+                .take(5)
+                .map(|(at, i)| (rows[*i].user, *at, kind_of(*i)))
+                .collect();
+            let whole = db
+                .store
+                .admin_log_page(&query(|i| {
+                    i.log.page = Some(page.to_string());
+                    i.log.page_size = Some("5".into());
+                }))
+                .await
+                .expect("whole log page");
+            let got: Vec<(i64, i64, LogKind)> = whole
+                .entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.entry.user_id.get(),
+                        e.entry.created_at.secs(),
+                        e.entry.kind,
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{backend}: whole log page {page}");
+            assert_eq!(whole.counted.total, 25, "{backend}: whole log count");
         }
     }
 }
