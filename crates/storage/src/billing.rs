@@ -104,14 +104,14 @@ async fn expire(txn: &DatabaseTransaction, request_id: &str) -> Result<Option<ho
 /// the answer, not an error (the table has no other constraint to ignore).
 async fn write_receipt(txn: &DatabaseTransaction, receipt: BatchReceipt) -> Result<bool, DbErr> {
     let backend = txn.get_database_backend();
-    let verb = match backend {
-        DbBackend::MySql => "INSERT IGNORE",
-        _ => "INSERT OR IGNORE",
+    let sql = match backend {
+        DbBackend::MySql => "INSERT IGNORE INTO settle_receipts (at, digest) VALUES (?, ?)",
+        _ => "INSERT OR IGNORE INTO settle_receipts (at, digest) VALUES (?, ?)",
     };
     let written = txn
         .execute_raw(Statement::from_sql_and_values(
             backend,
-            format!("{verb} INTO settle_receipts (at, digest) VALUES (?, ?)"),
+            sql,
             [receipt.at().secs().into(), receipt.digest().into()],
         ))
         .await?
