@@ -127,26 +127,37 @@ pub trait BillingRepository: Send + Sync {
 /// Balance leases ([`LeaseId`]): how an instance reserves a slice of a user's balance at once
 /// and gives it back. Settling a call taken from a lease goes through
 /// [`BillingRepository::settle_batch`] with [`Settlement::lease`] set: the charge leaves the
-/// balance and the lease at once (a lease never gives back more than it holds), and a retry of a
-/// batch that did commit ([`BatchAttempt::Retry`]) charges nothing again (the batch's
-/// [`BatchReceipt`] is found written).
+/// balance and joins the spent quota, and the lease's row is not touched — it goes on holding
+/// the charge (counted in the user's holds) until the instance *folds* it: gives it back with
+/// the lease's next growth or shrink (`fold` / `amount` below), or all at once when the lease
+/// ends. Until then the user's free balance (balance minus holds) reads lower by what the
+/// lease's calls spent, never higher, so instances can never overspend together; and a lease
+/// returned by the instance registry (its instance dead) gives back everything its row holds,
+/// which is right whether or not its charges were folded. A retry of a batch that did commit
+/// ([`BatchAttempt::Retry`]) charges nothing again (the batch's [`BatchReceipt`] is found
+/// written).
 ///
 /// [`BatchReceipt`]: crate::billing::BatchReceipt
 #[async_trait]
 pub trait LeaseRepository: Send + Sync {
-    /// Adds `amount` to the lease (`create`: a new lease, whose row is inserted) in one
-    /// transaction, only if the user's balance minus everything held is at least
-    /// `amount × headroom`.
+    /// Adds `amount` to the lease and folds `fold` of its spent charges (gives them back from
+    /// the row and the user's holds: the row changes by `amount − fold`) in one transaction,
+    /// only if the user's balance minus everything held, plus `fold`, is at least
+    /// `amount × headroom`; nothing changes otherwise. `create`: a new lease, whose row is
+    /// inserted (`fold` is then zero). `fold` never exceeds what the lease's calls were
+    /// charged since its last fold, so never what the row holds.
     async fn grow_lease(
         &self,
         lease: &Lease,
         amount: Quota,
+        fold: Quota,
         headroom: u32,
         create: bool,
         now: UnixTime,
     ) -> Result<LeaseGrowth, RepoError>;
 
-    /// Gives back `amount` of the lease (at most what it holds); whether its row was there.
+    /// Gives back `amount` of the lease (at most what it holds) — its unused part and its
+    /// spent charges not yet folded; whether its row was there.
     async fn shrink_lease(&self, lease: &LeaseId, amount: Quota) -> Result<bool, RepoError>;
 
     /// Deletes the lease's row and gives back all it holds; what it held (`None`: it was gone).

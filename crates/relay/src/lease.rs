@@ -19,10 +19,15 @@
 //! idle).
 //!
 //! Settlements go through the same group-commit worker as [`ExactLedger`]'s: each batch takes
-//! its calls' charges out of their leases and balances in one transaction. A lease's
-//! in-memory `remaining` changes only when the database has changed it (a batch written, a
-//! slice added or given back), so memory and the book of record agree; where a step's outcome
-//! is unknown (the database failed mid-commit), memory is kept the smaller, and ending the
+//! its calls' charges out of their users' balances in one transaction and leaves the lease
+//! rows alone. A lease's row keeps holding what its calls spent (`unfolded` here) until the
+//! lease's next growth or shrink gives it back in the same statement ("folds" it), or the
+//! lease ends: a settled lease call changes its user's and key's rows, not a third, and until
+//! the fold the user's free balance reads lower by those charges, never higher (docs/relay.md).
+//! A lease's in-memory `remaining` changes only when the database has changed it (a batch
+//! written, a slice added or given back), so memory and the book of record agree; where a
+//! step's outcome is unknown (the database failed mid-commit), memory is kept the smaller — a
+//! fold is taken as done, so the row never holds less than memory counts on — and ending the
 //! lease — which deletes its row and returns what the *row* holds — settles the difference.
 //!
 //! A lease ends when it has had no call for [`LeaseLedgerConfig::idle`], at shutdown
@@ -89,8 +94,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 struct Open {
     lease: Arc<Lease>,
-    /// What the lease's row holds, as far as this instance knows.
+    /// What the lease can still cover: what its row holds, as far as this instance knows, less
+    /// `unfolded`.
     remaining: i64,
+    /// Charges of its calls written (they left the user's balance) and still held by its row:
+    /// given back with its next growth or shrink ("folded"), or when it ends.
+    unfolded: i64,
     /// Held by calls in flight (their settlements not yet written).
     reserved: i64,
     /// Calls in flight.
@@ -209,7 +218,13 @@ impl LeaseCall {
         o.calls = o.calls.saturating_sub(1);
         match charged {
             Some((_, SettleOutcome::SettledAfterExpiry)) => *open = None,
-            Some((charge, _)) => o.remaining = (o.remaining - charge).max(0),
+            Some((charge, _)) => {
+                // What the lease covers of the charge (a call can cost more than its hold: the
+                // rest is charged to the balance alone and was never in the row).
+                let covered = charge.clamp(0, o.remaining.max(0));
+                o.remaining -= covered;
+                o.unfolded += covered;
+            }
             None => {}
         }
     }
@@ -325,12 +340,13 @@ impl Core {
         amount.saturating_mul(i64::from(self.config.slice_calls.max(1)))
     }
 
-    /// Grows `lease`'s row by `amount` under the headroom rule (`create`: the row is new); a
-    /// database that answered counts as reached.
+    /// Grows `lease`'s row by `amount` under the headroom rule and folds `fold` of its
+    /// charges (`create`: the row is new); a database that answered counts as reached.
     async fn grow_row(
         &self,
         lease: &Lease,
         amount: i64,
+        fold: i64,
         create: bool,
     ) -> Result<LeaseGrowth, RepoError> {
         let growth = self
@@ -338,6 +354,7 @@ impl Core {
             .grow_lease(
                 lease,
                 Quota::new(amount),
+                Quota::new(fold),
                 self.config.headroom,
                 create,
                 now(),
@@ -362,16 +379,20 @@ impl Core {
             lock(&user.open).as_ref().and_then(|o| {
                 o.wants_top_up(slice, &self.config, now).then(|| {
                     let since = o.topped_at.map(|t| now.saturating_duration_since(t));
-                    (Arc::clone(&o.lease), self.config.next_boost(o.boost, since))
+                    (
+                        Arc::clone(&o.lease),
+                        self.config.next_boost(o.boost, since),
+                        o.unfolded,
+                    )
                 })
             })
         };
-        if let Some((lease, mut boost)) = due {
+        if let Some((lease, mut boost, fold)) = due {
             let mut growth = slice.saturating_mul(i64::from(boost));
-            let mut grown = self.grow_row(&lease, growth, false).await;
+            let mut grown = self.grow_row(&lease, growth, fold, false).await;
             if boost > 1 && matches!(grown, Ok(LeaseGrowth::Refused)) {
                 growth = slice;
-                grown = self.grow_row(&lease, growth, false).await;
+                grown = self.grow_row(&lease, growth, fold, false).await;
                 // Half of the refused boost next time in quick succession.
                 boost = (boost / 2).max(1);
             }
@@ -379,6 +400,7 @@ impl Core {
             match (grown, open.as_mut().filter(|o| o.lease.id == lease.id)) {
                 (Ok(LeaseGrowth::Grown), Some(o)) => {
                     o.remaining += growth;
+                    o.unfolded -= fold;
                     o.boost = boost;
                     o.topped_at = Some(Instant::now());
                 }
@@ -388,9 +410,15 @@ impl Core {
                 }
                 (Ok(LeaseGrowth::Lost), Some(_)) => *open = None,
                 // Grown, but the lease was ended meanwhile: ending its row returned this growth
-                // too. Or the database failed: the slow path tries again.
+                // too.
                 (Ok(_), None) => {}
-                (Err(e), _) => {
+                // The database failed, perhaps at COMMIT: the fold is taken as done (folding it
+                // again could give back more than the row holds for calls; a fold that did not
+                // happen is given back when the lease ends). The slow path tries again.
+                (Err(e), o) => {
+                    if let Some(o) = o {
+                        o.unfolded -= fold;
+                    }
                     tracing::debug!(error = %e, lease = %lease.id, "topping up a lease failed");
                 }
             }
@@ -419,26 +447,38 @@ impl Core {
                 if let Some(r) = self.take(user, hold) {
                     return Ok(Ok(r));
                 }
-                let (lease, create, free) = match lock(&user.open).as_ref() {
-                    Some(o) => (Arc::clone(&o.lease), false, o.free()),
+                let (lease, create, free, fold) = match lock(&user.open).as_ref() {
+                    Some(o) => (Arc::clone(&o.lease), false, o.free(), o.unfolded),
                     None => {
                         let n = self.generation.fetch_add(1, Ordering::Relaxed);
                         let lease = Lease::new(self.instance.clone(), hold.user_id, n);
-                        (Arc::new(lease), true, 0)
+                        (Arc::new(lease), true, 0, 0)
                     }
                 };
                 let grow = self.slice(amount).max(amount.saturating_sub(free.max(0)));
-                let growth = self.grow_row(&lease, grow, create).await?;
+                let growth = self.grow_row(&lease, grow, fold, create).await;
                 let mut open = lock(&user.open);
+                let same = open.as_mut().filter(|o| o.lease.id == lease.id);
+                let growth = match (growth, same) {
+                    // As in `top_up`: a fold whose outcome is unknown is taken as done.
+                    (Err(e), Some(o)) => {
+                        o.unfolded -= fold;
+                        return Err(e);
+                    }
+                    (Err(e), None) => return Err(e),
+                    (Ok(growth), _) => growth,
+                };
                 match (growth, open.as_mut()) {
                     (LeaseGrowth::Grown, Some(o)) if o.lease.id == lease.id => {
                         o.remaining += grow;
+                        o.unfolded -= fold;
                         o.no_top_up = false;
                     }
                     (LeaseGrowth::Grown, None) if create => {
                         *open = Some(Open {
                             lease,
                             remaining: grow,
+                            unfolded: 0,
                             reserved: 0,
                             calls: 0,
                             last_used: Instant::now(),
@@ -456,14 +496,18 @@ impl Core {
                 }
             }
             // The balance is small compared with the call: what the lease does not use goes
-            // back first, so it can cover this call's exact hold.
+            // back first, with the charges it still holds, so it can cover this call's exact
+            // hold. Memory gives them up first: a shrink whose outcome is unknown is taken as
+            // done (ending the lease returns the rest).
             let unused = {
                 let mut open = lock(&user.open);
                 open.as_mut().and_then(|o| {
-                    let unused = o.free();
-                    (unused > 0).then(|| {
+                    let unused = o.free().max(0);
+                    let back = unused.saturating_add(o.unfolded);
+                    (back > 0).then(|| {
                         o.remaining -= unused;
-                        (Arc::clone(&o.lease), unused)
+                        o.unfolded = 0;
+                        (Arc::clone(&o.lease), back)
                     })
                 })
             };

@@ -708,6 +708,37 @@ async fn a_small_balance_gives_the_unused_lease_back_for_an_exact_hold() {
 }
 
 #[tokio::test]
+async fn a_small_balance_gets_back_the_lease_s_unused_part_and_its_unfolded_charges() {
+    for store in testing::shared_stores().await {
+        for (fill, window) in (62u8..).zip(WINDOWS) {
+            let who = format!("lease-fold-{fill}");
+            let (user, token) = testing::funded(&store, &who, "1", None, fill, now()).await;
+            let ledger = lease_ledger(&store, window, instance(), LeaseLedgerConfig::default());
+            let first = take_holds(&ledger, &who, (user, token), 0..1).await;
+            settle_each(first, (user, token)).await;
+            // Charged 250 (once written: a grouped window does not wait); the lease's row
+            // still holds it: free 499,750 − 32,000.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while balance_of(&store, &who).await.0 != 499_750 {
+                assert!(Instant::now() < deadline, "never charged");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(balance_of(&store, &who).await, (499_750, 32_000));
+            // 499,600 fits only if the lease gives back its unused 31,750 and folds the 250.
+            let big = ledger
+                .reserve(&hold(&format!("{who}-big"), user, token, 499_600, 60))
+                .await
+                .expect("db")
+                .expect("fits once the lease gave back all it holds");
+            assert_eq!(balance_of(&store, &who).await, (499_750, 499_600));
+            drop(big);
+            assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+            assert_eq!(balance_of(&store, &who).await, (499_750, 0));
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_idle_lease_is_given_back_after_its_idle_time() {
     for store in testing::shared_stores().await {
         let who = "lease-idle";
@@ -792,7 +823,7 @@ async fn a_lease_settlement_retried_after_it_committed_charges_nothing_again() {
         let lease = Lease::new(instance(), user, 1);
         assert_eq!(
             store
-                .grow_lease(&lease, Quota::new(10_000), 4, true, now())
+                .grow_lease(&lease, Quota::new(10_000), Quota::ZERO, 4, true, now())
                 .await
                 .expect("grow"),
             tollgate_domain::billing::LeaseGrowth::Grown
@@ -809,10 +840,11 @@ async fn a_lease_settlement_retried_after_it_committed_charges_nothing_again() {
             .expect("settle");
         assert_eq!(first, vec![SettleOutcome::Settled]);
         assert_eq!(again, vec![SettleOutcome::AlreadyFinished]);
-        assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 9_750));
+        // Charged once; the lease's row holds the charge until it is folded or ends.
+        assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 10_000));
         assert_eq!(
             store.end_lease(&lease.id).await.expect("end"),
-            Some(Quota::new(9_750))
+            Some(Quota::new(10_000))
         );
         assert_eq!(store.end_lease(&lease.id).await.expect("end"), None);
         assert_eq!(balance_of(&store, who).await, (50_000_000 - 250, 0));

@@ -156,65 +156,26 @@ async fn prune_receipts(db: &impl ConnectionTrait, now: UnixTime) -> Result<u64,
         .rows_affected())
 }
 
-/// Takes up to `amount` out of the lease `lease` (never more than it holds); what it took, or
-/// `None` when the lease's row is gone.
+/// Takes up to `amount` out of the lease whose held row is `row` (never more than it holds),
+/// only if its amount is still the one read (a concurrent change fails the transaction, which
+/// is retried); what it took.
 pub(crate) async fn shrink(
     txn: &DatabaseTransaction,
-    lease: &str,
+    row: &hold::Model,
     amount: i64,
-) -> Result<Option<i64>, DbErr> {
-    let taken = shrink_many(txn, &BTreeMap::from([(lease, amount)])).await?;
-    Ok(taken.get(lease).copied().flatten())
-}
-
-/// [`shrink`] for many leases in two statements: their rows read, then one [`RowsUpdate`]
-/// conditional on each amount read (a concurrent change fails it and the transaction is retried).
-async fn shrink_many<'a>(
-    txn: &DatabaseTransaction,
-    charges: &BTreeMap<&'a str, i64>,
-) -> Result<BTreeMap<&'a str, Option<i64>>, DbErr> {
-    // Each lease row's id and amount as read: the UPDATE below finds the rows by their integer
-    // ids (comparing a hundred text ids against each row was most of a 1,000-user batch's
-    // time in SQLite) and changes each only if its amount is still the one read.
-    let mut rows: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let ids: Vec<&str> = charges.keys().copied().collect();
-    for list in id_lists(&ids) {
-        let found: Vec<(i64, String, i64)> = hold::Entity::find()
-            .select_only()
-            .column(hold::Column::Id)
-            .column(hold::Column::RequestId)
-            .column(hold::Column::Amount)
-            .filter(hold::Column::RequestId.is_in(list))
-            .filter(hold::Column::State.eq(HELD))
-            .into_tuple()
-            .all(txn)
-            .await?;
-        rows.extend(
-            found
-                .into_iter()
-                .map(|(id, lease, amount)| (lease, (id, amount))),
-        );
-    }
-    let mut taken = BTreeMap::new();
-    // [row id, amount read, taken] of the rows that change.
-    let mut changes: Vec<[i64; 3]> = Vec::new();
-    for (&lease, &charge) in charges {
-        let Some(&(id, amount)) = rows.get(lease) else {
-            taken.insert(lease, None);
-            continue;
-        };
-        let t = charge.clamp(0, amount);
-        taken.insert(lease, Some(t));
-        if t > 0 {
-            changes.push([id, amount, t]);
-        }
-    }
-    // The amounts read are the condition: a concurrent change to a lease fails the batch,
-    // which is then retried whole.
-    // Row id order: the lock order of every billing statement.
-    changes.sort_unstable();
-    let matched = SHRINK_LEASES.exec(txn, &changes, &[HELD.into()]).await?;
-    if matched != changes.len() as u64 {
+) -> Result<i64, DbErr> {
+    let taken = amount.clamp(0, row.amount);
+    let changed = hold::Entity::update_many()
+        .col_expr(
+            hold::Column::Amount,
+            Expr::col(hold::Column::Amount).sub(taken),
+        )
+        .filter(hold::Column::Id.eq(row.id))
+        .filter(hold::Column::State.eq(HELD))
+        .filter(hold::Column::Amount.eq(row.amount))
+        .exec(txn)
+        .await?;
+    if changed.rows_affected != 1 {
         return Err(DbErr::Custom(RACED.into()));
     }
     Ok(taken)
@@ -273,8 +234,6 @@ struct RowsUpdate {
     /// `column = expression`: the expression names the table's columns `t.<column>` and the
     /// row's fields `v.<field>`.
     sets: &'static [(&'static str, &'static str)],
-    /// A further condition, with the same names; its `?` parameters come after the rows'.
-    filter: Option<&'static str>,
 }
 
 impl RowsUpdate {
@@ -289,7 +248,7 @@ impl RowsUpdate {
             .map(|(c, e)| format!("{target}{c} = {e}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let (table, filter) = (self.table, self.filter.unwrap_or("TRUE"));
+        let table = self.table;
         let row = format!("({})", vec!["?"; self.fields.len()].join(", "));
         if mysql {
             // A `VALUES` list names its columns after its first row's values in MariaDB: the
@@ -310,7 +269,7 @@ impl RowsUpdate {
             };
             format!(
                 "UPDATE (SELECT {first}{rest}) AS v STRAIGHT_JOIN {table} AS t FORCE INDEX \
-                 (PRIMARY) ON t.id = v.id SET {sets} WHERE {filter}"
+                 (PRIMARY) ON t.id = v.id SET {sets}"
             )
         } else {
             let columns = self
@@ -323,20 +282,18 @@ impl RowsUpdate {
             let values = vec![row.as_str(); rows].join(", ");
             format!(
                 "UPDATE {} {table} AS t SET {sets} FROM (SELECT {columns} FROM \
-                 (VALUES {values})) AS v WHERE t.id = v.id AND {filter}",
+                 (VALUES {values})) AS v WHERE t.id = v.id",
                 crate::SQLITE_OR_FAIL
             )
         }
     }
 
     /// Runs the update on `rows` (each `fields.len()` numbers, the id first), in statements of
-    /// at most [`ROWS_PER_STATEMENT`] rows; `after` binds the filter's parameters. The rows
-    /// each statement matched, all told.
+    /// at most [`ROWS_PER_STATEMENT`] rows. The rows each statement matched, all told.
     async fn exec<const N: usize>(
         &self,
         txn: &DatabaseTransaction,
         rows: &[[i64; N]],
-        after: &[sea_orm::Value],
     ) -> Result<u64, DbErr> {
         debug_assert_eq!(N, self.fields.len());
         let backend = txn.get_database_backend();
@@ -345,13 +302,12 @@ impl RowsUpdate {
             // A row of `table` matched twice by the padding is changed once (on both
             // databases), and by identical amounts.
             let chunk = padded(chunk);
-            let mut values: Vec<sea_orm::Value> = chunk
+            let values: Vec<sea_orm::Value> = chunk
                 .iter()
                 .flatten()
                 .map(|&v| sea_orm::Value::from(v))
                 .collect();
             let sql = self.sql(backend, chunk.len());
-            values.extend_from_slice(after);
             matched += txn
                 .execute_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await?
@@ -360,17 +316,6 @@ impl RowsUpdate {
         Ok(matched)
     }
 }
-
-/// A lease row's `amount` less what its calls took, only where it is still the amount read.
-const SHRINK_LEASES: RowsUpdate = RowsUpdate {
-    table: "holds",
-    fields: &["id", "was", "taken"],
-    sets: &[("amount", "t.amount - v.taken")],
-    // `+t.state`: an expression no index answers. Given `t.state = ?`, SQLite's planner walked
-    // the holds through their `(state, expires_at)` index and read all the rows for each —
-    // a batch's cost grew with leases × rows until the settlement backlog filled.
-    filter: Some("+t.state = ? AND t.amount = v.was"),
-};
 
 /// What a batch does to each user.
 const CHARGE_USERS: RowsUpdate = RowsUpdate {
@@ -382,7 +327,6 @@ const CHARGE_USERS: RowsUpdate = RowsUpdate {
         ("used_quota", "t.used_quota + v.charge"),
         ("total_requests", "t.total_requests + v.calls"),
     ],
-    filter: None,
 };
 
 /// What a batch does to each key.
@@ -393,7 +337,6 @@ const CHARGE_KEYS: RowsUpdate = RowsUpdate {
         ("used_quota", "t.used_quota + v.charge"),
         ("held_quota", "t.held_quota - v.unheld"),
     ],
-    filter: None,
 };
 
 /// Gives a hold's reservation back to its user and key.
@@ -442,7 +385,7 @@ async fn charge_users(
         .iter()
         .map(|(id, c)| [*id, c.charge, c.unheld, c.calls])
         .collect();
-    CHARGE_USERS.exec(txn, &rows, &[]).await?;
+    CHARGE_USERS.exec(txn, &rows).await?;
     Ok(())
 }
 
@@ -457,7 +400,7 @@ async fn charge_keys(
         .filter(|(_, c)| c.charge != 0 || c.unheld != 0)
         .map(|(id, c)| [*id, c.charge, c.unheld])
         .collect();
-    CHARGE_KEYS.exec(txn, &rows, &[]).await?;
+    CHARGE_KEYS.exec(txn, &rows).await?;
     Ok(())
 }
 
@@ -581,9 +524,11 @@ impl SeaStore {
     /// balance lease have no row of their own: a batch with any writes its [`BatchReceipt`]
     /// first ([`write_receipt`]), and an attempt that finds it written changes nothing — its
     /// batch committed before (an answer lost at COMMIT). A lease call listed twice is charged
-    /// once, as a hold's call is. Each lease gives back what its calls cost, never more than it
-    /// holds. Then one UPDATE for the users and one for the keys (each row by its own amount),
-    /// and one multi-row log insert.
+    /// once, as a hold's call is. A lease call's charge leaves its user's balance, not the
+    /// lease's row (which its instance folds later, see `LeaseRepository`): a batch of lease
+    /// calls reads and writes no hold row at all — with 1,000 users, each lease call's row was
+    /// one of three rows a call changed. Then one UPDATE for the users and one for the keys
+    /// (each row by its own amount), and one multi-row log insert.
     async fn settle_batch_once(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, DbErr> {
         // Repeated ids are found by sorting, not hashing: SipHash over each 32-character id
         // cost two hashes a call (docs/benchmarks.md, tenth session).
@@ -648,47 +593,22 @@ impl SeaStore {
             .zip(&repeated)
             .map(|(s, &repeated)| s.lease.is_some() && repeated)
             .collect();
-        // What each lease's calls cost, and which user it belongs to.
-        let mut lease_charges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        for (s, &skipped) in batch.iter().zip(&skipped) {
-            if let Some(lease) = &s.lease
-                && !skipped
-            {
-                let c = lease_charges.entry(lease.as_str()).or_default();
-                *c = (c.0.saturating_add(s.quota.get()), s.user_id.get());
-            }
-        }
-        // Per lease: what it gave back (`None`: its row is gone; its calls are charged only,
-        // as after an expiry).
-        let lease_unheld = shrink_many(
-            &txn,
-            &lease_charges.iter().map(|(l, (c, _))| (*l, *c)).collect(),
-        )
-        .await?;
         // What the batch does to each user and key.
         let mut users: BTreeMap<i64, UserCharge> = BTreeMap::new();
         let mut keys: BTreeMap<i64, KeyCharge> = BTreeMap::new();
         let mut logs = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (lease, unheld) in &lease_unheld {
-            if let (Some(unheld), Some((_, user))) = (unheld, lease_charges.get(lease)) {
-                let u = users.entry(*user).or_default();
-                u.unheld = u.unheld.saturating_add(*unheld);
-            }
-        }
         for (s, &skipped) in batch.iter().zip(&skipped) {
             let charge = s.quota.get();
-            let (outcome, user_id, key_unheld) = if let Some(lease) = &s.lease {
+            let (outcome, user_id, key_unheld) = if s.lease.is_some() {
                 if skipped {
                     outcomes.push(SettleOutcome::AlreadyFinished);
                     continue;
                 }
-                let outcome = match lease_unheld.get(lease.as_str()) {
-                    Some(Some(_)) => SettleOutcome::Settled,
-                    _ => SettleOutcome::SettledAfterExpiry,
-                };
-                // A lease holds nothing against the key (capped keys never take one).
-                (outcome, s.user_id.get(), 0)
+                // The lease's row keeps holding the charge until its instance folds it (see
+                // `LeaseRepository`); a lease holds nothing against the key (capped keys never
+                // take one).
+                (SettleOutcome::Settled, s.user_id.get(), 0)
             } else {
                 let Some(row) = rows.remove(&s.request_id) else {
                     outcomes.push(SettleOutcome::AlreadyFinished);
@@ -832,15 +752,12 @@ mod tests {
     async fn each_update_looks_its_rows_up_by_primary_key() {
         for store in crate::testing::stores().await.expect("stores") {
             let backend = store.db.get_database_backend();
-            for update in [&SHRINK_LEASES, &CHARGE_USERS, &CHARGE_KEYS] {
+            for update in [&CHARGE_USERS, &CHARGE_KEYS] {
                 // Two rows: SQLite reads a single row's VALUES as constants.
                 let sql = update.sql(backend, 2);
-                let mut values: Vec<sea_orm::Value> = (1..=2 * update.fields.len() as i64)
+                let values: Vec<sea_orm::Value> = (1..=2 * update.fields.len() as i64)
                     .map(sea_orm::Value::from)
                     .collect();
-                if update.filter.is_some() {
-                    values.push(HELD.into());
-                }
                 let plan = store
                     .explain(Statement::from_sql_and_values(
                         backend,
@@ -980,19 +897,19 @@ mod tests {
 
     #[test]
     fn each_backend_reads_the_rows_as_a_table_joined_by_primary_key() {
-        let sqlite = SHRINK_LEASES.sql(DbBackend::Sqlite, 2);
+        let sqlite = CHARGE_KEYS.sql(DbBackend::Sqlite, 2);
         assert_eq!(
             sqlite,
-            "UPDATE OR FAIL holds AS t SET amount = t.amount - v.taken FROM (SELECT column1 AS id, \
-             column2 AS was, column3 AS taken FROM (VALUES (?, ?, ?), (?, ?, ?))) AS v WHERE \
-             t.id = v.id AND +t.state = ? AND t.amount = v.was"
+            "UPDATE OR FAIL tokens AS t SET used_quota = t.used_quota + v.charge, held_quota = \
+             t.held_quota - v.unheld FROM (SELECT column1 AS id, column2 AS charge, column3 AS \
+             unheld FROM (VALUES (?, ?, ?), (?, ?, ?))) AS v WHERE t.id = v.id"
         );
         let mysql = CHARGE_KEYS.sql(DbBackend::MySql, 2);
         assert_eq!(
             mysql,
             "UPDATE (SELECT ? AS id, ? AS charge, ? AS unheld UNION ALL VALUES (?, ?, ?)) AS v \
              STRAIGHT_JOIN tokens AS t FORCE INDEX (PRIMARY) ON t.id = v.id SET t.used_quota = \
-             t.used_quota + v.charge, t.held_quota = t.held_quota - v.unheld WHERE TRUE"
+             t.used_quota + v.charge, t.held_quota = t.held_quota - v.unheld"
         );
     }
 }

@@ -2,8 +2,10 @@
 //! (`token_id` 0), so everything that reads holds counts it: the user's `held_quota`, the
 //! instance registry that returns a dead instance's holds, the console's holds in flight.
 //! Growing one is the same conditional UPDATE on the user as a call's hold, with a headroom
-//! factor: an instance only leases when the free balance is several times the slice. Lock
-//! order as everywhere: hold row, then user.
+//! factor: an instance only leases when the free balance is several times the slice. Settled
+//! calls' charges stay in the row until a growth or shrink folds them (see
+//! [`LeaseRepository`]), so a settlement batch never writes a lease's row. Lock order as
+//! everywhere: hold row, then user.
 
 use crate::SeaStore;
 use crate::billing::{HELD, LEASE_TOKEN, shrink, take, unreserve};
@@ -69,17 +71,25 @@ async fn hold_more(txn: &DatabaseTransaction, user_id: i64, amount: i64) -> Resu
 }
 
 impl SeaStore {
+    /// Grows `lease` by `amount` and folds `fold` of its charges (see
+    /// [`LeaseRepository::grow_lease`]).
     async fn grow_once(
         &self,
         lease: &Lease,
         amount: i64,
+        fold: i64,
         headroom: u32,
         create: bool,
         now: UnixTime,
     ) -> Result<LeaseGrowth, DbErr> {
         if !create && self.db.get_database_backend() == DbBackend::MySql {
-            return self.grow_in_one_statement(lease, amount, headroom).await;
+            return self
+                .grow_in_one_statement(lease, amount, fold, headroom)
+                .await;
         }
+        // A new lease has spent nothing.
+        let fold = if create { 0 } else { fold };
+        let change = amount.saturating_sub(fold);
         let txn = self.db.begin().await?;
         if create {
             hold::Entity::insert(hold::ActiveModel {
@@ -100,7 +110,7 @@ impl SeaStore {
             let grown = hold::Entity::update_many()
                 .col_expr(
                     hold::Column::Amount,
-                    Expr::col(hold::Column::Amount).add(amount),
+                    Expr::col(hold::Column::Amount).add(change),
                 )
                 .filter(hold::Column::RequestId.eq(lease.id.as_str()))
                 .filter(hold::Column::State.eq(HELD))
@@ -111,11 +121,13 @@ impl SeaStore {
                 return Ok(LeaseGrowth::Lost);
             }
         }
-        let need = needed(amount, headroom);
+        // The charges folded are already out of the balance: they leave the holds too, so the
+        // free balance the headroom rule sees is larger by them.
+        let need = needed(amount, headroom).saturating_sub(fold);
         let taken = user::Entity::update_many()
             .col_expr(
                 user::Column::HeldQuota,
-                Expr::col(user::Column::HeldQuota).add(amount),
+                Expr::col(user::Column::HeldQuota).add(change),
             )
             .filter(user::Column::Id.eq(lease.user_id.get()))
             .filter(
@@ -144,9 +156,11 @@ impl SeaStore {
         &self,
         lease: &Lease,
         amount: i64,
+        fold: i64,
         headroom: u32,
     ) -> Result<LeaseGrowth, DbErr> {
-        let need = needed(amount, headroom);
+        let need = needed(amount, headroom).saturating_sub(fold);
+        let change = amount.saturating_sub(fold);
         let grown = self
             .db
             .execute_raw(Statement::from_sql_and_values(
@@ -155,8 +169,8 @@ impl SeaStore {
                  SET h.amount = h.amount + ?, u.held_quota = u.held_quota + ? \
                  WHERE h.request_id = ? AND h.state = ? AND u.quota - u.held_quota >= ?",
                 [
-                    amount.into(),
-                    amount.into(),
+                    change.into(),
+                    change.into(),
                     lease.id.as_str().into(),
                     HELD.into(),
                     need.into(),
@@ -180,10 +194,7 @@ impl SeaStore {
             txn.rollback().await?;
             return Ok(false);
         };
-        let Some(taken) = shrink(&txn, lease.as_str(), amount).await? else {
-            txn.rollback().await?;
-            return Ok(false);
-        };
+        let taken = shrink(&txn, &row, amount).await?;
         hold_more(&txn, row.user_id, -taken).await?;
         txn.commit().await?;
         Ok(true)
@@ -207,12 +218,13 @@ impl LeaseRepository for SeaStore {
         &self,
         lease: &Lease,
         amount: Quota,
+        fold: Quota,
         headroom: u32,
         create: bool,
         now: UnixTime,
     ) -> Result<LeaseGrowth, RepoError> {
         retrying("grow lease", || {
-            self.grow_once(lease, amount.get(), headroom, create, now)
+            self.grow_once(lease, amount.get(), fold.get(), headroom, create, now)
         })
         .await
     }

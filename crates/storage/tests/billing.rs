@@ -86,7 +86,7 @@ fn lease_of(user: UserId) -> Lease {
 async fn leased(store: &SeaStore, user: UserId, amount: i64) -> Lease {
     let lease = lease_of(user);
     let grown = store
-        .grow_lease(&lease, Quota::new(amount), 1, true, NOW)
+        .grow_lease(&lease, Quota::new(amount), Quota::ZERO, 1, true, NOW)
         .await
         .expect("grow");
     assert_eq!(grown, LeaseGrowth::Grown);
@@ -449,12 +449,9 @@ async fn a_batch_of_many_users_charges_each_its_own_amounts() {
         assert_eq!(outcomes, vec![SettleOutcome::Settled; batch.len()]);
         for (i, (name, t, lease)) in (0..).zip(&people) {
             let user = reload(&store, name).await;
-            // A lease keeps what its call did not use; a hold gives it all back.
-            let held = if lease.is_some() {
-                20_000 + i - (100 + i)
-            } else {
-                0
-            };
+            // A lease's row keeps holding its call's charge until folded; a hold gives its
+            // reservation back.
+            let held = if lease.is_some() { 20_000 + i } else { 0 };
             assert_eq!(
                 book(&user),
                 (500_000 - (100 + i), held, 100 + i, 1),
@@ -499,11 +496,15 @@ async fn a_lease_call_is_charged_once_in_its_batch_and_a_retry_finds_it_written(
             .expect("again");
         assert_eq!(again, [SettleOutcome::AlreadyFinished; 2]);
         let user = reload(&store, "lease-once").await;
-        assert_eq!(book(&user), (500_000 - 100, 9_900, 100, 1));
+        assert_eq!(book(&user), (500_000 - 100, 10_000, 100, 1));
         assert_eq!(consumed(&store, u).await, 1);
         assert_eq!(
             store.end_lease(&lease.id).await.expect("end"),
-            Some(Quota::new(9_900))
+            Some(Quota::new(10_000))
+        );
+        assert_eq!(
+            book(&reload(&store, "lease-once").await),
+            (500_000 - 100, 0, 100, 1)
         );
     }
 }
@@ -587,7 +588,14 @@ async fn a_lease_grows_only_within_the_headroom_and_never_once_it_is_gone() {
         ];
         for ((amount, headroom, create), outcome, held) in steps {
             let grown = store
-                .grow_lease(&lease, Quota::new(amount), headroom, create, NOW)
+                .grow_lease(
+                    &lease,
+                    Quota::new(amount),
+                    Quota::ZERO,
+                    headroom,
+                    create,
+                    NOW,
+                )
                 .await
                 .expect("grow");
             assert_eq!(grown, outcome, "{amount} with headroom {headroom}");
@@ -600,12 +608,80 @@ async fn a_lease_grows_only_within_the_headroom_and_never_once_it_is_gone() {
             Some(Quota::new(300_000))
         );
         let grown = store
-            .grow_lease(&lease, Quota::new(1), 1, false, NOW)
+            .grow_lease(&lease, Quota::new(1), Quota::ZERO, 1, false, NOW)
             .await
             .expect("grow");
         assert_eq!(grown, LeaseGrowth::Lost);
         let user = reload(&store, "grow").await;
         assert_eq!((user.quota.get(), user.held_quota.get()), (500_000, 0));
+    }
+}
+
+#[tokio::test]
+async fn a_lease_holds_its_calls_charges_until_a_growth_or_shrink_folds_them() {
+    for store in stores().await {
+        let (u, t) = funded(&store, "fold", "1", None).await;
+        let lease = leased(&store, u, 100_000).await;
+        let call = |i: usize, quota: i64| Settlement {
+            lease: Some(lease.id.clone()),
+            ..settlement(&format!("fold-{i}"), u, t, quota)
+        };
+        let settled = store
+            .settle_batch(&[call(1, 30_000), call(2, 20_000)], BatchAttempt::First)
+            .await
+            .expect("batch");
+        assert_eq!(settled, [SettleOutcome::Settled; 2]);
+        // Charged to the balance; the row still holds the charges: free 400,000 reads 350,000.
+        assert_eq!(
+            book(&reload(&store, "fold").await),
+            (450_000, 100_000, 50_000, 2)
+        );
+        // A growth of 100,000 under headroom 4 needs 400,000 free: only with the fold of the
+        // 50,000 spent is there enough, and the fold and growth move together.
+        let grow = |amount: i64, fold: i64| {
+            store.grow_lease(&lease, Quota::new(amount), Quota::new(fold), 4, false, NOW)
+        };
+        assert_eq!(grow(100_000, 0).await.expect("grow"), LeaseGrowth::Refused);
+        assert_eq!(
+            book(&reload(&store, "fold").await),
+            (450_000, 100_000, 50_000, 2)
+        );
+        assert_eq!(
+            grow(100_000, 50_000).await.expect("grow"),
+            LeaseGrowth::Grown
+        );
+        assert_eq!(
+            book(&reload(&store, "fold").await),
+            (450_000, 150_000, 50_000, 2)
+        );
+        // Another call, folded by a shrink that also gives back 40,000 unused.
+        let settled = store
+            .settle_batch(&[call(3, 10_000)], BatchAttempt::First)
+            .await
+            .expect("batch");
+        assert_eq!(settled, [SettleOutcome::Settled]);
+        assert!(
+            store
+                .shrink_lease(&lease.id, Quota::new(50_000))
+                .await
+                .expect("shrink")
+        );
+        assert_eq!(
+            book(&reload(&store, "fold").await),
+            (440_000, 100_000, 60_000, 3)
+        );
+        // Ending it gives back what the row holds: whatever was not folded comes back too.
+        let settled = store
+            .settle_batch(&[call(4, 5_000)], BatchAttempt::First)
+            .await
+            .expect("batch");
+        assert_eq!(settled, [SettleOutcome::Settled]);
+        assert_eq!(
+            store.end_lease(&lease.id).await.expect("end"),
+            Some(Quota::new(100_000))
+        );
+        assert_eq!(book(&reload(&store, "fold").await), (435_000, 0, 65_000, 4));
+        assert_eq!(consumed(&store, u).await, 4);
     }
 }
 
@@ -770,7 +846,8 @@ async fn a_batch_of_any_size_logs_each_call_once_in_the_batch_order() {
             assert_eq!(logged, expected, "a batch of {size}");
             let user = reload(&store, &name).await;
             let spent = size * (size + 1) / 2;
-            assert_eq!(book(&user), (500_000 - spent, 100_000 - spent, spent, size));
+            // The lease's row still holds the charges (not folded).
+            assert_eq!(book(&user), (500_000 - spent, 100_000, spent, size));
         }
     }
 }

@@ -94,7 +94,7 @@ async fn main() {
             testing::funded_with_key(&store, &format!("bench-{i}"), "1000", None, &key, now).await;
         let lease = Lease::new(instance.clone(), user, 1);
         let grown = store
-            .grow_lease(&lease, Quota::new(100_000_000), 1, true, now)
+            .grow_lease(&lease, Quota::new(100_000_000), Quota::ZERO, 1, true, now)
             .await
             .expect("lease");
         assert_eq!(grown, LeaseGrowth::Grown, "user {i}'s lease");
