@@ -130,7 +130,8 @@ pub struct User {
     /// spent).
     pub held_quota: Quota,
     /// Of `held_quota`, what balance leases hold for instances (issue 9): reserved for calls
-    /// that instance will take, so, like a call's hold, not free for others.
+    /// that instance will take, so, like a call's hold, not free for others — and, until the
+    /// lease folds them, its calls' charges already taken out of `quota`.
     pub leased_quota: Quota,
     /// Quota spent on LLM calls so far.
     pub used_quota: Quota,

@@ -29,7 +29,8 @@ use tollgate_domain::time::UnixTime;
 pub(crate) const HELD: i16 = 0;
 /// The `token_id` of a balance lease's hold row (no key's).
 pub(crate) const LEASE_TOKEN: i64 = 0;
-/// A batch settlement that lost a race for one of its hold rows (rolled back and retried).
+/// A transaction that lost a race for a hold row (a batch for one of its rows, a finish for a
+/// lease row whose amount changed since it was read): rolled back and retried.
 pub(crate) const RACED: &str = "settlement batch raced a concurrent finish";
 const EXPIRED: i16 = 3;
 
@@ -56,25 +57,37 @@ macro_rules! retrying {
 
 /// Removes the hold row of `request_id` if it is in state `from`; the row when this call
 /// removed it (a concurrent settle, release or sweep that got there first leaves `None`).
+///
+/// The DELETE also requires the amount read: on MySQL the read sees the transaction's
+/// snapshot, and a lease's growth or shrink committed after it would otherwise be deleted
+/// with the row but given back as the amount read, leaving `held_quota` off by it. A row still
+/// there with another amount fails the transaction, which is retried.
 pub(crate) async fn take(
     txn: &DatabaseTransaction,
     request_id: &str,
     from: i16,
 ) -> Result<Option<hold::Model>, DbErr> {
-    let Some(row) = hold::Entity::find()
-        .filter(hold::Column::RequestId.eq(request_id))
-        .filter(hold::Column::State.eq(from))
-        .one(txn)
-        .await?
-    else {
+    let find = || {
+        hold::Entity::find()
+            .filter(hold::Column::RequestId.eq(request_id))
+            .filter(hold::Column::State.eq(from))
+    };
+    let Some(row) = find().one(txn).await? else {
         return Ok(None);
     };
     let done = hold::Entity::delete_many()
         .filter(hold::Column::RequestId.eq(request_id))
         .filter(hold::Column::State.eq(from))
+        .filter(hold::Column::Amount.eq(row.amount))
         .exec(txn)
         .await?;
-    Ok((done.rows_affected == 1).then_some(row))
+    if done.rows_affected == 1 {
+        return Ok(Some(row));
+    }
+    if find().one(txn).await?.is_some() {
+        return Err(DbErr::Custom(RACED.into()));
+    }
+    Ok(None)
 }
 
 /// Marks the held row of `request_id` expired; the row when this call did it.
@@ -790,6 +803,59 @@ mod tests {
                 };
                 assert_eq!(plan, expected, "{sql}");
             }
+        }
+    }
+
+    /// MariaDB (SQLite has one writer): a lease's growth committed after a transaction's
+    /// snapshot, before it deletes the row, fails the transaction (to be retried) instead of
+    /// the row being deleted and given back at the amount the snapshot shows.
+    #[tokio::test]
+    async fn ending_a_lease_grown_since_its_snapshot_fails_and_is_retried() {
+        use tollgate_domain::billing::{Lease, LeaseGrowth};
+        use tollgate_domain::quota::Quota;
+        use tollgate_domain::repository::LeaseRepository;
+        let at = UnixTime::from_secs(1_764_000_000);
+        for store in crate::testing::stores().await.expect("stores") {
+            if store.db.get_database_backend() != DbBackend::MySql {
+                continue;
+            }
+            let (user, _) = crate::testing::funded(&store, "snapshot-end", "1", None, 77, at).await;
+            let lease = Lease::new(
+                tollgate_domain::cluster::InstanceId::from_random([8; 12]),
+                user,
+                1,
+            );
+            let grow = |amount: i64, create: bool| {
+                store.grow_lease(&lease, Quota::new(amount), Quota::ZERO, 1, create, at)
+            };
+            assert_eq!(grow(10_000, true).await.expect("grow"), LeaseGrowth::Grown);
+            let txn = store.db.begin().await.expect("begin");
+            // The snapshot: the row as it is now.
+            let seen = hold::Entity::find()
+                .filter(hold::Column::RequestId.eq(lease.id.as_str()))
+                .one(&txn)
+                .await
+                .expect("read")
+                .expect("the lease's row");
+            assert_eq!(seen.amount, 10_000);
+            assert_eq!(grow(2_000, false).await.expect("grow"), LeaseGrowth::Grown);
+            let raced = take(&txn, lease.id.as_str(), HELD).await;
+            assert!(
+                matches!(&raced, Err(DbErr::Custom(m)) if m == RACED),
+                "{raced:?}"
+            );
+            txn.rollback().await.expect("rollback");
+            // Retried: all of it comes back.
+            assert_eq!(
+                store.end_lease(&lease.id).await.expect("end"),
+                Some(Quota::new(12_000))
+            );
+            let after = user::Entity::find_by_id(user.get())
+                .one(&store.db)
+                .await
+                .expect("read")
+                .expect("the user");
+            assert_eq!(after.held_quota, 0);
         }
     }
 

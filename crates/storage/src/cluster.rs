@@ -146,7 +146,7 @@ impl InstanceRegistry for SeaStore {
             }
             // The same conditional expiry as the TTL sweep: a settle that races it wins or
             // loses cleanly, and a late one still charges, once. A balance lease is deleted
-            // instead (its calls' late settlements find it gone and charge only).
+            // instead (its calls' late settlements charge the balance, once).
             if self
                 .finish_once(&request_id, token_id != LEASE_TOKEN)
                 .await
