@@ -127,7 +127,7 @@ pub trait BillingRepository: Send + Sync {
 /// Balance leases ([`LeaseId`]): how an instance reserves a slice of a user's balance at once
 /// and gives it back. Settling a call taken from a lease goes through
 /// [`BillingRepository::settle_batch`] with [`Settlement::lease`] set: the charge leaves the
-/// balance and joins the spent quota, and the lease's row is not touched — it goes on holding
+/// balance and joins the spent quota, and the lease's row is not changed — it goes on holding
 /// the charge (counted in the user's holds) until the instance *folds* it: gives it back with
 /// the lease's next growth or shrink (`fold` / `amount` below), or all at once when the lease
 /// ends. Until then the user's free balance (balance minus holds) reads lower by what the

@@ -32,11 +32,9 @@
 //!
 //! A lease ends when it has had no call for [`LeaseLedgerConfig::idle`], at shutdown
 //! ([`Ledger::drain`]), or, when its instance dies, through the instance registry (which
-//! deletes the row and returns its amount; settlements that arrive later charge the balance,
-//! once). An instance that was only cut off (or stood still) cannot tell whether the registry
-//! took it for dead meanwhile, and a settlement no longer finds out: once the database answers
-//! again after [`UNREACHED`] or more, every open lease is *suspect* — no call takes from it
-//! until a growth finds its row (a row found gone drops the lease, which is never used again).
+//! deletes the row and returns its amount; settlements that arrive later are charged to the
+//! balance, once, and their batch reports the lease gone — it reads, never writes, its
+//! leases' rows). A lease found gone (by a batch, a growth or a shrink) is never used again.
 
 use crate::ledger::{Backlog, Book, ExactLedger, Ledger, Reservation};
 use crate::metrics;
@@ -116,10 +114,6 @@ struct Open {
     boost: u32,
     /// When it was last topped up.
     topped_at: Option<Instant>,
-    /// The database was out of reach since the lease was last known to exist: the instance
-    /// registry may have taken this instance for dead and returned the lease. Calls do not
-    /// take from it until a growth finds its row there (or gone: then it is dropped).
-    suspect: bool,
 }
 
 impl Open {
@@ -154,13 +148,6 @@ impl LeaseLedgerConfig {
             since => decayed(boost, since, self.calm()).min(max),
         }
     }
-}
-
-/// Whether a statement sent at `sent` was answered soon enough to prove its lease's row was
-/// there after any outage before it: an answer that took [`UNREACHED`] or more may tell of a
-/// row the instance registry has returned since (see [`Core::answered`]).
-fn answered_soon(sent: Instant) -> bool {
-    sent.elapsed() < UNREACHED
 }
 
 /// `boost` halved once for every `calm` in `since` (at least one).
@@ -222,7 +209,7 @@ struct LeaseCall {
 
 impl LeaseCall {
     /// The call is over: its hold leaves the lease, and `charged` (once written) what the lease
-    /// can cover, becoming a charge to fold; a lease a store reports gone is taken out of use.
+    /// can cover, becoming a charge to fold; a lease found gone is taken out of use.
     fn done(&self, charged: Option<(i64, SettleOutcome)>) {
         let mut open = lock(&self.user.open);
         let Some(o) = open.as_mut().filter(|o| o.lease.id == self.lease.id) else {
@@ -306,25 +293,7 @@ impl Core {
     fn reached(&self) {
         let at = Instant::now();
         *lock(&self.last_written) = at;
-        self.answered(at);
-    }
-
-    /// The database answered at `at`. After [`UNREACHED`] or more without an answer, every
-    /// open lease becomes suspect first (before calls may take from leases again): while the
-    /// database was out of reach — or this process stood still — the instance registry may
-    /// have taken this instance for dead and returned its leases, which a settlement no longer
-    /// finds out (batches do not read lease rows).
-    fn answered(&self, at: Instant) {
-        let last = *lock(&self.reached_at);
-        if at.saturating_duration_since(last) >= UNREACHED {
-            for user in lock(&self.users).values() {
-                if let Some(o) = lock(&user.open).as_mut() {
-                    o.suspect = true;
-                }
-            }
-        }
-        let mut reached = lock(&self.reached_at);
-        *reached = (*reached).max(at);
+        *lock(&self.reached_at) = at;
     }
 
     /// Takes `hold` from the user's lease if it covers it (and settlements are being written).
@@ -337,7 +306,7 @@ impl Core {
         let (lease, low) = {
             let mut open = lock(&user.open);
             let o = open.as_mut()?;
-            if o.suspect || o.free() < amount {
+            if o.free() < amount {
                 return None;
             }
             o.reserved += amount;
@@ -420,7 +389,6 @@ impl Core {
             })
         };
         if let Some((lease, mut boost, fold)) = due {
-            let sent = Instant::now();
             let mut growth = slice.saturating_mul(i64::from(boost));
             let mut grown = self.grow_row(&lease, growth, fold, false).await;
             if boost > 1 && matches!(grown, Ok(LeaseGrowth::Refused)) {
@@ -436,7 +404,6 @@ impl Core {
                     o.unfolded -= fold;
                     o.boost = boost;
                     o.topped_at = Some(Instant::now());
-                    o.suspect &= !answered_soon(sent);
                 }
                 (Ok(LeaseGrowth::Refused), Some(o)) => {
                     o.no_top_up = true;
@@ -490,7 +457,6 @@ impl Core {
                     }
                 };
                 let grow = self.slice(amount).max(amount.saturating_sub(free.max(0)));
-                let sent = Instant::now();
                 let growth = self.grow_row(&lease, grow, fold, create).await;
                 let mut open = lock(&user.open);
                 let same = open.as_mut().filter(|o| o.lease.id == lease.id);
@@ -508,7 +474,6 @@ impl Core {
                         o.remaining += grow;
                         o.unfolded -= fold;
                         o.no_top_up = false;
-                        o.suspect &= !answered_soon(sent);
                     }
                     (LeaseGrowth::Grown, None) if create => {
                         *open = Some(Open {
@@ -521,7 +486,6 @@ impl Core {
                             no_top_up: false,
                             boost: 1,
                             topped_at: None,
-                            suspect: false,
                         });
                     }
                     // Grown, but the lease was ended meanwhile (idle): ending its row
@@ -668,7 +632,7 @@ async fn ping_forever(core: Weak<Core>) {
             continue;
         }
         if core.repo.ping_leases().await.is_ok() {
-            core.answered(Instant::now());
+            *lock(&core.reached_at) = Instant::now();
         }
     }
 }

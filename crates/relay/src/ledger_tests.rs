@@ -794,9 +794,8 @@ async fn a_dead_instances_lease_comes_back_through_the_registry_and_its_late_cal
         let reaped = store.reap(&me, now()).await.expect("reap");
         assert_eq!(reaped.holds, 1);
         assert_eq!(balance_of(&store, who).await, (50_000_000, 0));
-        // The call was not dead after all: its settlement charges, once (the batch does not
-        // read the lease's row; see the next test for how an instance that was cut off stops
-        // using a lease the registry returned).
+        // The call was not dead after all: its settlement charges, once, and the lease it came
+        // from is never used again (see the next test).
         let id = r.request_id().to_owned();
         r.settle(finished(&id, user, token, 100, 50));
         assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
@@ -814,94 +813,46 @@ async fn a_dead_instances_lease_comes_back_through_the_registry_and_its_late_cal
     }
 }
 
-/// The store as the lease ledger sees it, with the database cut off while `down` is set.
-struct CutOff {
-    store: Arc<SeaStore>,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl CutOff {
-    fn check(&self) -> Result<(), RepoError> {
-        if self.down.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(RepoError::Unavailable {
-                detail: "cut off (test)".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl tollgate_domain::repository::LeaseRepository for CutOff {
-    async fn grow_lease(
-        &self,
-        lease: &tollgate_domain::billing::Lease,
-        amount: Quota,
-        fold: Quota,
-        headroom: u32,
-        create: bool,
-        now: UnixTime,
-    ) -> Result<tollgate_domain::billing::LeaseGrowth, RepoError> {
-        self.check()?;
-        self.store
-            .grow_lease(lease, amount, fold, headroom, create, now)
-            .await
-    }
-    async fn shrink_lease(
-        &self,
-        lease: &tollgate_domain::billing::LeaseId,
-        amount: Quota,
-    ) -> Result<bool, RepoError> {
-        self.check()?;
-        self.store.shrink_lease(lease, amount).await
-    }
-    async fn end_lease(
-        &self,
-        lease: &tollgate_domain::billing::LeaseId,
-    ) -> Result<Option<Quota>, RepoError> {
-        self.check()?;
-        self.store.end_lease(lease).await
-    }
-    async fn ping_leases(&self) -> Result<(), RepoError> {
-        self.check()?;
-        self.store.ping_leases().await
-    }
-}
-
 #[tokio::test]
-async fn a_lease_returned_while_its_instance_was_cut_off_is_not_used_when_it_comes_back() {
-    use std::sync::atomic::Ordering;
+async fn a_lease_the_registry_returned_is_dropped_once_a_batch_finds_it_gone() {
     use tollgate_domain::cluster::{Instance, InstanceRegistry};
     for store in testing::shared_stores().await {
-        let who = "lease-cut-off";
-        let (user, token) = testing::funded(&store, who, "100", None, 65, now()).await;
-        let me = InstanceId::from_random([5; 12]);
-        let cut = Arc::new(CutOff {
-            store: store.clone(),
-            down: false.into(),
-        });
-        let exact = ExactLedger::start(store.clone(), ExactLedgerConfig::default());
-        let ledger = LeaseLedger::start(exact, cut.clone(), me, LeaseLedgerConfig::default());
-        let first = take_holds(&ledger, who, (user, token), 0..1).await;
-        assert_eq!(balance_of(&store, who).await, (50_000_000, 32_000));
-        // Cut off for longer than calls wait for an answer; meanwhile another instance takes
-        // this one for dead and returns its lease.
-        cut.down.store(true, Ordering::Release);
-        let other = Instance::new(InstanceId::from_random([6; 12]), "other");
-        store.heartbeat(&other, now()).await.expect("heartbeat");
-        assert_eq!(store.reap(&other, now()).await.expect("reap").holds, 1);
-        assert_eq!(balance_of(&store, who).await, (50_000_000, 0));
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        // Back: once the database answers, the old lease is not taken from; the next call
-        // finds its row gone and takes a new lease, which the database counts.
-        cut.down.store(false, Ordering::Release);
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let again = take_holds(&ledger, who, (user, token), 1..2).await;
-        assert_eq!(balance_of(&store, who).await, (50_000_000, 32_000));
-        settle_each(first, (user, token)).await;
-        settle_each(again, (user, token)).await;
-        assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
-        assert_eq!(balance_of(&store, who).await, (50_000_000 - 500, 0));
+        for (fill, window) in (65u8..).zip(WINDOWS) {
+            let who = format!("lease-returned-{fill}");
+            let (user, token) = testing::funded(&store, &who, "100", None, fill, now()).await;
+            let me = InstanceId::from_random([5; 12]);
+            // Never given back for being idle during the test: only the batch can drop it.
+            let config = LeaseLedgerConfig {
+                idle: Duration::from_secs(600),
+                ..LeaseLedgerConfig::default()
+            };
+            let ledger = lease_ledger(&store, window, me, config);
+            let first = take_holds(&ledger, &who, (user, token), 0..1).await;
+            assert_eq!(balance_of(&store, &who).await, (50_000_000, 32_000));
+            // Taken for dead (cut off longer than the registry's timeout, say): another
+            // instance returns its lease while it still has a call in flight.
+            let other = Instance::new(InstanceId::from_random([6; 12]), "other");
+            store.heartbeat(&other, now()).await.expect("heartbeat");
+            assert_eq!(store.reap(&other, now()).await.expect("reap").holds, 1);
+            assert_eq!(balance_of(&store, &who).await, (50_000_000, 0));
+            // The call's settlement is charged, once, and its batch reports the lease gone.
+            settle_each(first, (user, token)).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ledger.leases() > 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the returned lease is still in use"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(balance_of(&store, &who).await, (50_000_000 - 250, 0));
+            // The next call takes a new lease, which the database counts.
+            let again = take_holds(&ledger, &who, (user, token), 1..2).await;
+            assert_eq!(balance_of(&store, &who).await, (50_000_000 - 250, 32_000));
+            settle_each(again, (user, token)).await;
+            assert!(ledger.drain(Duration::from_secs(30)).await, "drained");
+            assert_eq!(balance_of(&store, &who).await, (50_000_000 - 500, 0));
+        }
     }
 }
 

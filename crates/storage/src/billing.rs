@@ -538,10 +538,11 @@ impl SeaStore {
     /// first ([`write_receipt`]), and an attempt that finds it written changes nothing — its
     /// batch committed before (an answer lost at COMMIT). A lease call listed twice is charged
     /// once, as a hold's call is. A lease call's charge leaves its user's balance, not the
-    /// lease's row (which its instance folds later, see `LeaseRepository`): a batch of lease
-    /// calls reads and writes no hold row at all — with 1,000 users, each lease call's row was
-    /// one of three rows a call changed. Then one UPDATE for the users and one for the keys
-    /// (each row by its own amount), and one multi-row log insert.
+    /// lease's row (which its instance folds later, see `LeaseRepository`): a batch only reads
+    /// its leases' rows, to report a call of a lease that is gone as settled after expiry —
+    /// with 1,000 users, each lease call's row was one of three rows a call changed. Then one
+    /// UPDATE for the users and one for the keys (each row by its own amount), and one
+    /// multi-row log insert.
     async fn settle_batch_once(&self, batch: &[Settlement]) -> Result<Vec<SettleOutcome>, DbErr> {
         // Repeated ids are found by sorting, not hashing: SipHash over each 32-character id
         // cost two hashes a call (docs/benchmarks.md, tenth session).
@@ -586,19 +587,28 @@ impl SeaStore {
                 rows.insert(row.request_id.clone(), row);
             }
         }
-        let found: Vec<&str> = rows.keys().map(String::as_str).collect();
-        let mut deleted = 0;
-        for list in id_lists(&found) {
-            deleted += hold::Entity::delete_many()
-                .filter(hold::Column::RequestId.is_in(list))
-                .filter(hold::Column::State.is_in([HELD, EXPIRED]))
-                .exec(&txn)
-                .await?
-                .rows_affected;
-        }
-        if deleted != found.len() as u64 {
-            txn.rollback().await?;
-            return Err(DbErr::Custom(RACED.into()));
+        // Each row is deleted only in the state it was read in: on MySQL the read sees the
+        // transaction's snapshot, and a row a sweep expired in between (giving its reservation
+        // back) must not be settled as if still held (which would give it back again).
+        for state in [HELD, EXPIRED] {
+            let found: Vec<&str> = rows
+                .values()
+                .filter(|r| r.state == state)
+                .map(|r| r.request_id.as_str())
+                .collect();
+            let mut deleted = 0;
+            for list in id_lists(&found) {
+                deleted += hold::Entity::delete_many()
+                    .filter(hold::Column::RequestId.is_in(list))
+                    .filter(hold::Column::State.eq(state))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected;
+            }
+            if deleted != found.len() as u64 {
+                txn.rollback().await?;
+                return Err(DbErr::Custom(RACED.into()));
+            }
         }
         // Lease calls not charged: listed before in this batch.
         let skipped: Vec<bool> = batch
@@ -606,6 +616,38 @@ impl SeaStore {
             .zip(&repeated)
             .map(|(s, &repeated)| s.lease.is_some() && repeated)
             .collect();
+        // The leases whose rows are still held: a call of a lease that is gone (the instance
+        // registry returned it, taking its instance for dead) is charged all the same, and
+        // reported settled after expiry, which tells the instance to stop using the lease. A
+        // read only: the rows are not changed (see `LeaseRepository`).
+        let mut leases: Vec<&str> = batch
+            .iter()
+            .zip(&skipped)
+            .filter(|(_, skipped)| !**skipped)
+            .filter_map(|(s, _)| s.lease.as_ref().map(|l| l.as_str()))
+            .collect();
+        leases.sort_unstable();
+        leases.dedup();
+        // By request id alone, the state checked here: given `state = ?` as well, SQLite's
+        // planner may walk the holds' `(state, expires_at)` index instead of looking each id up.
+        let mut held_leases: Vec<String> = Vec::with_capacity(leases.len());
+        for list in id_lists(&leases) {
+            let found: Vec<(String, i16)> = hold::Entity::find()
+                .select_only()
+                .column(hold::Column::RequestId)
+                .column(hold::Column::State)
+                .filter(hold::Column::RequestId.is_in(list))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            held_leases.extend(
+                found
+                    .into_iter()
+                    .filter(|(_, state)| *state == HELD)
+                    .map(|(lease, _)| lease),
+            );
+        }
+        held_leases.sort_unstable();
         // What the batch does to each user and key.
         let mut users: BTreeMap<i64, UserCharge> = BTreeMap::new();
         let mut keys: BTreeMap<i64, KeyCharge> = BTreeMap::new();
@@ -613,15 +655,23 @@ impl SeaStore {
         let mut outcomes = Vec::with_capacity(batch.len());
         for (s, &skipped) in batch.iter().zip(&skipped) {
             let charge = s.quota.get();
-            let (outcome, user_id, key_unheld) = if s.lease.is_some() {
+            let (outcome, user_id, key_unheld) = if let Some(lease) = &s.lease {
                 if skipped {
                     outcomes.push(SettleOutcome::AlreadyFinished);
                     continue;
                 }
+                let outcome = if held_leases
+                    .binary_search_by(|l| l.as_str().cmp(lease.as_str()))
+                    .is_ok()
+                {
+                    SettleOutcome::Settled
+                } else {
+                    SettleOutcome::SettledAfterExpiry
+                };
                 // The lease's row keeps holding the charge until its instance folds it (see
                 // `LeaseRepository`); a lease holds nothing against the key (capped keys never
                 // take one).
-                (SettleOutcome::Settled, s.user_id.get(), 0)
+                (outcome, s.user_id.get(), 0)
             } else {
                 let Some(row) = rows.remove(&s.request_id) else {
                     outcomes.push(SettleOutcome::AlreadyFinished);
