@@ -417,7 +417,9 @@ impl BatchReceipt {
 pub enum SettleOutcome {
     /// The hold was replaced by the charge.
     Settled,
-    /// The hold had expired (and been released); the charge was still applied, once.
+    /// The hold had expired (and been released) — or, for a call taken from a balance lease,
+    /// the lease's row is gone (the instance registry returned it): the charge was still
+    /// applied, once.
     SettledAfterExpiry,
     /// Already settled or released: nothing changed.
     AlreadyFinished,

@@ -531,8 +531,9 @@ impl SeaStore {
     }
 
     /// Settles a batch in one transaction: the batch's hold rows are read, then deleted by one
-    /// DELETE keyed by request id and state; if that DELETE removed fewer rows than were read (a
-    /// concurrent release, sweep or settle took one in between), the whole transaction is
+    /// DELETE per state read, keyed by request id and that state; if one removed fewer rows than
+    /// were read (a concurrent release, sweep or settle took or changed one in between), the
+    /// whole transaction is
     /// rolled back and retried, so each row's money moves exactly once. Calls taken from a
     /// balance lease have no row of their own: a batch with any writes its [`BatchReceipt`]
     /// first ([`write_receipt`]), and an attempt that finds it written changes nothing — its
