@@ -122,6 +122,16 @@ impl Open {
         self.remaining - self.reserved
     }
 
+    /// `fold` of its charges went with a growth that answered `grown`: they are no longer to
+    /// fold unless it was refused (which changed nothing). An error counts as folded — it may
+    /// have failed at COMMIT, and folding twice could give back more than the row holds for
+    /// calls; a fold that did not happen is given back when the lease ends.
+    fn folded_with(&mut self, fold: i64, grown: &Result<LeaseGrowth, RepoError>) {
+        if !matches!(grown, Ok(LeaseGrowth::Refused)) {
+            self.unfolded -= fold;
+        }
+    }
+
     /// Whether a top-up is due at `now`: less than half of a growth is free — `slice` times
     /// the last growth's slices, halved for each calm period since (a user whose calls slowed
     /// down does not keep a large lease topped up early) — and the last top-up was not
@@ -398,10 +408,12 @@ impl Core {
                 boost = (boost / 2).max(1);
             }
             let mut open = lock(&user.open);
+            if let Some(o) = open.as_mut().filter(|o| o.lease.id == lease.id) {
+                o.folded_with(fold, &grown);
+            }
             match (grown, open.as_mut().filter(|o| o.lease.id == lease.id)) {
                 (Ok(LeaseGrowth::Grown), Some(o)) => {
                     o.remaining += growth;
-                    o.unfolded -= fold;
                     o.boost = boost;
                     o.topped_at = Some(Instant::now());
                 }
@@ -413,13 +425,9 @@ impl Core {
                 // Grown, but the lease was ended meanwhile: ending its row returned this growth
                 // too.
                 (Ok(_), None) => {}
-                // The database failed, perhaps at COMMIT: the fold is taken as done (folding it
-                // again could give back more than the row holds for calls; a fold that did not
-                // happen is given back when the lease ends). The slow path tries again.
-                (Err(e), o) => {
-                    if let Some(o) = o {
-                        o.unfolded -= fold;
-                    }
+                // The database failed, perhaps at COMMIT (the fold is taken as done, see
+                // `Open::folded_with`): the slow path tries again.
+                (Err(e), _) => {
                     tracing::debug!(error = %e, lease = %lease.id, "topping up a lease failed");
                 }
             }
@@ -459,20 +467,12 @@ impl Core {
                 let grow = self.slice(amount).max(amount.saturating_sub(free.max(0)));
                 let growth = self.grow_row(&lease, grow, fold, create).await;
                 let mut open = lock(&user.open);
-                let same = open.as_mut().filter(|o| o.lease.id == lease.id);
-                let growth = match (growth, same) {
-                    // As in `top_up`: a fold whose outcome is unknown is taken as done.
-                    (Err(e), Some(o)) => {
-                        o.unfolded -= fold;
-                        return Err(e);
-                    }
-                    (Err(e), None) => return Err(e),
-                    (Ok(growth), _) => growth,
-                };
-                match (growth, open.as_mut()) {
+                if let Some(o) = open.as_mut().filter(|o| o.lease.id == lease.id) {
+                    o.folded_with(fold, &growth);
+                }
+                match (growth?, open.as_mut()) {
                     (LeaseGrowth::Grown, Some(o)) if o.lease.id == lease.id => {
                         o.remaining += grow;
-                        o.unfolded -= fold;
                         o.no_top_up = false;
                     }
                     (LeaseGrowth::Grown, None) if create => {

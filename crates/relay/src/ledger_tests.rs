@@ -468,6 +468,20 @@ async fn wait_held(store: &SeaStore, who: &str, held: i64) {
     }
 }
 
+/// Waits until the user `who` has `balance` (quota, held quota), or fails: a grouped window
+/// writes settlements after the call is over.
+async fn wait_balance(store: &SeaStore, who: &str, balance: (i64, i64)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance_of(store, who).await != balance {
+        assert!(
+            Instant::now() < deadline,
+            "balance {:?}, waited for {balance:?}",
+            balance_of(store, who).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Settles every call of `taken` as 100 prompt and 50 completion tokens (250 quota each) and
 /// waits for each to be written.
 async fn settle_each(taken: Vec<Reservation>, (user, token): (UserId, TokenId)) {
@@ -718,12 +732,7 @@ async fn a_small_balance_gets_back_the_lease_s_unused_part_and_its_unfolded_char
             settle_each(first, (user, token)).await;
             // Charged 250 (once written: a grouped window does not wait); the lease's row
             // still holds it: free 499,750 − 32,000.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while balance_of(&store, &who).await.0 != 499_750 {
-                assert!(Instant::now() < deadline, "never charged");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert_eq!(balance_of(&store, &who).await, (499_750, 32_000));
+            wait_balance(&store, &who, (499_750, 32_000)).await;
             // 499,600 fits only if the lease gives back its unused 31,750 and folds the 250.
             let big = ledger
                 .reserve(&hold(&format!("{who}-big"), user, token, 499_600, 60))
@@ -762,14 +771,8 @@ async fn an_idle_lease_is_given_back_after_its_idle_time() {
                 .written()
                 .await
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while balance_of(&store, who).await != (50_000_000 - 250, 0) {
-            assert!(
-                Instant::now() < deadline,
-                "the idle lease was not given back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The idle lease is given back.
+        wait_balance(&store, who, (50_000_000 - 250, 0)).await;
         assert_eq!(ledger.leases(), 0);
     }
 }

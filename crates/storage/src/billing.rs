@@ -10,7 +10,7 @@ use crate::SeaStore;
 use crate::entity::{hold, token, user};
 use crate::error::StorageError;
 use crate::logs::{insert_log, insert_logs};
-use crate::retry::{ATTEMPTS, backoff, is_transient};
+use crate::retry::retrying;
 use crate::tokens::ENABLED;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -33,27 +33,6 @@ pub(crate) const LEASE_TOKEN: i64 = 0;
 /// lease row whose amount changed since it was read): rolled back and retried.
 pub(crate) const RACED: &str = "settlement batch raced a concurrent finish";
 const EXPIRED: i16 = 3;
-
-/// Runs `op` until it succeeds or fails for a reason other than a lock conflict.
-macro_rules! retrying {
-    ($what:literal, $op:expr) => {{
-        let mut result = Err(StorageError::Contention($what));
-        for attempt in 1..=ATTEMPTS {
-            match $op.await {
-                Ok(v) => {
-                    result = Ok(v);
-                    break;
-                }
-                Err(e) if is_transient(&e) => backoff(attempt).await,
-                Err(e) => {
-                    result = Err(StorageError::from(e));
-                    break;
-                }
-            }
-        }
-        result.map_err(RepoError::from)
-    }};
-}
 
 /// Removes the hold row of `request_id` if it is in state `from`; the row when this call
 /// removed it (a concurrent settle, release or sweep that got there first leaves `None`).
@@ -733,7 +712,7 @@ impl SeaStore {
 #[async_trait]
 impl BillingRepository for SeaStore {
     async fn hold(&self, h: &Hold, now: UnixTime) -> Result<Result<(), HoldRefusal>, RepoError> {
-        retrying!("hold", self.hold_once(h, now))
+        retrying("hold", || self.hold_once(h, now)).await
     }
 
     async fn settle(&self, s: &Settlement) -> Result<SettleOutcome, RepoError> {
@@ -741,13 +720,14 @@ impl BillingRepository for SeaStore {
             // Only the batch knows how to settle against a lease. A caller of `settle` may be
             // retrying after an unclear failure and cannot say so: the call's receipt (a batch
             // of one) tells.
-            let out = retrying!("settle", self.settle_batch_once(std::slice::from_ref(s)))?;
+            let out =
+                retrying("settle", || self.settle_batch_once(std::slice::from_ref(s))).await?;
             return Ok(out
                 .first()
                 .copied()
                 .unwrap_or(SettleOutcome::AlreadyFinished));
         }
-        retrying!("settle", self.settle_once(s))
+        retrying("settle", || self.settle_once(s)).await
     }
 
     async fn settle_batch(
@@ -757,11 +737,11 @@ impl BillingRepository for SeaStore {
     ) -> Result<Vec<SettleOutcome>, RepoError> {
         // Every attempt, first or not, writes the batch's receipt first: an attempt that
         // failed at its COMMIT, after writing, is found by the next one.
-        retrying!("settle", self.settle_batch_once(batch))
+        retrying("settle", || self.settle_batch_once(batch)).await
     }
 
     async fn release(&self, request_id: &str) -> Result<bool, RepoError> {
-        retrying!("release", self.finish_once(request_id, false))
+        retrying("release", || self.finish_once(request_id, false)).await
     }
 
     async fn expire_holds(&self, now: UnixTime, limit: u64) -> Result<u64, RepoError> {
@@ -784,7 +764,7 @@ impl BillingRepository for SeaStore {
             .map_err(StorageError::from)?;
         let mut expired = 0;
         for request_id in due {
-            if retrying!("expire", self.finish_once(&request_id, true))? {
+            if retrying("expire", || self.finish_once(&request_id, true)).await? {
                 expired += 1;
             }
         }
@@ -793,7 +773,7 @@ impl BillingRepository for SeaStore {
         // here must not hide the holds already expired: it is logged, and the next sweep
         // tries again.
         for _ in 0..PRUNES_PER_SWEEP {
-            match retrying!("prune receipts", prune_receipts(&self.db, now)) {
+            match retrying("prune receipts", || prune_receipts(&self.db, now)).await {
                 Ok(n) if n == RECEIPTS_PER_PRUNE => continue,
                 Ok(_) => break,
                 Err(e) => {

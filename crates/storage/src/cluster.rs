@@ -5,7 +5,7 @@ use crate::SeaStore;
 use crate::billing::{HELD, LEASE_TOKEN};
 use crate::entity::{cache_change, hold, instance};
 use crate::error::StorageError;
-use crate::retry::{ATTEMPTS, backoff, is_transient};
+use crate::retry::retrying;
 use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -84,21 +84,6 @@ impl ChangeLog for SeaStore {
     }
 }
 
-impl SeaStore {
-    /// Releases (a lease: ends) or expires one hold of a dead instance, retried while it races
-    /// another finish (two survivors reaping at once, the owner ending its lease meanwhile).
-    async fn reap_one(&self, request_id: &str, expiring: bool) -> Result<bool, StorageError> {
-        for attempt in 1..=ATTEMPTS {
-            match self.finish_once(request_id, expiring).await {
-                Ok(done) => return Ok(done),
-                Err(e) if is_transient(&e) => backoff(attempt).await,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StorageError::Contention("reap"))
-    }
-}
-
 #[async_trait]
 impl InstanceRegistry for SeaStore {
     async fn heartbeat(&self, me: &Instance, now: UnixTime) -> Result<(), RepoError> {
@@ -162,8 +147,14 @@ impl InstanceRegistry for SeaStore {
             }
             // The same conditional expiry as the TTL sweep: a settle that races it wins or
             // loses cleanly, and a late one still charges, once. A balance lease is deleted
-            // instead (its calls' late settlements charge the balance, once).
-            if self.reap_one(&request_id, token_id != LEASE_TOKEN).await? {
+            // instead (its calls' late settlements charge the balance, once). Retried while
+            // it races another finish (two survivors reaping at once, the owner ending its
+            // lease meanwhile).
+            if retrying("reap", || {
+                self.finish_once(&request_id, token_id != LEASE_TOKEN)
+            })
+            .await?
+            {
                 reaped.holds += 1;
             }
         }

@@ -10,8 +10,7 @@
 use crate::SeaStore;
 use crate::billing::{HELD, LEASE_TOKEN, shrink, take, unreserve};
 use crate::entity::{hold, user};
-use crate::error::StorageError;
-use crate::retry::{ATTEMPTS, backoff, is_transient};
+use crate::retry::retrying;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -23,22 +22,6 @@ use tollgate_domain::RepoError;
 use tollgate_domain::billing::{Lease, LeaseGrowth, LeaseId};
 use tollgate_domain::repository::LeaseRepository;
 use tollgate_domain::time::UnixTime;
-
-/// Runs `op` until it succeeds or fails for a reason other than a lock conflict.
-async fn retrying<T, F, Fut>(what: &'static str, mut op: F) -> Result<T, RepoError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, DbErr>>,
-{
-    for attempt in 1..=ATTEMPTS {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if is_transient(&e) => backoff(attempt).await,
-            Err(e) => return Err(StorageError::from(e).into()),
-        }
-    }
-    Err(StorageError::Contention(what).into())
-}
 
 /// What a growth of `amount` needs free: `amount × headroom` (at least once).
 fn needed(amount: i64, headroom: u32) -> i64 {

@@ -2,8 +2,10 @@
 //! decide) and transient lock conflicts (MySQL deadlocks, SQLite busy) that are safe to retry
 //! because the failed transaction was rolled back whole.
 
+use crate::error::StorageError;
 use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
 use std::time::Duration;
+use tollgate_domain::RepoError;
 
 /// Attempts for a transaction that keeps meeting lock conflicts.
 pub(crate) const ATTEMPTS: u32 = 10;
@@ -38,4 +40,21 @@ pub(crate) fn is_transient(e: &DbErr) -> bool {
 pub(crate) async fn backoff(n: u32) {
     let ms = u64::from(n) * 7 + u64::from(n * n % 5);
     tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Runs `op` (one attempt: a transaction, or a statement) until it succeeds or fails for a
+/// reason other than a lock conflict; after [`ATTEMPTS`], contention on `what`.
+pub(crate) async fn retrying<T, F, Fut>(what: &'static str, mut op: F) -> Result<T, RepoError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    for attempt in 1..=ATTEMPTS {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) => backoff(attempt).await,
+            Err(e) => return Err(StorageError::from(e).into()),
+        }
+    }
+    Err(StorageError::Contention(what).into())
 }

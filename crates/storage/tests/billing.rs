@@ -626,11 +626,18 @@ async fn a_lease_holds_its_calls_charges_until_a_growth_or_shrink_folds_them() {
             lease: Some(lease.id.clone()),
             ..settlement(&format!("fold-{i}"), u, t, quota)
         };
-        let settled = store
-            .settle_batch(&[call(1, 30_000), call(2, 20_000)], BatchAttempt::First)
-            .await
-            .expect("batch");
-        assert_eq!(settled, [SettleOutcome::Settled; 2]);
+        // Settles the calls in one batch; each must be settled.
+        let settle = |calls: Vec<Settlement>| {
+            let store = &store;
+            async move {
+                let settled = store
+                    .settle_batch(&calls, BatchAttempt::First)
+                    .await
+                    .expect("batch");
+                assert_eq!(settled, vec![SettleOutcome::Settled; calls.len()]);
+            }
+        };
+        settle(vec![call(1, 30_000), call(2, 20_000)]).await;
         // Charged to the balance; the row still holds the charges: free 400,000 reads 350,000.
         assert_eq!(
             book(&reload(&store, "fold").await),
@@ -655,11 +662,7 @@ async fn a_lease_holds_its_calls_charges_until_a_growth_or_shrink_folds_them() {
             (450_000, 150_000, 50_000, 2)
         );
         // Another call, folded by a shrink that also gives back 40,000 unused.
-        let settled = store
-            .settle_batch(&[call(3, 10_000)], BatchAttempt::First)
-            .await
-            .expect("batch");
-        assert_eq!(settled, [SettleOutcome::Settled]);
+        settle(vec![call(3, 10_000)]).await;
         assert!(
             store
                 .shrink_lease(&lease.id, Quota::new(50_000))
@@ -671,11 +674,7 @@ async fn a_lease_holds_its_calls_charges_until_a_growth_or_shrink_folds_them() {
             (440_000, 100_000, 60_000, 3)
         );
         // Ending it gives back what the row holds: whatever was not folded comes back too.
-        let settled = store
-            .settle_batch(&[call(4, 5_000)], BatchAttempt::First)
-            .await
-            .expect("batch");
-        assert_eq!(settled, [SettleOutcome::Settled]);
+        settle(vec![call(4, 5_000)]).await;
         assert_eq!(
             store.end_lease(&lease.id).await.expect("end"),
             Some(Quota::new(100_000))
